@@ -1,0 +1,14 @@
+"""openmm-arbg: Autoregressive Boltzmann Generators for OpenMM.
+
+Train an ArBG on your own MD and use it as an exact Metropolis-Hastings move in openmmtools
+samplers or as an importance sampler.
+"""
+
+import logging as _logging
+
+from .arbg import ArBG
+
+__version__ = "0.1.0"
+__all__ = ["ArBG", "__version__"]
+
+_logging.getLogger("pymbar").setLevel(_logging.WARNING)

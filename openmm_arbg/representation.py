@@ -1,0 +1,317 @@
+"""Exact bijections between molecular shapes and the model's 3N-6 coordinates.
+
+Positions are in nm. Both representations remove the six rigid-body degrees of freedom with the
+same canonical frame fixed by three bonded anchor atoms ``(a, b, c)``: ``a`` at the origin, ``b``
+on the +x axis, ``c`` in the xy-plane with y > 0. The Lebesgue measure factorises as
+
+    d^{3N} x = d^3 t  dR  exp(log_volume(z))  d^{3N-6} z
+
+with the same rigid-body measure ``d^3 t dR`` for both representations, so a density ``q_z`` over
+model coordinates defines the shape density ``q(x) = q_z(z) / exp(log_volume(z))`` in the measure
+in which ``exp(-u(x))`` is the Boltzmann density (DESIGN section 3).
+
+* :class:`CartesianRepresentation` (the ArBG paper's choice): ``z = (x_b, x_c, y_c, x_d, y_d,
+  z_d, ...)`` and ``log_volume = 2 log x_b + log y_c``.
+* :class:`InternalRepresentation` (bgflow's choice): a Z-matrix of bonds (nm), angles (rad) and
+  periodic torsions (rad), ``log_volume = sum_i 2 log r_i + log sin(theta_i)``.
+
+All maps are batched torch functions in float64 so that Jacobians can be checked by autograd.
+"""
+
+import numpy as np
+import torch
+
+from .topology import MolecularGraph
+
+__all__ = [
+    "CartesianRepresentation",
+    "InternalRepresentation",
+    "canonical_frame",
+    "place_in_frame",
+    "to_local_frame",
+    "build_representation",
+    "StereoChecker",
+]
+
+# Coordinate kinds: the discretizer's support for each model coordinate.
+UNBOUNDED = "unbounded"  # (-inf, inf)
+POSITIVE = "positive"  # (0, inf): bond lengths, x_b, y_c
+ANGLE = "angle"  # (0, pi): bond angles
+PERIODIC = "periodic"  # [-pi, pi): torsions
+
+_EPS = 1e-12
+
+
+def _unit(v):
+    return v / torch.linalg.norm(v, dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def canonical_frame(positions, anchors):
+    """Origin and rotation of the canonical frame of each configuration.
+
+    Parameters
+    ----------
+    positions : torch.Tensor, shape (n, N, 3), nm
+    anchors : (int, int, int)
+
+    Returns
+    -------
+    origin : torch.Tensor, shape (n, 3)
+        Position of anchor ``a``.
+    rotation : torch.Tensor, shape (n, 3, 3)
+        Rows are the frame's unit axes in lab coordinates, so ``local = (x - origin) @ R.T``
+        and ``x = origin + local @ R``.
+    """
+    a, b, c = anchors
+    origin = positions[:, a]
+    e1 = _unit(positions[:, b] - origin)
+    v = positions[:, c] - origin
+    e2 = _unit(v - (v * e1).sum(-1, keepdim=True) * e1)
+    e3 = torch.cross(e1, e2, dim=-1)
+    return origin, torch.stack([e1, e2, e3], dim=1)
+
+
+def place_in_frame(local, origin, rotation):
+    """Inverse of the canonical frame: ``x = origin + local @ R``."""
+    return origin[:, None, :] + local @ rotation
+
+
+def to_local_frame(positions, anchors):
+    """Positions (n, N, 3) expressed in their own canonical frame."""
+    origin, rotation = canonical_frame(positions, anchors)
+    return (positions - origin[:, None, :]) @ rotation.transpose(1, 2)
+
+
+def _angle(p0, p1, p2):
+    """Angle p0-p1-p2 in rad."""
+    u = _unit(p0 - p1)
+    v = _unit(p2 - p1)
+    return torch.atan2(torch.linalg.norm(torch.cross(u, v, dim=-1), dim=-1), (u * v).sum(-1))
+
+
+def _dihedral(p0, p1, p2, p3):
+    """Dihedral p0-p1-p2-p3 in rad, in [-pi, pi] (IUPAC sign convention)."""
+    b0 = p0 - p1
+    b1 = _unit(p2 - p1)
+    b2 = p3 - p2
+    v = b0 - (b0 * b1).sum(-1, keepdim=True) * b1
+    w = b2 - (b2 * b1).sum(-1, keepdim=True) * b1
+    x = (v * w).sum(-1)
+    y = (torch.cross(b1, v, dim=-1) * w).sum(-1)
+    return torch.atan2(y, x)
+
+
+def _place_atom(pj, pk, pl, r, theta, phi):
+    """Position of atom i from bond r = |i-j|, angle (i, j, k) and dihedral (i, j, k, l)."""
+    bc = _unit(pj - pk)
+    n = _unit(torch.cross(pk - pl, bc, dim=-1))
+    m = torch.cross(n, bc, dim=-1)
+    d0 = -r * torch.cos(theta)
+    d1 = r * torch.sin(theta) * torch.cos(phi)
+    d2 = r * torch.sin(theta) * torch.sin(phi)
+    return pj + d0[:, None] * bc + d1[:, None] * m + d2[:, None] * n
+
+
+class _Representation:
+    """Common parts: anchors, atom order, coordinate metadata, serialisation."""
+
+    kind = None
+
+    def __init__(self, graph, anchors=None):
+        self.graph = MolecularGraph.from_topology(graph)
+        if anchors is None:
+            anchors = self.graph.default_anchors()
+        anchors = tuple(int(i) for i in anchors)
+        a, b, c = anchors
+        n = self.graph.n_atoms
+        if len(set(anchors)) != 3 or not all(0 <= i < n for i in anchors):
+            raise ValueError(f"anchors must be three distinct atom indices in [0, {n}); got {anchors}")
+        if b not in self.graph.neighbors[a] or c not in self.graph.neighbors[a]:
+            raise ValueError(
+                f"anchor atoms b={self.graph.describe_atom(b)} and c={self.graph.describe_atom(c)} "
+                f"must both be bonded to a={self.graph.describe_atom(a)}"
+            )
+        self.anchors = anchors
+        self.order, self.parent = self.graph.traversal_order(anchors)
+        self.n_atoms = n
+        self.n_coords = 3 * n - 6
+
+    # metadata used by the discretizer and the network
+    coordinate_kinds = None  # list of str, one per model coordinate
+    coordinate_atoms = None  # atom index whose placement each coordinate describes
+    coordinate_roles = None  # small int per coordinate: axis (x, y, z) or (bond, angle, torsion)
+
+    def to_dict(self):
+        return {"kind": self.kind, "anchors": list(self.anchors)}
+
+    def frame(self, positions):
+        """Canonical-frame origin and rotation of each configuration (see :func:`canonical_frame`)."""
+        return canonical_frame(positions, self.anchors)
+
+
+class CartesianRepresentation(_Representation):
+    """Cartesian coordinates of every atom in the canonical anchor frame (ArBG paper).
+
+    Model coordinates, in nm: ``(x_b, x_c, y_c)`` and then ``(x, y, z)`` of every other atom in
+    breadth-first order from the anchors. ``log_volume = 2 log x_b + log y_c``.
+    """
+
+    kind = "cartesian"
+
+    def __init__(self, graph, anchors=None):
+        super().__init__(graph, anchors)
+        self.others = [i for i in self.order if i not in self.anchors]
+        a, b, c = self.anchors
+        self.coordinate_kinds = [POSITIVE, UNBOUNDED, POSITIVE] + [UNBOUNDED] * (3 * len(self.others))
+        self.coordinate_atoms = [b, c, c] + [i for i in self.others for _ in range(3)]
+        self.coordinate_roles = [0, 0, 1] + [0, 1, 2] * len(self.others)
+
+    def to_model_coordinates(self, positions):
+        """Positions (n, N, 3) nm -> model coordinates (n, 3N-6) and log_volume (n,)."""
+        a, b, c = self.anchors
+        local = to_local_frame(positions, self.anchors)
+        z = torch.cat([local[:, b, :1], local[:, c, :2], local[:, self.others].reshape(len(local), -1)], dim=1)
+        return z, self.log_volume(z)
+
+    def from_model_coordinates(self, z):
+        """Model coordinates (n, 3N-6) -> positions (n, N, 3) nm in the canonical frame, log_volume."""
+        a, b, c = self.anchors
+        local = z.new_zeros((z.shape[0], self.n_atoms, 3))
+        local[:, b, 0] = z[:, 0]
+        local[:, c, 0] = z[:, 1]
+        local[:, c, 1] = z[:, 2]
+        local[:, self.others] = z[:, 3:].reshape(z.shape[0], -1, 3)
+        return local, self.log_volume(z)
+
+    @staticmethod
+    def log_volume(z):
+        return 2.0 * torch.log(z[:, 0]) + torch.log(z[:, 2])
+
+
+class InternalRepresentation(_Representation):
+    """Z-matrix internal coordinates: bonds (nm), angles (rad), periodic torsions (rad).
+
+    Atom ``b`` has a bond to ``a``; ``c`` a bond to ``a`` and the angle ``c-a-b``; every later
+    atom ``i`` (breadth-first from the anchors, heavy atoms first) a bond to its parent ``j``, an
+    angle ``i-j-k`` and a torsion ``i-j-k-l`` with ``j, k, l`` placed before ``i``.
+    ``log_volume = sum_i 2 log r_i + sum_i log sin(theta_i)``.
+    """
+
+    kind = "internal"
+
+    def __init__(self, graph, anchors=None):
+        super().__init__(graph, anchors)
+        self.zmatrix = self._build_zmatrix()
+        a, b, c = self.anchors
+        kinds, atoms, roles = [POSITIVE, POSITIVE, ANGLE], [b, c, c], [0, 0, 1]
+        for i, _, _, _ in self.zmatrix:
+            kinds += [POSITIVE, ANGLE, PERIODIC]
+            atoms += [i, i, i]
+            roles += [0, 1, 2]
+        self.coordinate_kinds, self.coordinate_atoms, self.coordinate_roles = kinds, atoms, roles
+
+    def _build_zmatrix(self):
+        g = self.graph
+        rank = {atom: r for r, atom in enumerate(self.order)}
+        rows = []
+        for r, i in enumerate(self.order[3:], start=3):
+            j = int(self.parent[i])
+
+            def placed(x, exclude):
+                return x >= 0 and rank[x] < r and x not in exclude
+
+            cands = [int(self.parent[j])] + g.neighbors[j]
+            k = next((x for x in cands if placed(x, (i, j))), None)
+            cands = [int(self.parent[k])] + g.neighbors[k] + g.neighbors[j]
+            l = next((x for x in cands if placed(x, (i, j, k))), None)
+            if k is None or l is None:  # pragma: no cover - impossible for a connected graph of >= 4 atoms
+                raise ValueError(f"cannot build a Z-matrix row for {g.describe_atom(i)}")
+            rows.append((i, j, k, l))
+        return rows
+
+    def to_model_coordinates(self, positions):
+        a, b, c = self.anchors
+        x = positions
+        cols = [
+            torch.linalg.norm(x[:, b] - x[:, a], dim=-1),
+            torch.linalg.norm(x[:, c] - x[:, a], dim=-1),
+            _angle(x[:, c], x[:, a], x[:, b]),
+        ]
+        if self.zmatrix:
+            i, j, k, l = (list(col) for col in zip(*self.zmatrix))
+            bonds = torch.linalg.norm(x[:, i] - x[:, j], dim=-1)
+            angles = _angle(x[:, i], x[:, j], x[:, k])
+            torsions = _dihedral(x[:, i], x[:, j], x[:, k], x[:, l])
+            per_atom = torch.stack([bonds, angles, torsions], dim=-1).reshape(len(x), -1)
+            z = torch.cat([torch.stack(cols, dim=1), per_atom], dim=1)
+        else:
+            z = torch.stack(cols, dim=1)
+        return z, self.log_volume(z)
+
+    def from_model_coordinates(self, z):
+        a, b, c = self.anchors
+        n = z.shape[0]
+        pos = [None] * self.n_atoms
+        zero = z.new_zeros(n)
+        pos[a] = z.new_zeros((n, 3))
+        pos[b] = torch.stack([z[:, 0], zero, zero], dim=-1)
+        pos[c] = torch.stack([z[:, 1] * torch.cos(z[:, 2]), z[:, 1] * torch.sin(z[:, 2]), zero], dim=-1)
+        for row, (i, j, k, l) in enumerate(self.zmatrix):
+            r, theta, phi = z[:, 3 + 3 * row], z[:, 4 + 3 * row], z[:, 5 + 3 * row]
+            pos[i] = _place_atom(pos[j], pos[k], pos[l], r, theta, phi)
+        return torch.stack(pos, dim=1), self.log_volume(z)
+
+    def log_volume(self, z):
+        bonds = torch.cat([z[:, :2], z[:, 3::3]], dim=1)
+        angles = torch.cat([z[:, 2:3], z[:, 4::3]], dim=1)
+        return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
+
+
+def build_representation(kind, graph, anchors=None):
+    """Make a representation by name: ``"internal"`` or ``"cartesian"``."""
+    classes = {"cartesian": CartesianRepresentation, "internal": InternalRepresentation}
+    if kind not in classes:
+        raise ValueError(f"representation must be one of {sorted(classes)}; got {kind!r}")
+    return classes[kind](graph, anchors)
+
+
+class StereoChecker:
+    """Handedness of every tetrahedral centre (atom with four bonded neighbours).
+
+    A classical force field gives mirror images the same energy, but MD of one stereoisomer never
+    visits the other; the target is the Boltzmann distribution restricted to the reference's
+    stereochemistry (DESIGN section 3). Each centre's sign is that of the triple product of its
+    first three neighbours' bond vectors (neighbours in index order), recorded from a reference.
+
+    Parameters
+    ----------
+    graph : MolecularGraph
+    reference_signs : sequence of int, optional
+        +1/-1 per centre; set with :meth:`record`.
+    """
+
+    def __init__(self, graph, reference_signs=None):
+        self.graph = graph
+        self.centers = [i for i in range(graph.n_atoms) if len(graph.neighbors[i]) == 4]
+        self.reference_signs = None if reference_signs is None else np.asarray(reference_signs, dtype=int)
+
+    def signs(self, positions):
+        """Handedness (+1/-1) of each centre, shape (n, n_centers)."""
+        x = np.asarray(positions, dtype=float)
+        if not self.centers:
+            return np.zeros((len(x), 0), dtype=int)
+        c = np.array(self.centers)
+        nb = np.array([self.graph.neighbors[i][:3] for i in self.centers])
+        v = x[:, nb, :] - x[:, c, None, :]
+        return np.where(np.linalg.det(v) > 0, 1, -1)
+
+    def record(self, reference_positions):
+        """Record the handedness of a reference configuration (N, 3) nm."""
+        self.reference_signs = self.signs(np.asarray(reference_positions, dtype=float)[None])[0]
+        return self
+
+    def check(self, positions):
+        """Boolean mask, shape (n,): True where every centre has the reference handedness."""
+        if self.reference_signs is None:
+            raise RuntimeError("no reference stereochemistry recorded; call record(reference_positions)")
+        return (self.signs(positions) == self.reference_signs[None, :]).all(axis=1)

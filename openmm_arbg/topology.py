@@ -1,0 +1,211 @@
+"""Molecular graph: the part of a topology the model needs, with a stable fingerprint.
+
+The graph is built from an OpenMM or mdtraj topology and can be written to and read from
+plain JSON (no pickling), so a checkpoint can rebuild it without the original files.
+"""
+
+import hashlib
+import json
+from collections import deque
+
+import numpy as np
+
+__all__ = ["MolecularGraph"]
+
+
+class MolecularGraph:
+    """Atoms, residues and bonds of one molecule.
+
+    Parameters
+    ----------
+    atoms : list of dict
+        One dict per atom with keys ``name``, ``element`` (symbol, e.g. ``"C"``), ``resname``,
+        ``resSeq`` (int) and ``chain`` (int).
+    bonds : list of (int, int)
+        Bonded atom index pairs.
+    """
+
+    def __init__(self, atoms, bonds):
+        self.atoms = [dict(a) for a in atoms]
+        self.bonds = sorted({(min(int(i), int(j)), max(int(i), int(j))) for i, j in bonds})
+        n = len(self.atoms)
+        if n < 3:
+            raise ValueError(f"a molecule needs at least 3 atoms to have a shape; got {n}")
+        self.neighbors = [[] for _ in range(n)]
+        for i, j in self.bonds:
+            if not (0 <= i < n and 0 <= j < n) or i == j:
+                raise ValueError(f"bond ({i}, {j}) does not join two distinct atoms of {n}")
+            self.neighbors[i].append(j)
+            self.neighbors[j].append(i)
+        for nb in self.neighbors:
+            nb.sort()
+        self._check_connected()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_topology(cls, topology):
+        """Build from an ``openmm.app.Topology`` or ``mdtraj.Topology``."""
+        import mdtraj
+
+        if isinstance(topology, MolecularGraph):
+            return topology
+        if isinstance(topology, mdtraj.Trajectory):
+            topology = topology.topology
+        if not isinstance(topology, mdtraj.Topology):
+            try:
+                topology = mdtraj.Topology.from_openmm(topology)
+            except Exception as exc:  # pragma: no cover - depends on input type
+                raise TypeError(
+                    "topology must be an openmm.app.Topology or mdtraj.Topology, "
+                    f"got {type(topology).__name__}"
+                ) from exc
+        if topology.n_bonds == 0 and topology.n_atoms > 1:
+            topology.create_standard_bonds()
+        atoms = []
+        for atom in topology.atoms:
+            element = atom.element.symbol if atom.element is not None else "X"
+            atoms.append(
+                dict(
+                    name=atom.name,
+                    element=element,
+                    resname=atom.residue.name,
+                    resSeq=int(atom.residue.resSeq),
+                    chain=int(atom.residue.chain.index),
+                )
+            )
+        bonds = [(b[0].index, b[1].index) for b in topology.bonds]
+        return cls(atoms, bonds)
+
+    def to_dict(self):
+        return {"atoms": self.atoms, "bonds": [list(b) for b in self.bonds]}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["atoms"], [tuple(b) for b in d["bonds"]])
+
+    def to_mdtraj(self):
+        """Rebuild an ``mdtraj.Topology`` (atoms, residues, chains, bonds)."""
+        import mdtraj
+
+        top = mdtraj.Topology()
+        chains, residues = {}, {}
+        for a in self.atoms:
+            if a["chain"] not in chains:
+                chains[a["chain"]] = top.add_chain()
+            key = (a["chain"], a["resSeq"], a["resname"])
+            if key not in residues:
+                residues[key] = top.add_residue(a["resname"], chains[a["chain"]], resSeq=a["resSeq"])
+            element = mdtraj.element.get_by_symbol(a["element"]) if a["element"] != "X" else None
+            top.add_atom(a["name"], element, residues[key])
+        atoms = list(top.atoms)
+        for i, j in self.bonds:
+            top.add_bond(atoms[i], atoms[j])
+        return top
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_atoms(self):
+        return len(self.atoms)
+
+    @property
+    def elements(self):
+        return [a["element"] for a in self.atoms]
+
+    def is_heavy(self, i):
+        return self.atoms[i]["element"] not in ("H", "D")
+
+    def fingerprint(self):
+        """SHA-256 of atom names, elements, residues and bonds, in order."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def describe_atom(self, i):
+        a = self.atoms[i]
+        return f"{a['resname']}{a['resSeq']}:{a['name']} (index {i})"
+
+    # ------------------------------------------------------------------ graph algorithms
+    def _check_connected(self):
+        seen = {0}
+        queue = deque([0])
+        while queue:
+            i = queue.popleft()
+            for j in self.neighbors[i]:
+                if j not in seen:
+                    seen.add(j)
+                    queue.append(j)
+        if len(seen) != self.n_atoms:
+            missing = sorted(set(range(self.n_atoms)) - seen)[:5]
+            raise ValueError(
+                "the bond graph is not connected (e.g. atoms "
+                + ", ".join(self.describe_atom(i) for i in missing)
+                + " are not bonded to atom 0). openmm-arbg models one molecule; pass a topology "
+                "with bonds (PDB CONECT records, or mdtraj's create_standard_bonds)."
+            )
+
+    def shortest_paths(self, source):
+        dist = np.full(self.n_atoms, -1, dtype=int)
+        dist[source] = 0
+        queue = deque([source])
+        while queue:
+            i = queue.popleft()
+            for j in self.neighbors[i]:
+                if dist[j] < 0:
+                    dist[j] = dist[i] + 1
+                    queue.append(j)
+        return dist
+
+    def default_anchors(self):
+        """Three bonded atoms (a, b, c) near the centre of the molecule.
+
+        ``a`` is the heavy atom with at least two bonded neighbours that minimises the largest
+        graph distance to any atom (the graph centre; ties broken by degree, then index).
+        ``b`` and ``c`` are two neighbours of ``a``, heavy atoms first.
+        """
+        candidates = [i for i in range(self.n_atoms) if len(self.neighbors[i]) >= 2]
+        if not candidates:
+            raise ValueError("no atom has two bonded neighbours; cannot choose anchor atoms")
+        heavy = [i for i in candidates if self.is_heavy(i)] or candidates
+
+        def key(i):
+            return (self.shortest_paths(i).max(), -len(self.neighbors[i]), i)
+
+        a = min(heavy, key=key)
+        nbrs = sorted(self.neighbors[a], key=lambda j: (not self.is_heavy(j), -len(self.neighbors[j]), j))
+        return a, nbrs[0], nbrs[1]
+
+    def traversal_order(self, anchors):
+        """Breadth-first order starting with the anchor atoms: heavy atoms first, then hydrogens.
+
+        Parameters
+        ----------
+        anchors : (int, int, int)
+            Atoms ``(a, b, c)`` with ``b`` and ``c`` bonded to ``a``; they come first.
+
+        Returns
+        -------
+        order : list of int
+            Every atom once; each atom's ``parent`` precedes it.
+        parent : numpy.ndarray of int
+            Bonded atom through which each atom was reached (``-1`` for ``a``).
+        """
+        a, b, c = (int(x) for x in anchors)
+        parent = np.full(self.n_atoms, -1, dtype=int)
+        parent[b] = a
+        parent[c] = a
+        order = [a, b, c]
+        seen = set(order)
+
+        def grow(heavy_only):
+            queue = deque(order)
+            while queue:
+                i = queue.popleft()
+                for j in self.neighbors[i]:
+                    if j not in seen and (self.is_heavy(j) or not heavy_only):
+                        seen.add(j)
+                        parent[j] = i
+                        order.append(j)
+                        queue.append(j)
+
+        grow(heavy_only=True)
+        grow(heavy_only=False)
+        return order, parent
