@@ -72,9 +72,16 @@ class AutoregressiveDensity(nn.Module):
         tokens, log_within = self.discretizer.tokenize(z)
         prev_tokens, prev_features = self._shifted_inputs(tokens, self.discretizer.features(z))
         logits = self.network(prev_tokens, prev_features)
-        logp = torch.log_softmax(logits.double() / temperature, dim=-1)
-        log_token = logp.gather(-1, tokens[..., None])[..., 0]
-        return log_token + log_within
+        # float64 for evaluation (exact log q); float32 while training (speed; gradients only)
+        if not torch.is_grad_enabled():
+            logits = logits.double()
+        logits = logits / temperature
+        log_token = logits.gather(-1, tokens[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        return log_token.double() + log_within
+
+    def forward(self, z, temperature=1.0):
+        """Same as :meth:`log_prob_terms` (so DistributedDataParallel can wrap the density)."""
+        return self.log_prob_terms(z, temperature)
 
     def log_prob(self, z, temperature=1.0):
         """``log q(z)`` in nats, shape (n,), float64."""

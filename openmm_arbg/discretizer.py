@@ -96,6 +96,9 @@ class Discretizer:
         margin : float
             Fraction of the data range added on each side.
         """
+        unknown = set(kinds) - set(_BOUNDS)
+        if unknown:
+            raise ValueError(f"unknown coordinate kinds {sorted(unknown)}; use {sorted(_BOUNDS)}")
         z = np.asarray(z, dtype=float)
         if z.ndim != 2 or z.shape[1] != len(kinds):
             raise ValueError(f"z must have shape (n_samples, {len(kinds)}); got {z.shape}")

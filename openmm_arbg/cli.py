@@ -1,0 +1,259 @@
+"""The ``arbg`` command line: ``md``, ``train``, ``sample`` and ``demo``.
+
+Every option can also come from a YAML file given with ``--config`` (keys are the long option
+names with ``-`` or ``_``); options on the command line win.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+__all__ = ["main"]
+
+logging.getLogger("pymbar").setLevel(logging.WARNING)
+
+
+def _add_config(parser):
+    parser.add_argument("--config", help="YAML file with option values (command-line options override it)")
+
+
+def _apply_yaml(parser, args, argv):
+    if not getattr(args, "config", None):
+        return args
+    import yaml
+
+    with open(args.config) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        parser.error(f"{args.config} must hold a mapping of option names to values")
+    known = {a.dest for a in parser._actions}
+    given = {a.dest for a in parser._actions for s in a.option_strings if s in argv}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            parser.error(f"{args.config}: unknown option {key!r}")
+        if dest not in given:
+            setattr(args, dest, value)
+    return args
+
+
+# ---------------------------------------------------------------------- md
+def _cmd_md(args):
+    from .md import run_md
+    from .systems import build_system
+
+    ms = build_system(args.system)
+    n_steps = int(round(args.ns * 1e6 / args.timestep_fs))
+    report = int(round(args.report_ps * 1e3 / args.timestep_fs))
+    n_steps -= n_steps % report
+    for T in args.temperatures:
+        out = os.path.join(args.output, f"{T:g}K")
+        traj = run_md(
+            ms,
+            out,
+            n_steps=n_steps,
+            report_interval=report,
+            temperature=T,
+            timestep_fs=args.timestep_fs,
+            seed=args.seed,
+            platform=args.platform,
+            progress=not args.quiet,
+        )
+        print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")
+
+
+# ---------------------------------------------------------------------- train
+def _cmd_train(args):
+    import numpy as np
+    import torch
+
+    from . import ArBG
+    from .topology import MolecularGraph
+    from .training import Trainer, TrainingConfig, load_trajectories
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import mdtraj
+
+    top = mdtraj.load_topology(args.topology)
+    graph = MolecularGraph.from_topology(top)
+    x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
+    print(f"{len(x)} frames of {graph.n_atoms} atoms from {len(args.trajectories)} file(s)")
+    config = TrainingConfig(
+        n_steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup,
+        ema_decay=args.ema,
+        eval_interval=args.eval_interval,
+        patience=args.patience,
+        validation_fraction=args.validation_fraction,
+        max_time_s=args.max_minutes * 60,
+        seed=args.seed,
+    )
+    checkpoint = os.path.join(args.output, "checkpoint.safetensors")
+    if os.path.exists(checkpoint) and not args.restart:
+        model = ArBG.load(checkpoint, topology=top)
+        print(f"resuming from {checkpoint}")
+    else:
+        model = ArBG(
+            top,
+            x,
+            representation=args.representation,
+            n_bins=args.bins,
+            network=dict(n_layer=args.layers, n_head=args.heads, d_model=args.d_model),
+            seed=args.seed,
+        )
+        if args.restart and os.path.exists(checkpoint):
+            os.remove(checkpoint)
+    model.to(args.device)
+    print(model)
+    trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet)
+    history = trainer.fit()
+    last = history[-1] if history else {}
+    print(
+        f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "
+        f"best model -> {trainer.model_path}; log -> {trainer.log_path}"
+    )
+
+
+# ---------------------------------------------------------------------- sample
+def _cmd_sample(args):
+    import numpy as np
+
+    from . import ArBG
+    from .energies import ReducedPotential
+    from .importance import importance_sample
+
+    model = ArBG.load(args.model)
+    if args.system:
+        from openmmtools.states import ThermodynamicState
+        import openmm.unit as unit
+
+        from .systems import build_system
+
+        ms = build_system(args.system)
+        model.check_topology(ms.topology)
+        T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
+        state = ThermodynamicState(ms.system, T * unit.kelvin)
+        with ReducedPotential(state, n_workers=args.workers) as u:
+            t0 = time.time()
+            result = importance_sample(model, u, args.n, temperature=args.proposal_temperature, seed=args.seed)
+            print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
+        positions = result.positions
+        if args.resample:
+            positions = result.resample(rng=args.seed)
+    else:
+        positions, log_q = model.sample(args.n, temperature=args.proposal_temperature, seed=args.seed)
+        print(f"{len(positions)} samples, mean log q {np.mean(log_q):.2f}")
+    if args.output:
+        import mdtraj
+
+        mdtraj.Trajectory(positions.astype("float32"), model.topology).save(args.output)
+        print(f"samples -> {args.output}")
+
+
+# ---------------------------------------------------------------------- demo
+def _cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.output, minutes=args.minutes, quiet=args.quiet)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="arbg",
+        description="Autoregressive Boltzmann Generators for OpenMM: generate MD, train a model on it, and sample "
+        "Boltzmann-distributed conformations exactly (importance sampling / Metropolis-Hastings).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("md", help="run unconstrained Langevin MD to make training data", description=_cmd_md.__doc__)
+    _add_config(p)
+    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[300.0], help="temperatures in K, one run each")
+    p.add_argument("--ns", type=float, default=1.0, help="simulated time per temperature in ns (default %(default)s)")
+    p.add_argument("--report-ps", type=float, default=0.2, help="ps between saved frames (default %(default)s)")
+    p.add_argument("--timestep-fs", type=float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")
+    p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_md)
+
+    p = sub.add_parser("train", help="train an ArBG on trajectories by maximum likelihood")
+    _add_config(p)
+    p.add_argument("--trajectories", nargs="+", required=False, help="trajectory files mdtraj reads (DCD, XTC, H5, ...)")
+    p.add_argument("--topology", required=False, help="topology file (PDB) of the molecule")
+    p.add_argument("--stride", type=int, default=1, help="use every n-th frame (default %(default)s)")
+    p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
+    p.add_argument("--representation", choices=["internal", "cartesian"], default="internal", help="model coordinates (default %(default)s)")
+    p.add_argument("--bins", type=int, default=256, help="bins per coordinate (default %(default)s)")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5000, help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (default off)")
+    p.add_argument("--eval-interval", type=int, default=250)
+    p.add_argument("--patience", type=int, default=0, help="early stopping after this many evaluations without improvement")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this wall time")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="draw conformations; with --system, importance weights and ESS")
+    _add_config(p)
+    p.add_argument("--model", required=False, help="model file (model.safetensors)")
+    p.add_argument("--n", type=int, default=1000, help="number of proposals (default %(default)s)")
+    p.add_argument("--system", help="target system for importance weights (e.g. alanine_dipeptide_vacuum)")
+    p.add_argument("--temperature", type=float, help="target temperature in K (default: the system's)")
+    p.add_argument("--proposal-temperature", type=float, default=1.0, help="softmax temperature of the model")
+    p.add_argument("--workers", type=int, default=1, help="processes for OpenMM energies")
+    p.add_argument("--resample", action="store_true", help="write a resampled (Boltzmann-distributed) population")
+    p.add_argument("--output", help="write samples to this trajectory file (e.g. samples.dcd)")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("demo", help="the quick-start job on alanine dipeptide (a few minutes on 2 cores)")
+    p.add_argument("--output", default="arbg_demo", help="output folder (default %(default)s)")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes (default %(default)s)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+_REQUIRED = {"train": ["trajectories", "topology"], "sample": ["model"]}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    args = _apply_yaml(sub, args, argv)
+    missing = [k for k in _REQUIRED.get(args.command, []) if not getattr(args, k, None)]
+    if missing:
+        sub.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, MemoryError) as exc:
+        print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

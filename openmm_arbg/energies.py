@@ -1,0 +1,150 @@
+"""Reduced potentials of many conformations with OpenMM.
+
+``u(x) = U(x) / (k_B T)`` (dimensionless, in kT) for a single molecule in vacuum or implicit
+solvent (no box, so no pV term). A failed or non-finite energy is ``+inf``, never 0: such a
+conformation gets importance weight 0 and is always rejected by Metropolis-Hastings.
+
+On CPU the conformations can be spread over worker processes, each with its own Context built
+inside the worker from the serialised System; on a GPU use one Context (``n_workers=1``).
+"""
+
+import math
+import multiprocessing as mp
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from .systems import default_platform
+
+__all__ = ["ReducedPotential", "kT_kJ_per_mol"]
+
+_WORKER = {}
+
+
+def kT_kJ_per_mol(temperature_K):
+    """Thermal energy k_B T in kJ/mol at ``temperature_K`` kelvin."""
+    return (unit.MOLAR_GAS_CONSTANT_R * temperature_K * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+
+
+def _make_context(system, platform_name):
+    integrator = openmm.VerletIntegrator(1.0 * unit.femtosecond)
+    platform = openmm.Platform.getPlatformByName(platform_name)
+    return openmm.Context(system, integrator, platform)
+
+
+def _energies_kj(context, positions):
+    out = np.empty(len(positions))
+    for i, x in enumerate(positions):
+        try:
+            context.setPositions(x)
+            e = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        except Exception:  # OpenMM raises on NaN coordinates or a failing custom force
+            e = math.inf
+        out[i] = e if math.isfinite(e) else math.inf
+    return out
+
+
+def _worker_init(system_xml, platform_name):
+    import torch  # noqa: F401  (openmm-torch forces need torch loaded first)
+
+    _WORKER["context"] = _make_context(openmm.XmlSerializer.deserialize(system_xml), platform_name)
+
+
+def _worker_energies(positions):
+    return _energies_kj(_WORKER["context"], positions)
+
+
+class ReducedPotential:
+    """Reduced potentials of conformations in one thermodynamic state.
+
+    Parameters
+    ----------
+    thermodynamic_state : openmmtools.states.ThermodynamicState or openmm.System
+        Target state. A bare System needs ``temperature``.
+    temperature : float, K, optional
+        Only with a bare System.
+    platform : str, optional
+        OpenMM platform; Reference below 500 atoms by default.
+    n_workers : int
+        Worker processes (CPU). ``1`` evaluates in this process with one Context.
+
+    Examples
+    --------
+    >>> u = ReducedPotential(state, n_workers=2)     # doctest: +SKIP
+    >>> u(positions_nm)                               # (n,) in kT, +inf where OpenMM failed
+    """
+
+    def __init__(self, thermodynamic_state, temperature=None, platform=None, n_workers=1):
+        if isinstance(thermodynamic_state, openmm.System):
+            if temperature is None:
+                raise ValueError("a bare System needs a temperature (K); or pass an openmmtools ThermodynamicState")
+            system, T = thermodynamic_state, float(temperature)
+        else:
+            system = thermodynamic_state.system
+            T = thermodynamic_state.temperature.value_in_unit(unit.kelvin)
+            if getattr(thermodynamic_state, "pressure", None) is not None:
+                raise ValueError("ReducedPotential supports NVT states of one molecule (no barostat)")
+        if system.usesPeriodicBoundaryConditions():
+            raise ValueError("ReducedPotential evaluates one molecule without a box; the System is periodic")
+        self.system = system
+        self.temperature = T
+        self.beta = 1.0 / kT_kJ_per_mol(T)  # mol/kJ
+        self.platform = platform or default_platform(system.getNumParticles())
+        self.n_workers = max(1, int(n_workers))
+        self._context = None
+        self._pool = None
+        self.n_evaluations = 0
+
+    def _ensure(self):
+        if self.n_workers == 1:
+            if self._context is None:
+                self._context = _make_context(self.system, self.platform)
+        elif self._pool is None:
+            xml = openmm.XmlSerializer.serialize(self.system)
+            ctx = mp.get_context("spawn")
+            self._pool = ctx.Pool(self.n_workers, initializer=_worker_init, initargs=(xml, self.platform))
+
+    def energies(self, positions):
+        """Potential energies (n,) in kJ/mol of positions (n, N, 3) nm; +inf where OpenMM failed."""
+        x = np.asarray(positions, dtype=np.float64)
+        if x.ndim == 2:
+            x = x[None]
+        if x.shape[1:] != (self.system.getNumParticles(), 3):
+            raise ValueError(f"positions must have shape (n, {self.system.getNumParticles()}, 3); got {x.shape}")
+        self._ensure()
+        self.n_evaluations += len(x)
+        if self.n_workers == 1 or len(x) < 4 * self.n_workers:
+            if self._context is None:
+                self._context = _make_context(self.system, self.platform)
+            return _energies_kj(self._context, x)
+        chunks = np.array_split(x, 4 * self.n_workers)
+        return np.concatenate(self._pool.map(_worker_energies, chunks))
+
+    def __call__(self, positions):
+        """Reduced potentials (n,), dimensionless (kT); +inf where the energy is not finite."""
+        return self.beta * self.energies(positions)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+        self._context = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):  # contexts and pools do not pickle or deep-copy
+        d = dict(self.__dict__)
+        d["_context"] = None
+        d["_pool"] = None
+        return d

@@ -1,0 +1,454 @@
+"""Maximum-likelihood training of an ArBG on MD trajectories.
+
+Teacher forcing on the exact density: the loss is ``-mean log q_z(z)`` over frames. The
+validation set is made of contiguous time blocks (frames next to each other in time are
+correlated, so random splits overstate generalisation). AdamW with linear warm-up and cosine
+decay, gradient clipping, optional EMA of the weights, early stopping on the validation NLL,
+atomic checkpoints that resume bit-for-bit, a tqdm progress bar and a CSV log.
+
+Runs unchanged under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPU):
+every rank holds the data, each takes its slice of every global batch, and only rank 0 writes.
+"""
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .arbg import ArBG, as_positions_nm
+
+__all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
+
+
+@dataclass
+class TrainingConfig:
+    """Training settings.
+
+    Parameters
+    ----------
+    n_steps : int
+        Optimiser steps in total.
+    batch_size : int
+        Frames per (global) batch.
+    learning_rate : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+    warmup_steps : int
+        Linear warm-up from 0 to ``learning_rate``.
+    min_lr_fraction : float
+        Cosine decay ends at ``min_lr_fraction * learning_rate``.
+    grad_clip : float
+        Gradient-norm clip (0: off).
+    ema_decay : float
+        Exponential moving average of the weights (0: off). The saved model uses the EMA weights.
+    eval_interval : int
+        Steps between validation passes (and CSV rows).
+    patience : int
+        Early stopping after this many validations without improvement (0: off).
+    validation_fraction : float
+        Fraction of frames held out, as contiguous time blocks.
+    n_validation_blocks : int
+        Number of held-out time blocks.
+    checkpoint_interval : int
+        Steps between resumable checkpoints.
+    max_time_s : float
+        Stop after this wall time in seconds (0: no limit). A stopped run resumes.
+    seed : int
+    """
+
+    n_steps: int = 5000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_fraction: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    eval_interval: int = 250
+    patience: int = 0
+    validation_fraction: float = 0.1
+    n_validation_blocks: int = 5
+    checkpoint_interval: int = 500
+    max_time_s: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+    def schedule_key(self):
+        """Settings that must not change when a run is resumed."""
+        d = asdict(self)
+        for k in ("max_time_s", "checkpoint_interval"):
+            d.pop(k)
+        return d
+
+
+def time_block_split(n_frames, validation_fraction=0.1, n_blocks=5):
+    """Indices of training and validation frames, the latter in ``n_blocks`` contiguous blocks
+    spread evenly over the data."""
+    n_frames = int(n_frames)
+    n_val = int(round(validation_fraction * n_frames))
+    if validation_fraction <= 0 or n_val == 0:
+        return np.arange(n_frames), np.arange(0)
+    if n_val >= n_frames:
+        raise ValueError(f"validation_fraction {validation_fraction} leaves no training frames")
+    n_blocks = max(1, min(int(n_blocks), n_val))
+    block = n_val // n_blocks
+    segment = n_frames // n_blocks
+    val = np.concatenate([np.arange(i * segment + segment - block, i * segment + segment) for i in range(n_blocks)])
+    mask = np.zeros(n_frames, dtype=bool)
+    mask[val] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def check_memory(n_bytes, what):
+    """Raise ``MemoryError`` with advice if ``n_bytes`` exceed the memory available now."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    if n_bytes > 0.8 * available:
+        raise MemoryError(
+            f"{what} needs about {n_bytes / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB of memory is free; "
+            "use a larger stride, fewer trajectory files or a smaller batch size"
+        )
+
+
+def load_trajectories(paths, topology, stride=1, graph=None):
+    """Positions (n, N, 3) nm from trajectory files that mdtraj reads, checked against the topology.
+
+    Parameters
+    ----------
+    paths : list of str
+    topology : str or mdtraj.Topology
+        Topology file (e.g. PDB) or object for formats without one.
+    stride : int
+    graph : MolecularGraph, optional
+        If given, each trajectory's topology must match it.
+    """
+    import mdtraj
+
+    from .topology import MolecularGraph
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not paths:
+        raise ValueError("no trajectory files given")
+    out = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"trajectory file {path} does not exist")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"trajectory file {path} is empty")
+        try:
+            n_atoms_est = mdtraj.load_frame(path, 0, top=topology).n_atoms
+        except Exception as exc:
+            raise ValueError(f"mdtraj cannot read {path} with topology {topology}: {exc}") from None
+        check_memory(os.path.getsize(path) * 3 // max(stride, 1), f"reading {path}")
+        try:
+            traj = mdtraj.load(path, top=topology, stride=stride)
+        except Exception as exc:
+            raise ValueError(f"mdtraj cannot read {path}: {exc}") from None
+        if traj.n_frames == 0:
+            raise ValueError(f"trajectory file {path} holds no frames")
+        if graph is not None:
+            if n_atoms_est != graph.n_atoms:
+                raise ValueError(f"{path} has {n_atoms_est} atoms; the model's molecule has {graph.n_atoms}")
+            other = MolecularGraph.from_topology(traj.topology)
+            if other.fingerprint() != graph.fingerprint():
+                raise ValueError(f"the topology of {path} does not match the model's molecule")
+        out.append(as_positions_nm(traj.xyz, what=f"frames of {path}"))
+    x = np.concatenate(out)
+    _check_bonds(x, graph if graph is not None else MolecularGraph.from_topology(mdtraj.load_topology(topology) if isinstance(topology, str) else topology))
+    return x
+
+
+def _check_bonds(x, graph):
+    """MD frames must have physical bond lengths; an atom-order mismatch breaks many bonds."""
+    i, j = np.array(graph.bonds).T
+    lengths = np.linalg.norm(x[:, i] - x[:, j], axis=-1)
+    broken = (np.median(lengths, axis=0) > 0.3).sum()
+    if broken > 0:
+        raise ValueError(
+            f"{broken} of {len(i)} bonds are longer than 0.3 nm in most frames: the trajectory's atom order does not "
+            "match the topology (or the coordinates are not in nm)"
+        )
+
+
+def _is_distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank_world():
+    if _is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Train an :class:`~openmm_arbg.ArBG` on frames by maximum likelihood.
+
+    Parameters
+    ----------
+    model : ArBG
+    positions : array_like (n, N, 3) nm or mdtraj.Trajectory
+        Training frames in time order (the validation blocks are cut from them).
+    config : TrainingConfig or dict
+    output_dir : str
+        Where ``model.safetensors`` (best model), ``checkpoint.safetensors`` (resumable state) and
+        ``training_log.csv`` go.
+    resume : bool
+        Continue from ``output_dir/checkpoint.safetensors`` if it exists.
+    progress : bool
+    """
+
+    def __init__(self, model, positions, config=None, output_dir="arbg_model", resume=True, progress=True):
+        self.model = model
+        self.config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config or {})
+        self.output_dir = os.fspath(output_dir)
+        self.progress = progress
+        self.rank, self.world = _rank_world()
+        x = as_positions_nm(positions, model.n_atoms, model.graph, "training positions")
+        check_memory(x.shape[0] * model.n_coords * 8 * 2, "the model coordinates of the training frames")
+        with torch.no_grad():
+            z, _ = model.representation.to_model_coordinates(torch.as_tensor(x))
+        self.data_hash = hashlib.sha256(np.ascontiguousarray(z.numpy()).tobytes()).hexdigest()[:16]
+        train_idx, val_idx = time_block_split(len(z), self.config.validation_fraction, self.config.n_validation_blocks)
+        self.z_train, self.z_val = z[train_idx], z[val_idx]
+        if len(self.z_train) < self.config.batch_size:
+            raise ValueError(f"{len(self.z_train)} training frames are fewer than one batch ({self.config.batch_size})")
+        if self.config.batch_size % self.world:
+            raise ValueError(f"batch_size {self.config.batch_size} must be divisible by the number of processes {self.world}")
+        self.device = model.device
+        self.net = model.density
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.net)
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [dict(params=decay, weight_decay=self.config.weight_decay), dict(params=no_decay, weight_decay=0.0)],
+            lr=self.config.learning_rate,
+            betas=(0.9, 0.99),
+        )
+        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
+        self.step = 0
+        self.best_val = math.inf
+        self.bad_evals = 0
+        self.history = []
+        self.checkpoint_path = os.path.join(self.output_dir, "checkpoint.safetensors")
+        self.model_path = os.path.join(self.output_dir, "model.safetensors")
+        self.log_path = os.path.join(self.output_dir, "training_log.csv")
+        if resume and os.path.exists(self.checkpoint_path):
+            self._load_checkpoint()
+
+    # ------------------------------------------------------------------ schedule and batches
+    def learning_rate(self, step):
+        c = self.config
+        if step < c.warmup_steps:
+            return c.learning_rate * (step + 1) / c.warmup_steps
+        progress = (step - c.warmup_steps) / max(1, c.n_steps - c.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return c.learning_rate * (c.min_lr_fraction + (1 - c.min_lr_fraction) * cosine)
+
+    def _batch_indices(self, step):
+        """This rank's frame indices for ``step``: deterministic in (seed, step), independent of
+        how the run was interrupted."""
+        n = len(self.z_train)
+        per_epoch = n // self.config.batch_size
+        epoch, k = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        batch = perm[k * self.config.batch_size : (k + 1) * self.config.batch_size]
+        share = self.config.batch_size // self.world
+        return batch[self.rank * share : (self.rank + 1) * share]
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def validation_nll(self, batch_size=2048):
+        """Validation NLL in nats per coordinate of the exact density over model coordinates."""
+        if len(self.z_val) == 0:
+            return math.nan
+        weights = None
+        if self.ema is not None:
+            weights = {k: v.clone() for k, v in self.net.state_dict().items()}
+            self.net.load_state_dict(self.ema)
+        self.net.eval()
+        total = 0.0
+        for s in range(0, len(self.z_val), batch_size):
+            total += -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).sum().item()
+        self.net.train()
+        if weights is not None:
+            self.net.load_state_dict(weights)
+        return total / (len(self.z_val) * self.model.n_coords)
+
+    # ------------------------------------------------------------------ storage
+    def _model_state(self):
+        return self.ema if self.ema is not None else self.net.state_dict()
+
+    def _save_model(self, path, state):
+        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
+        self.net.load_state_dict(state)
+        self.model.metadata["training"] = dict(
+            config=asdict(self.config), step=self.step, best_validation_nll=self.best_val, data_hash=self.data_hash
+        )
+        self.model.save(path)
+        self.net.load_state_dict(saved)
+
+    def _save_checkpoint(self):
+        if self.rank != 0:
+            return
+        extra = {}
+        opt = self.optimizer.state_dict()
+        for idx, st in opt["state"].items():
+            for key, val in st.items():
+                extra[f"optim.{idx}.{key}"] = torch.as_tensor(val).reshape(-1).clone()
+        if self.ema is not None:
+            for k, v in self.ema.items():
+                extra[f"ema.{k}"] = v
+        extra["rng.torch"] = torch.get_rng_state()
+        self.model.metadata["resume"] = dict(
+            step=self.step,
+            best_val=self.best_val if math.isfinite(self.best_val) else None,
+            bad_evals=self.bad_evals,
+            schedule=self.config.schedule_key(),
+            data_hash=self.data_hash,
+            history=self.history,
+            param_groups=[{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
+        )
+        self.model.save(self.checkpoint_path, extra_tensors=extra)
+        del self.model.metadata["resume"]
+
+    def _load_checkpoint(self):
+        config, tensors = ArBG.read_checkpoint(self.checkpoint_path)
+        meta = config.get("metadata", {}).get("resume")
+        if meta is None:
+            raise ValueError(f"{self.checkpoint_path} is a model file, not a resumable training checkpoint")
+        if config["fingerprint"] != self.model.fingerprint():
+            raise ValueError(f"{self.checkpoint_path} belongs to another molecule; use another output folder")
+        if meta["schedule"] != self.config.schedule_key():
+            raise ValueError(
+                f"{self.checkpoint_path} was written with other training settings; resume with the same settings "
+                "or use another output folder"
+            )
+        if meta["data_hash"] != self.data_hash:
+            raise ValueError(f"{self.checkpoint_path} was trained on other frames; resume with the same data and stride")
+        self.net.network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state = {}
+        for key, val in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = val
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for idx, st in state.items():
+            st["step"] = st["step"].reshape(())
+            for name in ("exp_avg", "exp_avg_sq"):
+                st[name] = st[name].reshape(params[idx].shape)
+        groups = self.optimizer.state_dict()["param_groups"]  # parameter ids in the order saved
+        groups = [dict(saved, params=g["params"]) for g, saved in zip(groups, meta["param_groups"])]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        if self.ema is not None:
+            self.ema = {k[4:]: v.clone() for k, v in tensors.items() if k.startswith("ema.")}
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+        self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
+        self.bad_evals = int(meta["bad_evals"])
+        self.history = list(meta["history"])
+
+    def _write_log(self):
+        if self.rank != 0 or not self.history:
+            return
+        tmp = self.log_path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(tmp, self.log_path)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self):
+        """Train until ``n_steps``, early stopping or ``max_time_s``; returns the history (list of
+        dict: step, lr, train_nll, val_nll per coordinate, elapsed_s)."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        os.makedirs(self.output_dir, exist_ok=True)
+        module = self.ddp if self.ddp is not None else self.net
+        self.net.train()
+        start_time = time.time()
+        elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
+        bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
+        running, count = 0.0, 0
+        stopped_early = False
+        while self.step < c.n_steps:
+            lr = self.learning_rate(self.step)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            idx = self._batch_indices(self.step)
+            z = self.z_train[idx].to(self.device)
+            loss = -module(z).mean()  # NLL per coordinate
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                with torch.no_grad():
+                    for k, v in self.net.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
+            self.step += 1
+            running += loss.item()
+            count += 1
+            bar.update(1)
+            if self.step % c.eval_interval == 0 or self.step == c.n_steps:
+                val = self.validation_nll()
+                row = dict(
+                    step=self.step,
+                    lr=lr,
+                    train_nll=running / count,
+                    val_nll=val,
+                    elapsed_s=round(elapsed0 + time.time() - start_time, 2),
+                )
+                self.history.append(row)
+                running, count = 0.0, 0
+                bar.set_postfix(train=f"{row['train_nll']:.4f}", val=f"{val:.4f}")
+                if not math.isfinite(val) or val < self.best_val:
+                    self.best_val = val if math.isfinite(val) else self.best_val
+                    self.bad_evals = 0
+                    if self.rank == 0:
+                        self._save_model(self.model_path, self._model_state())
+                else:
+                    self.bad_evals += 1
+                self._write_log()
+                if c.patience and self.bad_evals >= c.patience:
+                    stopped_early = True
+            if self.step % c.checkpoint_interval == 0 or self.step == c.n_steps or stopped_early:
+                self._save_checkpoint()
+            if stopped_early:
+                break
+            if c.max_time_s and time.time() - start_time > c.max_time_s:
+                self._save_checkpoint()
+                break
+        bar.close()
+        if self.rank == 0 and not os.path.exists(self.model_path):
+            self._save_model(self.model_path, self._model_state())
+        # leave the model holding the best weights
+        best = ArBG.read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
+        if best is not None:
+            self.net.network.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model.")})
+        return self.history
