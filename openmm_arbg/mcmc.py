@@ -1,0 +1,289 @@
+"""``ArBGMove``: an exact independence Metropolis-Hastings move for openmmtools samplers.
+
+Each attempt proposes a whole conformation ``x'`` drawn from the model, placed in the current
+state's rigid-body frame (same anchor position and orientation), and accepts it with
+
+    log alpha = [-u(x') - log q(x')] - [-u(x) - log q(x)]
+
+where ``u`` is the reduced potential of the sampler's ThermodynamicState (any temperature) and
+``log q`` the model's exact log density. Keeping the rigid-body coordinates fixed is a valid block
+update because the target is uniform in them; that holds only for Systems whose energy is
+invariant under rigid motion, so constrained, periodic and position-restrained Systems are
+refused. Proposals with the wrong stereochemistry are rejected, failed or NaN energies are
+rejected, velocities are left as they are.
+
+Mix with ``openmmtools.mcmc.LangevinDynamicsMove`` in a ``SequenceMove`` or ``WeightedMove``:
+
+>>> move = SequenceMove([LangevinDynamicsMove(n_steps=500), ArBGMove("model.safetensors")])  # doctest: +SKIP
+
+Random numbers come from numpy's global generator, as in openmmtools' own Metropolized moves:
+seed it with ``numpy.random.seed`` for reproducible runs.
+"""
+
+import logging
+import math
+import os
+
+import numpy as np
+import openmm.unit as unit
+from openmmtools.mcmc import MCMCMove
+
+from .arbg import ArBG, file_sha256
+from .systems import check_shape_move_compatible
+
+__all__ = ["ArBGProposal", "ArBGMove"]
+
+logger = logging.getLogger(__name__)
+
+_MODEL_CACHE = {}  # (path, sha256) -> ArBG: deep copies of a move share the loaded model
+_HASH_CACHE = {}  # (path, mtime_ns, size) -> sha256
+
+
+def _hash(path):
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = file_sha256(path)
+    return _HASH_CACHE[key]
+
+
+def _load_model(path, sha256=None):
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"ArBG model file {path} not found. A stored ArBGMove refers to its model by path; put the file back "
+            "(the same content) to resume."
+        )
+    digest = _hash(path)
+    if sha256 is not None and digest != sha256:
+        raise ValueError(
+            f"the model file {path} has changed since the move was created (SHA-256 {digest[:12]}... instead of "
+            f"{sha256[:12]}...); resuming with another model would mix two Markov chains. Restore the original file."
+        )
+    key = (path, digest)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = ArBG.load(path)
+    return _MODEL_CACHE[key], path, digest
+
+
+class ArBGProposal:
+    """Independent whole-molecule proposals from an ArBG, with their exact log densities.
+
+    Draws proposals in batches (``buffer_size``) and hands them out one at a time, so the network
+    runs rarely and energies can be computed in batches. Buffered proposals are never reused: a
+    copy of the proposal starts with an empty buffer.
+
+    Parameters
+    ----------
+    model : ArBG or str
+        A model loaded from a file (``ArBG.load``) or the path of a saved model.
+    temperature : float
+        Softmax temperature of the proposal (``log q`` is that of the tempered model).
+    buffer_size : int
+        Proposals drawn per network call.
+    """
+
+    def __init__(self, model, temperature=1.0, buffer_size=256):
+        if isinstance(model, ArBG):
+            path = getattr(model, "checkpoint_path", None)
+            if path is None:
+                raise ValueError(
+                    "ArBGMove needs a model saved to a file: openmmtools samplers store and copy moves by reference "
+                    "to the model file. Call model.save('model.safetensors') and pass the path (or ArBG.load it)."
+                )
+            self.model, self.model_path, self.model_sha256 = model, os.path.abspath(path), _hash(os.path.abspath(path))
+            _MODEL_CACHE.setdefault((self.model_path, self.model_sha256), model)
+        else:
+            self.model, self.model_path, self.model_sha256 = _load_model(model)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be positive and finite; got {temperature}")
+        self.temperature = float(temperature)
+        self.buffer_size = int(buffer_size)
+        self._buffer = None
+        self._position = 0
+
+    def _refill(self):
+        seed = int(np.random.randint(0, 2**62))
+        x, log_q = self.model.sample(self.buffer_size, temperature=self.temperature, seed=seed)
+        self._buffer = (x, log_q, self.model.check_stereo(x))
+        self._position = 0
+
+    def propose(self, n, like):
+        """``n`` proposals placed in the frame of ``like`` (N, 3) nm.
+
+        Returns
+        -------
+        positions : numpy.ndarray (n, N, 3) nm
+        log_q : numpy.ndarray (n,)
+        right_handed : numpy.ndarray of bool (n,)
+            False where a stereocentre has the wrong handedness (such proposals must be rejected).
+        """
+        xs, lqs, oks = [], [], []
+        while n > 0:
+            if self._buffer is None or self._position >= len(self._buffer[0]):
+                self._refill()
+            take = min(n, len(self._buffer[0]) - self._position)
+            s = slice(self._position, self._position + take)
+            xs.append(self._buffer[0][s])
+            lqs.append(self._buffer[1][s])
+            oks.append(self._buffer[2][s])
+            self._position += take
+            n -= take
+        x = np.concatenate(xs)
+        return self.model.place(x, like), np.concatenate(lqs), np.concatenate(oks)
+
+    def log_prob(self, positions):
+        """Exact log density of the proposal at ``positions`` (n, N, 3) nm."""
+        return self.model.log_prob(positions, temperature=self.temperature)
+
+    def __getstate__(self):
+        return dict(model_path=self.model_path, model_sha256=self.model_sha256, temperature=self.temperature, buffer_size=self.buffer_size)
+
+    def __setstate__(self, state):
+        self.model, self.model_path, self.model_sha256 = _load_model(state["model_path"], state.get("model_sha256"))
+        self.temperature = float(state.get("temperature", 1.0))
+        self.buffer_size = int(state.get("buffer_size", 256))
+        self._buffer = None
+        self._position = 0
+
+
+class ArBGMove(MCMCMove):
+    """Independence Metropolis-Hastings move with ArBG proposals (an openmmtools ``MCMCMove``).
+
+    Parameters
+    ----------
+    model : ArBG or str
+        A model loaded from a file, or the path of a saved model (``.safetensors``).
+    n_attempts : int
+        Metropolis-Hastings attempts per ``apply``; their energies are computed in one batch.
+    temperature : float
+        Softmax temperature of the proposal (exact at any value; > 1 broadens the proposal).
+    buffer_size : int
+        Proposals drawn from the network per call.
+
+    Attributes
+    ----------
+    n_accepted, n_proposed : int
+    n_wrong_stereo : int
+        Proposals rejected because a stereocentre had the wrong handedness.
+    n_failed_energy : int
+        Proposals rejected because OpenMM returned NaN/inf or raised.
+    statistics : dict
+        The counters above (openmmtools synchronises these across MPI ranks).
+    """
+
+    def __init__(self, model, n_attempts=1, temperature=1.0, buffer_size=256):
+        super().__init__()
+        self.proposal = ArBGProposal(model, temperature=temperature, buffer_size=buffer_size)
+        if int(n_attempts) < 1:
+            raise ValueError(f"n_attempts must be >= 1; got {n_attempts}")
+        self.n_attempts = int(n_attempts)
+        self.n_accepted = 0
+        self.n_proposed = 0
+        self.n_wrong_stereo = 0
+        self.n_failed_energy = 0
+        self._checked_systems = set()
+
+    @property
+    def model(self):
+        return self.proposal.model
+
+    @property
+    def acceptance_rate(self):
+        return self.n_accepted / self.n_proposed if self.n_proposed else math.nan
+
+    @property
+    def statistics(self):
+        return dict(
+            n_accepted=self.n_accepted,
+            n_proposed=self.n_proposed,
+            n_wrong_stereo=self.n_wrong_stereo,
+            n_failed_energy=self.n_failed_energy,
+        )
+
+    @statistics.setter
+    def statistics(self, value):
+        self.n_accepted = int(value.get("n_accepted", 0))
+        self.n_proposed = int(value.get("n_proposed", 0))
+        self.n_wrong_stereo = int(value.get("n_wrong_stereo", 0))
+        self.n_failed_energy = int(value.get("n_failed_energy", 0))
+
+    def reset_statistics(self):
+        self.statistics = {}
+
+    def _check_system(self, system):
+        key = id(system)
+        if key in self._checked_systems:
+            return
+        check_shape_move_compatible(system)
+        if system.getNumParticles() != self.model.n_atoms:
+            raise ValueError(f"the System has {system.getNumParticles()} particles but the ArBG model has {self.model.n_atoms} atoms")
+        self._checked_systems.add(key)
+
+    @staticmethod
+    def _reduced_potential(thermodynamic_state, context):
+        try:
+            u = thermodynamic_state.reduced_potential(context)
+        except Exception:  # OpenMM raises for NaN coordinates or failing custom forces
+            return math.inf
+        return u if math.isfinite(u) else math.inf
+
+    def apply(self, thermodynamic_state, sampler_state, context_cache=None):
+        """Apply ``n_attempts`` independence Metropolis-Hastings steps to ``sampler_state``.
+
+        Parameters
+        ----------
+        thermodynamic_state : openmmtools.states.ThermodynamicState
+        sampler_state : openmmtools.states.SamplerState
+            Positions are updated in place; velocities are kept.
+        context_cache : openmmtools.cache.ContextCache, optional
+        """
+        context_cache = self._get_context_cache(context_cache)
+        context, _ = context_cache.get_context(thermodynamic_state)
+        self._check_system(context.getSystem())
+
+        x = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+        sampler_state.apply_to_context(context, ignore_velocities=True)
+        u_current = self._reduced_potential(thermodynamic_state, context)
+        log_q_current = float(self.proposal.log_prob(x[None])[0])
+
+        proposals, log_q, right_handed = self.proposal.propose(self.n_attempts, x)
+        u_prop = np.full(self.n_attempts, math.inf)
+        for i in np.flatnonzero(right_handed):  # energies of the placed conformations, in one batch
+            context.setPositions(proposals[i] * unit.nanometer)
+            u_prop[i] = self._reduced_potential(thermodynamic_state, context)
+        self.n_wrong_stereo += int((~right_handed).sum())
+        self.n_failed_energy += int((right_handed & ~np.isfinite(u_prop)).sum())
+
+        accepted_index = None
+        for i in range(self.n_attempts):
+            self.n_proposed += 1
+            if not right_handed[i] or not math.isfinite(u_prop[i]):
+                continue
+            log_alpha = (-u_prop[i] - log_q[i]) - (-u_current - log_q_current)
+            if not math.isfinite(u_current) or np.log(np.random.random()) < log_alpha:
+                accepted_index = i
+                u_current, log_q_current = u_prop[i], log_q[i]
+                self.n_accepted += 1
+        if accepted_index is not None:
+            sampler_state.positions = proposals[accepted_index] * unit.nanometer
+        sampler_state.apply_to_context(context, ignore_velocities=True)
+
+    def __getstate__(self):
+        state = self.proposal.__getstate__()
+        state.update(n_attempts=self.n_attempts)
+        state.update(self.statistics)
+        return state
+
+    def __setstate__(self, state):
+        self.proposal = ArBGProposal.__new__(ArBGProposal)
+        self.proposal.__setstate__(state)
+        self.n_attempts = int(state.get("n_attempts", 1))
+        self.statistics = state
+        self._checked_systems = set()
+
+    def __str__(self):
+        return (
+            f"ArBGMove({os.path.basename(self.proposal.model_path)}, n_attempts={self.n_attempts}, "
+            f"temperature={self.proposal.temperature}, accepted {self.n_accepted}/{self.n_proposed})"
+        )

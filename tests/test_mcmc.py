@@ -1,0 +1,225 @@
+"""ArBGMove is exact: with an untrained model as the proposal, independence Metropolis-Hastings
+reproduces the analytic marginals of a chain molecule; importance sampling its averages and log Z.
+
+Tolerances are 4.5 standard errors of each estimator (statistical inefficiency from pymbar for
+the chains, bootstrap or delta method for importance sampling), with fixed seeds.
+"""
+
+import copy
+import math
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.unit as unit
+import pytest
+from openmmtools import cache, mcmc, states
+from pymbar import timeseries
+
+from openmm_arbg import ArBG
+from openmm_arbg.energies import ReducedPotential
+from openmm_arbg.importance import importance_sample
+from openmm_arbg.md import run_md
+from openmm_arbg.mcmc import ArBGMove
+from openmm_arbg.testsystems import harmonic_chain
+
+from conftest import TINY_NETWORK
+
+N_SIGMA = 4.5
+
+
+def reference_cache():
+    return cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
+
+
+def mean_and_error(series):
+    series = np.asarray(series, dtype=float)
+    g = timeseries.statistical_inefficiency(series) if series.std() > 0 else 1.0
+    return series.mean(), series.std(ddof=1) * math.sqrt(g / len(series))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    ms, analytic = harmonic_chain(4)
+    out = tmp_path_factory.mktemp("chain_md")
+    frames = run_md(ms, str(out), n_steps=100_000, report_interval=50, equilibration_steps=1000, progress=False, seed=1)
+    return ms, analytic, frames.xyz.astype(float)
+
+
+@pytest.fixture(scope="module", params=["internal", "cartesian"])
+def untrained(request, chain, tmp_path_factory):
+    ms, _, frames = chain
+    model = ArBG(ms.topology, frames, representation=request.param, n_bins=32, network=TINY_NETWORK, seed=2)
+    path = tmp_path_factory.mktemp("models") / f"chain_{request.param}.safetensors"
+    model.save(path)
+    return ArBG.load(path)
+
+
+def observables(ms, positions):
+    traj = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32), mdtraj.Topology.from_openmm(ms.topology))
+    phi = mdtraj.compute_dihedrals(traj, [[0, 1, 2, 3]])[:, 0].astype(float)
+    r = mdtraj.compute_distances(traj, [[0, 1]])[:, 0].astype(float)
+    theta = mdtraj.compute_angles(traj, [[0, 1, 2]])[:, 0].astype(float)
+    return {
+        ("torsion", "cos(3 phi)"): (np.cos(3 * phi), lambda p: np.cos(3 * p)),
+        ("torsion", "phi in [0, 2)"): (((phi >= 0) & (phi < 2.0)).astype(float), None),
+        ("bond", "r"): (r, lambda x: x),
+        ("bond", "r^2"): (r**2, lambda x: x**2),
+        ("angle", "theta"): (theta, lambda x: x),
+        ("angle", "cos theta"): (np.cos(theta), np.cos),
+    }
+
+
+def exact_value(analytic, kind, name, f):
+    if f is None:  # an indicator
+        return analytic.probability(kind, 0.0, 2.0)
+    return analytic.expectation(kind, f)
+
+
+def test_arbg_move_alone_reproduces_analytic_marginals(chain, untrained):
+    ms, analytic, _ = chain
+    np.random.seed(7)
+    move = ArBGMove(untrained, n_attempts=250, buffer_size=2000)
+    thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
+    sampler_state = states.SamplerState(ms.positions)
+    context_cache = reference_cache()
+    xs = []
+    for _ in range(240):  # 60 000 attempts
+        move.apply(thermo, sampler_state, context_cache)
+        xs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+    assert move.n_proposed == 60_000
+    assert move.n_accepted > 300, move.statistics
+    for (kind, name), (series, f) in observables(ms, np.array(xs)).items():
+        est, err = mean_and_error(series)
+        exact = exact_value(analytic, kind, name, f)
+        assert abs(est - exact) < N_SIGMA * err, (untrained.representation.kind, name, est, exact, err)
+
+
+def test_importance_sampling_reproduces_averages_and_log_z(chain, untrained):
+    ms, analytic, _ = chain
+    with ReducedPotential(ms.system, temperature=300.0) as u:
+        result = importance_sample(untrained, u, 20_000, seed=11)
+    assert result.ess > 50
+    log_z, log_z_err = result.log_partition_function()
+    exact = analytic.log_partition_function(300.0)
+    assert abs(log_z - exact) < N_SIGMA * log_z_err, (log_z, exact, log_z_err)
+    for (kind, name), (values, f) in observables(ms, result.positions).items():
+        est, err = result.expectation(values, n_bootstrap=300, rng=3)
+        exact_v = exact_value(analytic, kind, name, f)
+        assert abs(est - exact_v) < N_SIGMA * err, (name, est, exact_v, err)
+
+
+def test_mixed_with_langevin_in_mcmc_sampler(chain, untrained):
+    """ArBGMove inside SequenceMove with LangevinDynamicsMove, in an MCMCSampler, at 400 K."""
+    ms, analytic, _ = chain
+    np.random.seed(3)
+    arbg_move = ArBGMove(untrained, n_attempts=50, buffer_size=1000)
+    move = mcmc.SequenceMove([mcmc.LangevinDynamicsMove(n_steps=50, timestep=1.0 * unit.femtosecond), arbg_move])
+    thermo = states.ThermodynamicState(ms.system, 400 * unit.kelvin)
+    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), move)
+    xs = []
+    for _ in range(300):
+        sampler.run(1)
+        xs.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
+        assert sampler.sampler_state.velocities is not None
+    assert arbg_move.n_accepted > 0
+    series = observables(ms, np.array(xs))[("bond", "r")][0]
+    est, err = mean_and_error(series)
+    assert abs(est - analytic.expectation("bond", lambda x: x, temperature_K=400.0)) < N_SIGMA * err
+
+
+def test_nan_energies_are_never_accepted(chain, untrained):
+    """A force that is NaN for a short first bond: such proposals must all be rejected."""
+    ms, _, _ = chain
+    system = copy.deepcopy(ms.system)
+    force = openmm.CustomBondForce("select(step(r - 0.17), 0, sqrt(-1))")
+    force.addBond(0, 1, [])
+    system.addForce(force)
+    positions = ms.positions_nm().copy()
+    positions[1] = positions[0] + (positions[1] - positions[0]) * 0.2 / 0.15  # start with r01 = 0.2 nm
+    np.random.seed(5)
+    move = ArBGMove(untrained, n_attempts=200, buffer_size=1000)
+    thermo = states.ThermodynamicState(system, 300 * unit.kelvin)
+    sampler_state = states.SamplerState(positions * unit.nanometer)
+    for _ in range(20):
+        move.apply(thermo, sampler_state, reference_cache())
+        x = sampler_state.positions.value_in_unit(unit.nanometer)
+        assert np.linalg.norm(x[1] - x[0]) >= 0.17
+    assert move.n_failed_energy > 0
+
+
+def test_refuses_constrained_periodic_and_restrained_systems(chain, untrained):
+    ms, _, _ = chain
+    thermo_of = lambda s: states.ThermodynamicState(s, 300 * unit.kelvin)  # noqa: E731
+    constrained = copy.deepcopy(ms.system)
+    constrained.addConstraint(0, 1, 0.15)
+    move = ArBGMove(untrained)
+    with pytest.raises(ValueError, match="holonomic constraints"):
+        move.apply(thermo_of(constrained), states.SamplerState(ms.positions), reference_cache())
+    restrained = copy.deepcopy(ms.system)
+    f = openmm.CustomExternalForce("x^2")
+    f.addParticle(0, [])
+    restrained.addForce(f)
+    with pytest.raises(ValueError, match="CustomExternalForce"):
+        move.apply(thermo_of(restrained), states.SamplerState(ms.positions), reference_cache())
+    periodic = copy.deepcopy(ms.system)
+    nb = openmm.NonbondedForce()
+    for _ in range(4):
+        nb.addParticle(0.0, 0.3, 0.0)
+    nb.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    periodic.addForce(nb)
+    periodic.setDefaultPeriodicBoxVectors(openmm.Vec3(3, 0, 0), openmm.Vec3(0, 3, 0), openmm.Vec3(0, 0, 3))
+    with pytest.raises(ValueError, match="periodic"):
+        move.apply(thermo_of(periodic), states.SamplerState(ms.positions, box_vectors=periodic.getDefaultPeriodicBoxVectors()), reference_cache())
+
+
+def test_wrong_handed_proposals_are_rejected(alanine, tmp_path):
+    """Alanine dipeptide with an untrained internal-coordinate model: most proposals invert a
+    stereocentre; none may be accepted."""
+    from conftest import jittered
+
+    frames = jittered(alanine.positions_nm(), 100, 0.003)
+    model = ArBG(alanine.topology, frames, n_bins=16, network=TINY_NETWORK)
+    model.save(tmp_path / "ala.safetensors")
+    np.random.seed(0)
+    move = ArBGMove(str(tmp_path / "ala.safetensors"), n_attempts=100, buffer_size=100)
+    thermo = states.ThermodynamicState(alanine.system, 300 * unit.kelvin)
+    sampler_state = states.SamplerState(alanine.positions)
+    for _ in range(3):
+        move.apply(thermo, sampler_state, reference_cache())
+        assert model.check_stereo(sampler_state.positions.value_in_unit(unit.nanometer)).all()
+    assert move.n_wrong_stereo > 0
+
+
+def test_move_needs_a_saved_model(chain):
+    ms, _, frames = chain
+    model = ArBG(ms.topology, frames, network=TINY_NETWORK)
+    with pytest.raises(ValueError, match="saved to a file"):
+        ArBGMove(model)
+
+
+def test_deepcopy_and_serialization(untrained, chain, tmp_path):
+    from openmmtools.utils import deserialize, serialize
+
+    move = ArBGMove(untrained, n_attempts=3, temperature=1.2)
+    move.statistics = dict(n_accepted=4, n_proposed=9)
+    clone = copy.deepcopy(move)
+    assert clone.statistics == move.statistics and clone.model is move.model
+    assert clone.proposal._buffer is None  # proposals are never shared between copies
+    data = serialize(move)
+    assert all(isinstance(v, (str, int, float)) for k, v in data.items() if k != "__class_name__" and k != "__module_name__")
+    back = deserialize(data)
+    assert isinstance(back, ArBGMove) and back.n_attempts == 3 and back.proposal.temperature == 1.2
+    assert back.statistics["n_accepted"] == 4
+    # tolerant of missing keys
+    minimal = ArBGMove.__new__(ArBGMove)
+    minimal.__setstate__({"model_path": move.proposal.model_path})
+    assert minimal.n_attempts == 1 and minimal.n_proposed == 0
+    # a changed model file is refused
+    other = tmp_path / "other.safetensors"
+    ms, _, frames = chain
+    ArBG(ms.topology, frames, network=TINY_NETWORK, seed=9).save(other)
+    state = dict(data)
+    state["model_path"] = str(other)
+    with pytest.raises(ValueError, match="has changed"):
+        deserialize(state)
