@@ -7,8 +7,7 @@ samplers or as an importance sampler.
 import logging as _logging
 
 from .arbg import ArBG
+from .mcmc import ArBGMove, ArBGProposal
 
 __version__ = "0.1.0"
-__all__ = ["ArBG", "__version__"]
-
-_logging.getLogger("pymbar").setLevel(_logging.WARNING)
+__all__ = ["ArBG", "ArBGMove", "ArBGProposal", "__version__"]
