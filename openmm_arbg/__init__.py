@@ -6,6 +6,8 @@ samplers or as an importance sampler.
 
 import logging as _logging
 
+_logging.getLogger("pymbar").setLevel(_logging.ERROR)  # pymbar logs banners at import
+
 from .arbg import ArBG
 from .mcmc import ArBGMove, ArBGProposal
 

@@ -328,6 +328,9 @@ class ArBG:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"openmm_arbg": json.dumps(self.config())})
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

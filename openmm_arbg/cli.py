@@ -13,7 +13,7 @@ import time
 
 __all__ = ["main"]
 
-logging.getLogger("pymbar").setLevel(logging.WARNING)
+logging.getLogger("pymbar").setLevel(logging.ERROR)
 
 
 def _add_config(parser):
@@ -78,6 +78,13 @@ def _cmd_train(args):
         torch.set_num_threads(args.threads)
     import mdtraj
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: DistributedDataParallel
+        import torch.distributed as dist
+
+        dist.init_process_group(backend="nccl" if str(args.device).startswith("cuda") else "gloo")
+        if str(args.device).startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
     top = mdtraj.load_topology(args.topology)
     graph = MolecularGraph.from_topology(top)
     x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
@@ -110,6 +117,7 @@ def _cmd_train(args):
         if args.restart and os.path.exists(checkpoint):
             os.remove(checkpoint)
     model.to(args.device)
+    model.metadata["command"] = "arbg train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "arbg train"
     print(model)
     trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet)
     history = trainer.fit()

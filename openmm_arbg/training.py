@@ -380,9 +380,12 @@ class Trainer:
         os.replace(tmp, self.log_path)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self):
+    def fit(self, stop_after=None):
         """Train until ``n_steps``, early stopping or ``max_time_s``; returns the history (list of
-        dict: step, lr, train_nll, val_nll per coordinate, elapsed_s)."""
+        dict: step, lr, train_nll, val_nll per coordinate, elapsed_s).
+
+        ``stop_after`` steps in this call: stop there and write a checkpoint, as an interruption
+        would (the schedule is unchanged; a new Trainer with ``resume=True`` continues)."""
         from tqdm.auto import tqdm
 
         c = self.config
@@ -441,7 +444,9 @@ class Trainer:
                 self._save_checkpoint()
             if stopped_early:
                 break
-            if c.max_time_s and time.time() - start_time > c.max_time_s:
+            if (c.max_time_s and time.time() - start_time > c.max_time_s) or (
+                stop_after is not None and self.step >= stop_after
+            ):
                 self._save_checkpoint()
                 break
         bar.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-logging.getLogger("pymbar").setLevel(logging.WARNING)
+logging.getLogger("pymbar").setLevel(logging.ERROR)
 torch.set_num_threads(1)
 
 TINY_NETWORK = dict(n_layer=1, n_head=2, d_model=32)
