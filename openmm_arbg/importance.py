@@ -183,7 +183,7 @@ class ImportanceSamplingResult:
         return (
             f"{self.n} proposals: ESS {self.ess:.1f} ({100 * self.ess_fraction:.2f}%), "
             f"wrong stereochemistry {100 * (1 - self.valid.mean()):.2f}%, "
-            f"failed energies {int(np.isinf(self.reduced_potentials).sum())}, "
+            f"failed energies {int((self.valid & ~np.isfinite(self.reduced_potentials)).sum())}, "
             f"log Z(target)/Z(model) = {lz:.3f} +- {dlz:.3f}"
         )
 

@@ -1,0 +1,89 @@
+"""Transitions across phi = 0 per energy evaluation: ArBGMove + Langevin against Langevin MD,
+alanine dipeptide vacuum, 300 K, Reference platform, the shipped model.
+
+Usage:
+    python benchmarks/phi_crossings.py --md-steps 2000000 --iterations 2000 --attempts 25 --langevin-steps 25
+
+Each ArBGMove attempt costs one energy evaluation, each Langevin step one force evaluation. MD
+frames are read every --observe steps; the mixed chain is observed after every iteration.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+import torch
+from openmmtools import cache, mcmc, states
+
+from openmm_arbg import ArBGMove
+from openmm_arbg.analysis import alanine_dipeptide_basins, backbone_dihedrals
+from openmm_arbg.demo import shipped_model_path
+from openmm_arbg.systems import alanine_dipeptide_vacuum
+
+
+def crossings(phi):
+    s = np.sign(np.asarray(phi).reshape(-1))
+    return int(np.sum(s[1:] != s[:-1]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--md-steps", type=int, default=2_000_000)
+    p.add_argument("--observe", type=int, default=50, help="MD steps between observations")
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--attempts", type=int, default=25)
+    p.add_argument("--langevin-steps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    ms = alanine_dipeptide_vacuum()
+    thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
+    platform = openmm.Platform.getPlatformByName("Reference")
+
+    # Langevin MD
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtosecond)
+    integrator.setRandomNumberSeed(args.seed + 1)
+    context = openmm.Context(ms.system, integrator, platform)
+    context.setPositions(ms.positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, args.seed + 2)
+    t0 = time.time()
+    xs = []
+    for _ in range(args.md_steps // args.observe):
+        integrator.step(args.observe)
+        xs.append(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    t_md = time.time() - t0
+    phi_md, psi_md = backbone_dihedrals(np.array(xs), ms.topology)
+    n_md = crossings(phi_md)
+
+    # ArBGMove + Langevin
+    np.random.seed(args.seed)
+    move = ArBGMove(args.model or shipped_model_path(), n_attempts=args.attempts, buffer_size=2000)
+    langevin = mcmc.LangevinDynamicsMove(n_steps=args.langevin_steps, timestep=1 * unit.femtosecond, collision_rate=1 / unit.picosecond)
+    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, move]))
+    cc = cache.ContextCache(platform=platform)
+    t0 = time.time()
+    ys = []
+    for _ in range(args.iterations):
+        sampler.run(1, context_cache=cc)
+        ys.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
+    t_mc = time.time() - t0
+    phi_mc, psi_mc = backbone_dihedrals(np.array(ys), ms.topology)
+    n_mc = crossings(phi_mc)
+    evals_mc = args.iterations * (args.attempts + args.langevin_steps)
+
+    rate_md, rate_mc = n_md / args.md_steps, n_mc / evals_mc
+    print("| sampler | energy evaluations | wall s | phi=0 crossings | per 10^6 evaluations | per wall second | P(phi>0) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, ev, t, n, phi in (("Langevin MD", args.md_steps, t_md, n_md, phi_md), ("ArBGMove + Langevin", evals_mc, t_mc, n_mc, phi_mc)):
+        print(f"| {name} | {ev:,} | {t:.0f} | {n} | {1e6 * n / ev:.1f} | {n / t:.3f} | {np.mean(np.asarray(phi) > 0):.4f} |")
+    per_eval = rate_mc / rate_md if n_md else float("inf")
+    per_second = (n_mc / t_mc) / (n_md / t_md) if n_md else float("inf")
+    print(f"\nratio ArBG/MD: {per_eval:.0f}x per energy evaluation, {per_second:.1f}x per wall second; "
+          f"ArBGMove acceptance {100 * move.acceptance_rate:.1f}% of {move.n_proposed}")
+
+
+if __name__ == "__main__":
+    main()
