@@ -102,7 +102,9 @@ class ReducedPotential:
                 self._context = _make_context(self.system, self.platform)
         elif self._pool is None:
             xml = openmm.XmlSerializer.serialize(self.system)
-            ctx = mp.get_context("spawn")
+            # fork where the OS has it: workers only run OpenMM, and scripts need no
+            # ``if __name__ == "__main__"`` guard; spawn elsewhere
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             self._pool = ctx.Pool(self.n_workers, initializer=_worker_init, initargs=(xml, self.platform))
 
     def energies(self, positions):
