@@ -33,6 +33,7 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6.0",
         "netcdf4>=1.6",
+        "peptidebuilder>=1.1",
     ],
     entry_points={"console_scripts": ["arbg=openmm_arbg.cli:main"]},
     classifiers=[

@@ -42,6 +42,8 @@ def _apply_yaml(parser, args, argv):
 
 # ---------------------------------------------------------------------- md
 def _cmd_md(args):
+    import openmm.unit as unit
+
     from .md import run_md
     from .systems import build_system
 
@@ -49,7 +51,10 @@ def _cmd_md(args):
     n_steps = int(round(args.ns * 1e6 / args.timestep_fs))
     report = int(round(args.report_ps * 1e3 / args.timestep_fs))
     n_steps -= n_steps % report
-    for T in args.temperatures:
+    if n_steps <= 0:
+        raise ValueError(f"--ns {args.ns} is shorter than one frame interval (--report-ps {args.report_ps})")
+    temperatures = args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]
+    for T in temperatures:
         out = os.path.join(args.output, f"{T:g}K")
         traj = run_md(
             ms,
@@ -60,6 +65,7 @@ def _cmd_md(args):
             timestep_fs=args.timestep_fs,
             seed=args.seed,
             platform=args.platform,
+            equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)),
             progress=not args.quiet,
         )
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")
@@ -85,6 +91,8 @@ def _cmd_train(args):
         if str(args.device).startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
+    if not os.path.isfile(args.topology):
+        raise FileNotFoundError(f"topology file {args.topology} does not exist")
     top = mdtraj.load_topology(args.topology)
     graph = MolecularGraph.from_topology(top)
     x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
@@ -182,9 +190,10 @@ def build_parser():
     p = sub.add_parser("md", help="run unconstrained Langevin MD to make training data", description=_cmd_md.__doc__)
     _add_config(p)
     p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[300.0], help="temperatures in K, one run each")
+    p.add_argument("--temperatures", type=float, nargs="+", default=None, help="temperatures in K, one run each (default: the system's, 300 K for alanine dipeptide, 310 K for peptides)")
     p.add_argument("--ns", type=float, default=1.0, help="simulated time per temperature in ns (default %(default)s)")
     p.add_argument("--report-ps", type=float, default=0.2, help="ps between saved frames (default %(default)s)")
+    p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps of dynamics before the first saved frame (default %(default)s)")
     p.add_argument("--timestep-fs", type=float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
     p.add_argument("--seed", type=int, default=0)
@@ -257,7 +266,7 @@ def main(argv=None):
         sub.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, MemoryError) as exc:
+    except (ValueError, OSError, MemoryError) as exc:
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,62 @@
+"""Peptides from sequence, and the arbg command line end to end as a new user runs it."""
+
+import numpy as np
+import openmm.unit as unit
+import pytest
+
+from openmm_arbg.cli import main
+from openmm_arbg.peptides import build_capped_peptide, check_peptide_geometry
+from openmm_arbg.systems import build_system, capped_peptide, check_shape_move_compatible
+from openmm_arbg.topology import MolecularGraph
+
+
+def test_capped_alanine_matches_alanine_dipeptide(alanine):
+    built = capped_peptide("A", implicit_solvent=False)
+    a, b = MolecularGraph.from_topology(built.topology), MolecularGraph.from_topology(alanine.topology)
+    assert sorted(a.elements) == sorted(b.elements) and len(a.bonds) == len(b.bonds)
+    assert [r.name for r in built.topology.residues()] == ["ACE", "ALA", "NME"]
+    assert built.system.getNumConstraints() == 0
+    check_shape_move_compatible(built.system)
+
+
+@pytest.mark.parametrize("sequence", ["AAA", "GYDPETGTWG", "WHCKR"])
+def test_sequences_build_all_l_all_trans(sequence):
+    top, pos = build_capped_peptide(sequence)
+    assert top.getNumResidues() == len(sequence) + 2
+    check_peptide_geometry(top, pos)  # raises for D residues or cis bonds
+
+
+def test_mirror_image_peptide_is_refused():
+    top, pos = build_capped_peptide("AV")
+    mirrored = np.asarray(pos.value_in_unit(unit.nanometer)) * np.array([1.0, 1.0, -1.0])
+    with pytest.raises(ValueError, match="D-amino acid"):
+        check_peptide_geometry(top, mirrored)
+
+
+def test_bad_sequences_and_system_names():
+    with pytest.raises(ValueError, match="unknown: BX"):
+        build_capped_peptide("ABX")
+    with pytest.raises(ValueError, match="peptide:SEQUENCE"):
+        build_system("chignolin")
+
+
+def test_command_line_md_train_sample(tmp_path, capsys):
+    md = tmp_path / "md"
+    assert main(["md", "--system", "peptide:AA", "--ns", "0.01", "--report-ps", "0.1", "--equilibration-ps", "1", "--output", str(md), "--quiet"]) == 0
+    traj = md / "310K" / "trajectory.dcd"
+    top = md / "310K" / "topology.pdb"
+    config = tmp_path / "train.yaml"
+    config.write_text("steps: 10\nbatch-size: 32\nlayers: 1\nd_model: 32\nheads: 2\neval-interval: 5\nquiet: true\n")
+    args = ["train", "--config", str(config), "--trajectories", str(traj), "--topology", str(top), "--output", str(tmp_path / "model")]
+    assert main(args) == 0
+    assert main(args) == 0  # run again: resumes from the finished checkpoint, nothing breaks
+    assert main(["sample", "--model", str(tmp_path / "model" / "model.safetensors"), "--system", "peptide:AA", "--n", "50", "--output", str(tmp_path / "s.dcd")]) == 0
+    out = capsys.readouterr().out
+    assert "50 proposals: ESS" in out and (tmp_path / "s.dcd").exists()
+    # a newcomer's mistakes get one-line errors and exit code 2
+    assert main(["train", "--trajectories", str(traj), "--topology", str(tmp_path / "missing.pdb")]) == 2
+    assert main(["sample", "--model", str(tmp_path / "model" / "model.safetensors"), "--system", "alanine_dipeptide_vacuum"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "does not match" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(config)])  # no trajectories
