@@ -98,3 +98,52 @@ def test_parallel_tempering(chain_model, tmp_path):
     sampler.run()
     assert sum(m.move_list[1].n_proposed for m in sampler.mcmc_moves) == 3 * 5 * 20
     reporter.close()
+
+
+MPI_SCRIPT = """
+import sys, numpy as np, openmm, openmm.unit as unit
+from openmmtools import cache, mcmc, multistate, states
+from openmm_arbg import ArBGMove
+from openmm_arbg.testsystems import harmonic_chain
+from mpi4py import MPI
+model_path, storage = sys.argv[1], sys.argv[2]
+np.random.seed(MPI.COMM_WORLD.Get_rank())
+ms, _ = harmonic_chain(4)
+thermo = [states.ThermodynamicState(ms.system, T * unit.kelvin) for T in (300.0, 380.0, 480.0, 600.0)]
+move = mcmc.SequenceMove([mcmc.LangevinDynamicsMove(n_steps=10), ArBGMove(model_path, n_attempts=10, buffer_size=200)])
+sampler = multistate.ReplicaExchangeSampler(mcmc_moves=move, number_of_iterations=10)
+platform = openmm.Platform.getPlatformByName("Reference")
+sampler.energy_context_cache = cache.ContextCache(platform=platform)
+sampler.sampler_context_cache = cache.ContextCache(platform=platform)
+reporter = multistate.MultiStateReporter(storage, checkpoint_interval=1)
+sampler.create(thermo, states.SamplerState(ms.positions), reporter)
+sampler.run()
+stats = [m.move_list[1].statistics for m in sampler.mcmc_moves]
+rank = MPI.COMM_WORLD.Get_rank()
+with open(storage + f".rank{rank}", "w") as f:
+    f.write(f"{MPI.COMM_WORLD.Get_size()} {sum(s['n_proposed'] for s in stats)}")
+"""
+
+
+def test_replica_exchange_under_mpirun(chain_model, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("mpi4py")
+    mpirun = shutil.which("mpirun", path=os.path.dirname(sys.executable)) or shutil.which("mpirun")
+    if mpirun is None:
+        pytest.skip("no mpirun (pip install mpich mpi4py)")
+    _, _, path = chain_model
+    script = tmp_path / "mpi_re.py"
+    script.write_text(MPI_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [mpirun, "-np", "2", sys.executable, str(script), path, str(tmp_path / "mpi.nc")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    # both ranks ran, and statistics are synchronised: 4 states x 10 iterations x 10 attempts
+    for rank in (0, 1):
+        assert (tmp_path / f"mpi.nc.rank{rank}").read_text() == "2 400"
