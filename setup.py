@@ -34,6 +34,9 @@ setup(
         "pyyaml>=6.0",
         "netcdf4>=1.6",
         "peptidebuilder>=1.1",
+        "pot>=0.9",
+        "deeptime>=0.4",
+        "matplotlib>=3.7",
     ],
     entry_points={"console_scripts": ["arbg=openmm_arbg.cli:main"]},
     classifiers=[

@@ -172,6 +172,64 @@ def _cmd_sample(args):
         print(f"samples -> {args.output}")
 
 
+# ---------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args):
+    import mdtraj
+    import numpy as np
+    import openmm.unit as unit
+    from openmmtools.states import ThermodynamicState
+
+    from . import ArBG
+    from .analysis import backbone_dihedrals
+    from .energies import ReducedPotential
+    from .evaluation import dihedral_features, energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
+    from .importance import importance_sample, resample
+    from .systems import build_system
+
+    ms = build_system(args.system)
+    model = ArBG.load(args.model, topology=ms.topology)
+    if not os.path.isfile(args.topology):
+        raise FileNotFoundError(f"topology file {args.topology} does not exist")
+    ref = mdtraj.load(args.reference, top=args.topology, stride=args.stride)
+    model.check_topology(ref.topology)
+    T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
+    os.makedirs(args.output, exist_ok=True)
+    with ReducedPotential(ThermodynamicState(ms.system, T * unit.kelvin), n_workers=args.workers) as u:
+        result = importance_sample(model, u, args.n, seed=args.seed)
+        picks = resample(result.log_weights, args.n, rng=args.seed)
+        u_ref = u(ref.xyz.astype(float))
+    x_rs = result.positions[picks]
+    u_rs = result.reduced_potentials[picks]
+    phi_r, psi_r = backbone_dihedrals(ref.xyz, ref.topology)
+    phi_s, psi_s = backbone_dihedrals(x_rs, ms.topology)
+    phi_p, psi_p = backbone_dihedrals(result.positions, ms.topology)
+    e_w2 = energy_w2(u_rs, u_ref)
+    t_w2, n_t = torus_w2(np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), args.max_points, args.seed)
+    tica, n_tica = tica_w2(dihedral_features(ref.xyz, ref.topology), dihedral_features(x_rs, ms.topology), args.lag, args.max_points, args.seed)
+    w = np.exp(result.log_weights - result.log_weights[np.isfinite(result.log_weights)].max())
+    ramachandran_plot(
+        [("reference MD", phi_r[:, 0], psi_r[:, 0], None), ("proposals", phi_p[:, 0], psi_p[:, 0], None), ("reweighted", phi_p[:, 0], psi_p[:, 0], w)],
+        os.path.join(args.output, "ramachandran.png"),
+    )
+    energy_histogram_plot(
+        [("reference MD", u_ref, None), ("proposals", result.reduced_potentials, None), ("resampled", u_rs, None)],
+        os.path.join(args.output, "energies.png"),
+    )
+    rows = [
+        ("proposals (energy evaluations)", f"{args.n}"),
+        ("ESS/N", f"{100 * result.ess_fraction:.2f} %"),
+        ("E-W2 (kT)", f"{e_w2:.3f}"),
+        ("T-W2 (rad)", f"{t_w2:.3f} ({n_t} points)"),
+        ("TICA-W2", f"{tica:.3f} ({n_tica} points, lag {args.lag} frames)"),
+        ("reference frames", f"{ref.n_frames}"),
+    ]
+    text = "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    with open(os.path.join(args.output, "evaluation.md"), "w") as f:
+        f.write(text)
+    print(text)
+    print(f"plots -> {args.output}/ramachandran.png, {args.output}/energies.png")
+
+
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args):
     from .demo import run_demo
@@ -241,6 +299,22 @@ def build_parser():
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_cmd_sample)
 
+    p = sub.add_parser("evaluate", help="the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots")
+    _add_config(p)
+    p.add_argument("--model", required=False, help="model file")
+    p.add_argument("--reference", required=False, help="reference trajectory (e.g. long MD)")
+    p.add_argument("--topology", required=False, help="topology file of the reference trajectory")
+    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="target system (default %(default)s)")
+    p.add_argument("--temperature", type=float, help="target temperature in K (default: the system's)")
+    p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
+    p.add_argument("--stride", type=int, default=1, help="reference frame stride")
+    p.add_argument("--lag", type=int, default=100, help="TICA lag in reference frames (default %(default)s)")
+    p.add_argument("--max-points", type=int, default=5000, help="points per set for exact optimal transport (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="the quick-start job on alanine dipeptide (a few minutes on 2 cores)")
     p.add_argument("--output", default="arbg_demo", help="output folder (default %(default)s)")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes (default %(default)s)")
@@ -249,7 +323,7 @@ def build_parser():
     return parser
 
 
-_REQUIRED = {"train": ["trajectories", "topology"], "sample": ["model"]}
+_REQUIRED = {"train": ["trajectories", "topology"], "sample": ["model"], "evaluate": ["model", "reference", "topology"]}
 
 
 def main(argv=None):

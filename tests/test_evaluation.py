@@ -1,0 +1,47 @@
+"""The paper's metrics on cases with known answers."""
+
+import numpy as np
+import pytest
+
+from openmm_arbg.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
+
+
+def test_energy_w2_of_shifted_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, 20000)
+    assert abs(energy_w2(a, a + 0.7) - 0.7) < 1e-9  # a pure shift moves every point by 0.7
+    assert abs(energy_w2(a, rng.normal(0.0, 2.0, 20000)) - 1.0) < 0.05  # W2 of N(0,1), N(0,4): |2 - 1|
+    with pytest.raises(ValueError, match="finite"):
+        energy_w2([1.0, np.inf], [1.0, 2.0])
+
+
+def test_torus_w2_uses_the_periodic_distance():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-0.3, 0.3, (500, 2)) + np.pi - 0.35  # near the +pi edge
+    b = a + 0.5  # crosses the edge: the torus distance is 0.5 per coordinate, not 2 pi - 0.5
+    b = (b + np.pi) % (2 * np.pi) - np.pi
+    value, n = torus_w2(a, b, max_points=500)
+    assert n == 500 and abs(value - 0.5 * np.sqrt(2)) < 1e-6
+    assert torus_w2(a, a)[0] < 1e-9
+
+
+def test_tica_w2_detects_a_missing_state():
+    rng = np.random.default_rng(2)
+    # a slow two-state process plus noise: TICA's first component separates the states
+    state = np.repeat(rng.integers(0, 2, 200), 100)
+    ref = np.stack([state + 0.1 * rng.standard_normal(len(state)), rng.standard_normal(len(state))], 1)
+    same, _ = tica_w2(ref, ref[rng.permutation(len(ref))[:3000]], lag=10, max_points=3000)
+    only_one = ref[state == 0][:3000]
+    missing, _ = tica_w2(ref, only_one, lag=10, max_points=3000)
+    assert missing > 5 * same
+    with pytest.raises(ValueError, match="longer than the TICA lag"):
+        tica_w2(ref[:50], ref[:50], lag=100)
+
+
+def test_plots_are_written(tmp_path):
+    rng = np.random.default_rng(3)
+    phi, psi = rng.uniform(-180, 180, 1000), rng.uniform(-180, 180, 1000)
+    p = ramachandran_plot([("a", phi, psi, None), ("b", phi, psi, rng.random(1000))], str(tmp_path / "r.png"))
+    q = energy_histogram_plot([("x", rng.normal(size=500), None), ("y", rng.normal(1, 1, 500), None)], str(tmp_path / "e.png"))
+    assert (tmp_path / "r.png").stat().st_size > 1000 and (tmp_path / "e.png").stat().st_size > 1000
+    assert p.endswith("r.png") and q.endswith("e.png")
