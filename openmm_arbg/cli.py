@@ -172,6 +172,52 @@ def _cmd_sample(args):
         print(f"samples -> {args.output}")
 
 
+# ---------------------------------------------------------------------- mcmc
+def _cmd_mcmc(args):
+    import mdtraj
+    import numpy as np
+    import openmm
+    import openmm.unit as unit
+    from openmmtools import cache, mcmc, states
+    from tqdm.auto import tqdm
+
+    from .mcmc import ArBGMove
+    from .systems import build_system, default_platform
+
+    ms = build_system(args.system)
+    T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
+    thermo = states.ThermodynamicState(ms.system, T * unit.kelvin)
+    np.random.seed(args.seed)
+    arbg_move = ArBGMove(args.model, n_attempts=args.attempts, temperature=args.proposal_temperature)
+    arbg_move.model.check_topology(ms.topology)
+    moves = [arbg_move]
+    if args.langevin_steps:
+        moves.insert(0, mcmc.LangevinDynamicsMove(n_steps=args.langevin_steps, timestep=1.0 * unit.femtosecond))
+    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove(moves))
+    platform = openmm.Platform.getPlatformByName(args.platform or default_platform(ms.n_atoms))
+    context_cache = cache.ContextCache(platform=platform)
+    frames = []
+    for _ in tqdm(range(args.iterations), desc="mcmc", unit="it", disable=args.quiet):
+        sampler.run(1, context_cache=context_cache)
+        frames.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
+    traj = mdtraj.Trajectory(np.array(frames, dtype=np.float32), mdtraj.Topology.from_openmm(ms.topology))
+    traj.save(args.output)
+    evals = args.iterations * (args.attempts + args.langevin_steps)
+    print(
+        f"{args.iterations} iterations, {evals:,} energy evaluations; ArBGMove acceptance "
+        f"{100 * arbg_move.acceptance_rate:.1f}% of {arbg_move.n_proposed} (wrong-handed {arbg_move.n_wrong_stereo}, "
+        f"failed energies {arbg_move.n_failed_energy}); trajectory -> {args.output}"
+    )
+    if ms.name.startswith("alanine_dipeptide"):
+        from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+        from .free_energy import basin_free_energy_from_chain
+
+        basin = alanine_dipeptide_basins(*backbone_dihedrals(traj.xyz, ms.topology))
+        for k, name in enumerate(BASINS[1:], start=1):
+            f, df = basin_free_energy_from_chain(basin == 0, basin == k)
+            print(f"F({name}) - F(beta) = {f:.2f} +- {df:.2f} kT  (population {100 * np.mean(basin == k):.2f}%)")
+
+
 # ---------------------------------------------------------------------- evaluate
 def _cmd_evaluate(args):
     import mdtraj
@@ -299,6 +345,21 @@ def build_parser():
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_cmd_sample)
 
+    p = sub.add_parser("mcmc", help="sample a system with ArBGMove (+ Langevin) in an openmmtools MCMCSampler")
+    _add_config(p)
+    p.add_argument("--model", required=False, help="model file")
+    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE")
+    p.add_argument("--temperature", type=float, help="K (default: the system's)")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--attempts", type=int, default=10, help="ArBG Metropolis-Hastings attempts per iteration")
+    p.add_argument("--langevin-steps", type=int, default=100, help="1 fs Langevin steps per iteration (0: ArBG moves only)")
+    p.add_argument("--proposal-temperature", type=float, default=1.0, help="softmax temperature of the proposal (exact at any value)")
+    p.add_argument("--platform", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds numpy's global generator (openmmtools' convention)")
+    p.add_argument("--output", default="arbg_mcmc.dcd", help="trajectory file of the chain")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_mcmc)
+
     p = sub.add_parser("evaluate", help="the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots")
     _add_config(p)
     p.add_argument("--model", required=False, help="model file")
@@ -323,7 +384,7 @@ def build_parser():
     return parser
 
 
-_REQUIRED = {"train": ["trajectories", "topology"], "sample": ["model"], "evaluate": ["model", "reference", "topology"]}
+_REQUIRED = {"train": ["trajectories", "topology"], "sample": ["model"], "evaluate": ["model", "reference", "topology"], "mcmc": ["model"]}
 
 
 def main(argv=None):

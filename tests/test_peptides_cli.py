@@ -60,3 +60,14 @@ def test_command_line_md_train_sample(tmp_path, capsys):
     assert "does not exist" in err and "does not match" in err
     with pytest.raises(SystemExit):
         main(["train", "--config", str(config)])  # no trajectories
+
+
+def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
+    from openmm_arbg.demo import shipped_model_path
+
+    out = tmp_path / "chain.dcd"
+    args = ["mcmc", "--model", shipped_model_path(), "--iterations", "20", "--attempts", "5", "--langevin-steps", "10", "--output", str(out), "--quiet"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "ArBGMove acceptance" in text and "F(alpha_R) - F(beta)" in text and out.exists()
+    assert main(["mcmc", "--model", shipped_model_path(), "--system", "peptide:AA", "--iterations", "1"]) == 2
