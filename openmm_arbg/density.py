@@ -88,7 +88,7 @@ class AutoregressiveDensity(nn.Module):
         return self.log_prob_terms(z, temperature).sum(1)
 
     @torch.no_grad()
-    def sample(self, n, temperature=1.0, generator=None):
+    def sample(self, n, temperature=1.0, generator=None, kv_cache=True):
         """Draw ``n`` samples with the KV cache.
 
         Parameters
@@ -98,6 +98,9 @@ class AutoregressiveDensity(nn.Module):
             Logits are divided by ``temperature``; the returned log q is that of the tempered model.
         generator : torch.Generator, optional
             On the model's device, for reproducible draws.
+        kv_cache : bool
+            Reuse attention keys and values (default). ``False`` recomputes the whole prefix at
+            every coordinate (same result, for benchmarks and checks).
 
         Returns
         -------
@@ -116,8 +119,12 @@ class AutoregressiveDensity(nn.Module):
         was_training = self.training
         self.eval()
         try:
+            all_tok, all_feat = prev_tok, prev_feat
             for j in range(D):
-                logits = self.network(prev_tok, prev_feat, start=j, cache=cache)[:, -1]
+                if kv_cache:
+                    logits = self.network(prev_tok, prev_feat, start=j, cache=cache)[:, -1]
+                else:
+                    logits = self.network(all_tok, all_feat)[:, -1]
                 logp = torch.log_softmax(logits.double() / temperature, dim=-1)
                 tok = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
                 u = torch.rand(n, dtype=torch.float64, device=dev, generator=generator)
@@ -127,6 +134,9 @@ class AutoregressiveDensity(nn.Module):
                 log_q += logp.gather(-1, tok[:, None])[:, 0] + log_within
                 prev_tok = tok[:, None]
                 prev_feat = disc.features(z[:, j : j + 1], cols=slice(j, j + 1))
+                if not kv_cache:
+                    all_tok = torch.cat([all_tok, prev_tok], dim=1)
+                    all_feat = torch.cat([all_feat, prev_feat], dim=1)
         finally:
             self.train(was_training)
         return z, log_q

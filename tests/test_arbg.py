@@ -129,3 +129,13 @@ def test_other_molecule(toluene):
 def test_stereo_check_of_mirror(model, frames):
     assert model.check_stereo(frames[:5]).all()
     assert not model.check_stereo(frames[:5] * np.array([-1.0, 1.0, 1.0])).any()
+
+
+def test_sampling_without_kv_cache_gives_the_same_draws(model):
+    import torch
+
+    g1 = torch.Generator().manual_seed(4)
+    g2 = torch.Generator().manual_seed(4)
+    z1, l1 = model.density.sample(16, generator=g1, kv_cache=True)
+    z2, l2 = model.density.sample(16, generator=g2, kv_cache=False)
+    assert torch.allclose(z1, z2, atol=1e-6) and torch.allclose(l1, l2, atol=1e-4)
