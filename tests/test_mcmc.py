@@ -227,3 +227,28 @@ def test_deepcopy_and_serialization(untrained, chain, tmp_path):
     state["model_path"] = str(other)
     with pytest.raises(ValueError, match="has changed"):
         deserialize(state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["internal", "cartesian"])
+def test_five_atom_chain_long_run(kind, tmp_path):
+    """Slow: a 5-atom chain (two torsions), 250 000 attempts, tighter statistics."""
+    ms, analytic = harmonic_chain(5)
+    frames = run_md(ms, str(tmp_path / "md"), n_steps=200_000, report_interval=50, equilibration_steps=1000, progress=False, seed=3)
+    path = tmp_path / "m.safetensors"
+    ArBG(ms.topology, frames.xyz, representation=kind, n_bins=32, network=TINY_NETWORK, seed=2).save(path)
+    np.random.seed(11)
+    move = ArBGMove(str(path), n_attempts=500, buffer_size=5000)
+    thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
+    ss = states.SamplerState(ms.positions)
+    cc = reference_cache()
+    xs = []
+    for _ in range(500):
+        move.apply(thermo, ss, cc)
+        xs.append(ss.positions.value_in_unit(unit.nanometer))
+    traj = mdtraj.Trajectory(np.array(xs, dtype=np.float32), mdtraj.Topology.from_openmm(ms.topology))
+    phis = mdtraj.compute_dihedrals(traj, [[0, 1, 2, 3], [1, 2, 3, 4]]).astype(float)
+    exact = analytic.expectation("torsion", lambda p: np.cos(3 * p))
+    for j in range(2):
+        est, err = mean_and_error(np.cos(3 * phis[:, j]))
+        assert abs(est - exact) < N_SIGMA * err, (kind, j, est, exact, err)
