@@ -1,0 +1,57 @@
+"""Training-data MD resumes after an interruption; systems are unconstrained and as documented."""
+
+import json
+
+import numpy as np
+import openmm
+import pytest
+
+from openmm_arbg import md as md_module
+from openmm_arbg.md import load_md, run_md
+from openmm_arbg.systems import alanine_dipeptide_implicit, check_shape_move_compatible
+from openmm_arbg.testsystems import harmonic_chain
+
+
+def test_interrupted_md_resumes_and_completes(tmp_path, monkeypatch):
+    ms, _ = harmonic_chain(4)
+    calls = {"n": 0}
+    real_save = np.save
+
+    def flaky_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(md_module.np, "save", flaky_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(ms, str(tmp_path), n_steps=5000, report_interval=10, chunk_frames=100, equilibration_steps=100, progress=False)
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["completed_chunks"] == 2 and not settings["complete"]
+    monkeypatch.setattr(md_module.np, "save", real_save)
+    traj = run_md(ms, str(tmp_path), n_steps=5000, report_interval=10, chunk_frames=100, equilibration_steps=100, progress=False)
+    assert traj.n_frames == 500 and np.isfinite(traj.xyz).all()
+    assert json.loads((tmp_path / "settings.json").read_text())["complete"]
+    assert load_md(str(tmp_path)).n_frames == 500
+    # the same folder with other settings is refused rather than mixed
+    with pytest.raises(ValueError, match="other settings"):
+        run_md(ms, str(tmp_path), n_steps=6000, report_interval=10, chunk_frames=100, equilibration_steps=100, progress=False)
+
+
+def test_implicit_solvent_alanine_dipeptide():
+    ms = alanine_dipeptide_implicit()
+    assert ms.system.getNumConstraints() == 0
+    assert any(isinstance(f, (openmm.GBSAOBCForce, openmm.CustomGBForce)) for f in ms.system.getForces())
+    check_shape_move_compatible(ms.system)
+
+
+def test_constrained_md_is_refused(alanine):
+    import copy
+
+    from openmm_arbg.systems import MolecularSystem
+
+    system = copy.deepcopy(alanine.system)
+    system.addConstraint(0, 1, 0.109)
+    bad = MolecularSystem("x", system, alanine.topology, alanine.positions, alanine.temperature)
+    with pytest.raises(ValueError, match="unconstrained"):
+        run_md(bad, "unused", n_steps=10, report_interval=10)
