@@ -46,7 +46,7 @@ def main():
             t = time.perf_counter() - t0
         assert np.allclose(out, ref, rtol=1e-9)
         rows.append((f"ReducedPotential, n_workers={w}", args.n / t, t_ref / t))
-    print(f"| method | conformations/s | speed-up vs plain loop |")
+    print("| method | conformations/s | speed-up vs plain loop |")
     print("| --- | --- | --- |")
     for name, rate, ratio in rows:
         print(f"| {name} | {rate:,.0f} | {ratio:.2f}x |")

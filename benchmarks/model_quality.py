@@ -72,7 +72,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = [evaluate(m, args.n, args.mh_attempts, args.seed, args.workers) for m in args.models]
-    print(f"| model | repr. | params | N | ESS/N | wrong-handed | log Z | P(phi>0) (IS) | MH acceptance (attempts) | IS time |")
+    print("| model | repr. | params | N | ESS/N | wrong-handed | log Z | P(phi>0) (IS) | MH acceptance (attempts) | IS time |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(

@@ -18,7 +18,7 @@ import torch
 from openmmtools import cache, mcmc, states
 
 from openmm_arbg import ArBGMove
-from openmm_arbg.analysis import alanine_dipeptide_basins, backbone_dihedrals
+from openmm_arbg.analysis import backbone_dihedrals
 from openmm_arbg.demo import shipped_model_path
 from openmm_arbg.systems import alanine_dipeptide_vacuum
 

@@ -5,7 +5,6 @@ names with ``-`` or ``_``); options on the command line win.
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -73,7 +72,6 @@ def _cmd_md(args):
 
 # ---------------------------------------------------------------------- train
 def _cmd_train(args):
-    import numpy as np
     import torch
 
     from . import ArBG

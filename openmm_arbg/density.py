@@ -11,7 +11,6 @@ import math
 import torch
 import torch.nn as nn
 
-from .discretizer import Discretizer
 from .network import CausalTransformer, TransformerConfig
 
 __all__ = ["AutoregressiveDensity"]

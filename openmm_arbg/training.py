@@ -12,7 +12,6 @@ every rank holds the data, each takes its slice of every global batch, and only 
 
 import csv
 import hashlib
-import json
 import math
 import os
 import time

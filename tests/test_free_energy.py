@@ -4,7 +4,6 @@ import math
 
 import mdtraj
 import numpy as np
-import openmm.unit as unit
 import pytest
 
 from openmm_arbg import ArBG

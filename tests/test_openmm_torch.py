@@ -10,7 +10,6 @@ analytic mean of cos(3 phi).
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -109,7 +109,6 @@ def test_mirror_image_is_flagged(alanine):
     assert checker.check(x[None]).all()
     assert not checker.check(mirror[None]).any()
     # inverting one centre only: swap the CA hydrogen (HA, index 9) and CB (index 10) through CA
-    g = checker.graph
     ca = 8
     assert ca in checker.centers
     swapped = x.copy()

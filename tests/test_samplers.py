@@ -1,7 +1,6 @@
 """ArBGMove inside openmmtools multistate samplers: replica exchange free energies against
 analytic values, storage and resume, parallel tempering."""
 
-import math
 
 import numpy as np
 import openmm

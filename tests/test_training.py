@@ -13,7 +13,7 @@ import torch
 from openmm_arbg import ArBG
 from openmm_arbg.md import run_md
 from openmm_arbg.testsystems import harmonic_chain
-from openmm_arbg.training import Trainer, TrainingConfig, load_trajectories, time_block_split
+from openmm_arbg.training import Trainer, load_trajectories, time_block_split
 
 from conftest import TINY_NETWORK
 
