@@ -216,6 +216,54 @@ def _cmd_mcmc(args):
             print(f"F({name}) - F(beta) = {f:.2f} +- {df:.2f} kT  (population {100 * np.mean(basin == k):.2f}%)")
 
 
+# ---------------------------------------------------------------------- free energy
+def _cmd_free_energy(args):
+    import numpy as np
+
+    from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+    from .free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
+
+    if bool(args.trajectory) == bool(args.model):
+        raise ValueError("give either --trajectory (with --topology) for a chain, or --model (with --system) for importance sampling")
+    if args.trajectory:
+        import mdtraj
+
+        if not args.topology or not os.path.isfile(args.topology):
+            raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
+        traj = mdtraj.load(args.trajectory, top=args.topology, stride=args.stride)
+        basin = alanine_dipeptide_basins(*backbone_dihedrals(traj.xyz, traj.topology))
+        label = f"{traj.n_frames} frames of {args.trajectory} (errors: statistical inefficiency)"
+
+        def estimate(k):
+            return basin_free_energy_from_chain(basin == 0, basin == k)
+
+    else:
+        import openmm.unit as unit
+        from openmmtools.states import ThermodynamicState
+
+        from . import ArBG
+        from .energies import ReducedPotential
+        from .importance import importance_sample
+        from .systems import build_system
+
+        ms = build_system(args.system)
+        model = ArBG.load(args.model, topology=ms.topology)
+        T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
+        with ReducedPotential(ThermodynamicState(ms.system, T * unit.kelvin), n_workers=args.workers) as u:
+            result = importance_sample(model, u, args.n, seed=args.seed)
+        print(result.summary())
+        basin = alanine_dipeptide_basins(*backbone_dihedrals(result.positions, ms.topology))
+        label = f"importance sampling, {args.n} proposals (errors: bootstrap)"
+
+        def estimate(k):
+            return basin_free_energy_from_weights(result.log_weights, basin == 0, basin == k, rng=args.seed)
+
+    print(f"alanine dipeptide basin free energies relative to beta, {label}:")
+    for k, name in enumerate(BASINS[1:], start=1):
+        f, df = estimate(k)
+        print(f"  F({name}) - F(beta) = {f:.3f} +- {df:.3f} kT")
+
+
 # ---------------------------------------------------------------------- evaluate
 def _cmd_evaluate(args):
     import mdtraj
@@ -357,6 +405,19 @@ def build_parser():
     p.add_argument("--output", default="arbg_mcmc.dcd", help="trajectory file of the chain")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_mcmc)
+
+    p = sub.add_parser("free-energy", help="alanine dipeptide basin free energies from a trajectory or by importance sampling")
+    _add_config(p)
+    p.add_argument("--trajectory", help="MD or MCMC trajectory (chain estimate)")
+    p.add_argument("--topology", help="topology file of --trajectory")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--model", help="model file (importance-sampling estimate)")
+    p.add_argument("--system", default="alanine_dipeptide_vacuum")
+    p.add_argument("--temperature", type=float, help="K (default: the system's)")
+    p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_free_energy)
 
     p = sub.add_parser("evaluate", help="the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots")
     _add_config(p)

@@ -70,4 +70,14 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "ArBGMove acceptance" in text and "F(alpha_R) - F(beta)" in text and out.exists()
+    from openmm_arbg.systems import alanine_dipeptide_vacuum
+    import openmm.app as app
+
+    pdb = tmp_path / "ala.pdb"
+    ms = alanine_dipeptide_vacuum()
+    with open(pdb, "w") as f:
+        app.PDBFile.writeFile(ms.topology, ms.positions, f)
+    assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb)]) == 0
+    assert "F(phi>0) - F(beta)" in capsys.readouterr().out
+    assert main(["free-energy"]) == 2
     assert main(["mcmc", "--model", shipped_model_path(), "--system", "peptide:AA", "--iterations", "1"]) == 2
