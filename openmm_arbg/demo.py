@@ -118,14 +118,37 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     t0 = time.time()
     with ReducedPotential(thermo, n_workers=2) as u:
         result = importance_sample(model, u, n_proposals, seed=seed)
-    is_time = time.time() - t0
+        is_time = time.time() - t0
+        u_md = u(traj.xyz[:: max(1, traj.n_frames // 10000)].astype(np.float64))
     phi_is, psi_is = backbone_dihedrals(result.positions, ms.topology)
     basin_is = alanine_dipeptide_basins(phi_is, psi_is)
     is_pops = [result.expectation((basin_is == k).astype(float), rng=seed) for k in range(len(BASINS))]
+    from .evaluation import energy_histogram_plot, energy_w2, ramachandran_plot
+    from .importance import resample
+
+    picks = resample(result.log_weights, rng=seed)
+    weights = np.exp(result.log_weights - np.max(result.log_weights))
+    ramachandran_plot(
+        [("Langevin MD", phi_md[:, 0], psi_md[:, 0], None), ("ArBG proposals", phi_is[:, 0], psi_is[:, 0], None),
+         ("reweighted", phi_is[:, 0], psi_is[:, 0], weights)],
+        os.path.join(output, "ramachandran.png"),
+    )
+    energy_histogram_plot(
+        [("Langevin MD", u_md, None), ("ArBG proposals", result.reduced_potentials, None),
+         ("resampled", result.reduced_potentials[picks], None)],
+        os.path.join(output, "energies.png"),
+    )
+    e_w2 = energy_w2(result.reduced_potentials[picks], u_md)
     lines += [
         f"## 3. Importance sampling with the shipped model ({model.n_parameters():,} parameters, trained 30 min on 20 ns)",
         "",
         f"{result.summary()} [{is_time:.0f} s]",
+        "",
+        f"E-W2 between resampled proposals and the MD frames: {e_w2:.3f} kT.",
+        "",
+        "![Ramachandran: MD, proposals, reweighted](ramachandran.png)",
+        "",
+        "![Reduced energies](energies.png)",
         "",
     ]
 
