@@ -455,4 +455,6 @@ class Trainer:
         best = ArBG.read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
         if best is not None:
             self.net.network.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model.")})
+        if _is_distributed():
+            dist.barrier()  # no rank tears down its process group while rank 0 still writes files
         return self.history

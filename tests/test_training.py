@@ -134,6 +134,7 @@ DDP_SCRIPT = textwrap.dedent(
     cfg = dict(n_steps=12, batch_size=64, learning_rate=3e-3, warmup_steps=3, eval_interval=6, checkpoint_interval=6, seed=3)
     Trainer(model, traj, cfg, output_dir=out, progress=False).fit()
     if world > 1:
+        dist.barrier()
         dist.destroy_process_group()
     """
 )
