@@ -146,3 +146,17 @@ def test_replica_exchange_under_mpirun(chain_model, tmp_path):
     # both ranks ran, and statistics are synchronised: 4 states x 10 iterations x 10 attempts
     for rank in (0, 1):
         assert (tmp_path / f"mpi.nc.rank{rank}").read_text() == "2 400"
+
+
+def test_sams_sampler(chain_model, tmp_path):
+    ms, _, path = chain_model
+    np.random.seed(4)
+    thermo = [states.ThermodynamicState(ms.system, T * unit.kelvin) for T in TEMPERATURES]
+    sampler = multistate.SAMSSampler(mcmc_moves=_move(path), number_of_iterations=8)
+    sampler.energy_context_cache, sampler.sampler_context_cache = _context_caches().values()
+    reporter = multistate.MultiStateReporter(str(tmp_path / "sams.nc"), checkpoint_interval=1)
+    sampler.create(thermo, states.SamplerState(ms.positions), reporter)
+    sampler.run()
+    assert sampler.iteration == 8
+    assert sum(m.move_list[1].n_proposed for m in sampler.mcmc_moves) == 8 * 20
+    reporter.close()
