@@ -18,14 +18,9 @@ import torch
 from openmmtools import cache, mcmc, states
 
 from openmm_arbg import ArBGMove
-from openmm_arbg.analysis import backbone_dihedrals
+from openmm_arbg.analysis import backbone_dihedrals, phi_sign_changes
 from openmm_arbg.demo import shipped_model_path
 from openmm_arbg.systems import alanine_dipeptide_vacuum
-
-
-def crossings(phi):
-    s = np.sign(np.asarray(phi).reshape(-1))
-    return int(np.sum(s[1:] != s[:-1]))
 
 
 def main():
@@ -56,7 +51,7 @@ def main():
         xs.append(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
     t_md = time.time() - t0
     phi_md, psi_md = backbone_dihedrals(np.array(xs), ms.topology)
-    n_md = crossings(phi_md)
+    n_md = phi_sign_changes(phi_md)
 
     # ArBGMove + Langevin
     np.random.seed(args.seed)
@@ -71,7 +66,7 @@ def main():
         ys.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
     t_mc = time.time() - t0
     phi_mc, psi_mc = backbone_dihedrals(np.array(ys), ms.topology)
-    n_mc = crossings(phi_mc)
+    n_mc = phi_sign_changes(phi_mc)
     evals_mc = args.iterations * (args.attempts + args.langevin_steps)
 
     rate_md, rate_mc = n_md / args.md_steps, n_mc / evals_mc

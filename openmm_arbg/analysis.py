@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["backbone_dihedrals", "alanine_dipeptide_basins", "BASINS"]
+__all__ = ["backbone_dihedrals", "alanine_dipeptide_basins", "phi_sign_changes", "BASINS"]
 
 BASINS = ("beta", "alpha_R", "phi>0")
 
@@ -32,3 +32,9 @@ def alanine_dipeptide_basins(phi_deg, psi_deg):
     psi = np.asarray(psi_deg).reshape(-1)
     basin = np.where(phi >= 0, 2, np.where((psi >= -120) & (psi <= 50), 1, 0))
     return basin
+
+
+def phi_sign_changes(phi_deg):
+    """Number of consecutive observations between which phi changes sign (crossings of phi = 0)."""
+    s = np.sign(np.asarray(phi_deg).reshape(-1))
+    return int(np.sum(s[1:] != s[:-1]))

@@ -337,6 +337,12 @@ class ArBG:
                 os.remove(tmp)
         return path
 
+    def load_network_weights(self, tensors):
+        """Load the network's weights from checkpoint tensors (the ``model.*`` keys of
+        :meth:`read_checkpoint`)."""
+        prefix = "model."
+        self.density.network.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
     @staticmethod
     def read_checkpoint(path):
         """Read a checkpoint: (config dict, tensors dict). Never unpickles."""
@@ -389,9 +395,8 @@ class ArBG:
             anchors=config["representation"]["anchors"],
             _state=config,
         )
-        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            model.density.network.load_state_dict(weights)
+            model.load_network_weights(tensors)
         except RuntimeError as exc:
             raise ValueError(f"{path}: the weights do not fit the stored configuration ({exc})") from None
         if topology is not None:

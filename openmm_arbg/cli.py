@@ -218,7 +218,6 @@ def _cmd_mcmc(args):
 
 # ---------------------------------------------------------------------- free energy
 def _cmd_free_energy(args):
-    import numpy as np
 
     from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
     from .free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights

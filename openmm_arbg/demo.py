@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals, phi_sign_changes
 
 __all__ = ["run_demo", "shipped_model_path"]
 
@@ -41,11 +41,6 @@ def _populations_with_errors(basin):
             err = float("nan")
         out.append((p, err))
     return out
-
-
-def _transitions(phi_deg):
-    s = np.sign(np.asarray(phi_deg).reshape(-1))
-    return int(np.sum(s[1:] != s[:-1]))
 
 
 def _fmt(p, err):
@@ -82,7 +77,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     md_time = time.time() - t0
     phi_md, psi_md = backbone_dihedrals(traj.xyz, ms.topology)
     md_pops = _populations_with_errors(alanine_dipeptide_basins(phi_md, psi_md))
-    md_transitions = _transitions(phi_md)
+    md_transitions = phi_sign_changes(phi_md)
     lines += [
         f"## 1. Langevin MD: {md_ns:g} ns = {n_steps:,} steps (energy evaluations), {traj.n_frames} frames, {md_time:.0f} s",
         "",
@@ -168,7 +163,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     phi_mc, psi_mc = backbone_dihedrals(np.array(xs), ms.topology)
     mc_pops = _populations_with_errors(alanine_dipeptide_basins(phi_mc, psi_mc))
     mc_evals = mcmc_iterations * (25 + 25)
-    mc_transitions = _transitions(phi_mc)
+    mc_transitions = phi_sign_changes(phi_mc)
     md_rate = md_transitions / n_steps
     mc_rate = mc_transitions / mc_evals
     ratio = (mc_rate / md_rate) if md_transitions else float("inf")

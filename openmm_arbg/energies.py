@@ -96,16 +96,19 @@ class ReducedPotential:
         self._pool = None
         self.n_evaluations = 0
 
-    def _ensure(self):
-        if self.n_workers == 1:
-            if self._context is None:
-                self._context = _make_context(self.system, self.platform)
-        elif self._pool is None:
+    def _single_context(self):
+        if self._context is None:
+            self._context = _make_context(self.system, self.platform)
+        return self._context
+
+    def _worker_pool(self):
+        if self._pool is None:
             xml = openmm.XmlSerializer.serialize(self.system)
             # fork where the OS has it: workers only run OpenMM, and scripts need no
             # ``if __name__ == "__main__"`` guard; spawn elsewhere
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             self._pool = ctx.Pool(self.n_workers, initializer=_worker_init, initargs=(xml, self.platform))
+        return self._pool
 
     def energies(self, positions):
         """Potential energies (n,) in kJ/mol of positions (n, N, 3) nm; +inf where OpenMM failed."""
@@ -114,14 +117,11 @@ class ReducedPotential:
             x = x[None]
         if x.shape[1:] != (self.system.getNumParticles(), 3):
             raise ValueError(f"positions must have shape (n, {self.system.getNumParticles()}, 3); got {x.shape}")
-        self._ensure()
         self.n_evaluations += len(x)
         if self.n_workers == 1 or len(x) < 4 * self.n_workers:
-            if self._context is None:
-                self._context = _make_context(self.system, self.platform)
-            return _energies_kj(self._context, x)
+            return _energies_kj(self._single_context(), x)
         chunks = np.array_split(x, 4 * self.n_workers)
-        return np.concatenate(self._pool.map(_worker_energies, chunks))
+        return np.concatenate(self._worker_pool().map(_worker_energies, chunks))
 
     def __call__(self, positions):
         """Reduced potentials (n,), dimensionless (kT); +inf where the energy is not finite."""

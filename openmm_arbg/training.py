@@ -10,6 +10,7 @@ Runs unchanged under ``torchrun`` with DistributedDataParallel (gloo on CPU, ncc
 every rank holds the data, each takes its slice of every global batch, and only rank 0 writes.
 """
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -152,10 +153,6 @@ def load_trajectories(paths, topology, stride=1, graph=None):
             raise FileNotFoundError(f"trajectory file {path} does not exist")
         if os.path.getsize(path) == 0:
             raise ValueError(f"trajectory file {path} is empty")
-        try:
-            n_atoms_est = mdtraj.load_frame(path, 0, top=topology).n_atoms
-        except Exception as exc:
-            raise ValueError(f"mdtraj cannot read {path} with topology {topology}: {exc}") from None
         check_memory(os.path.getsize(path) * 3 // max(stride, 1), f"reading {path}")
         try:
             traj = mdtraj.load(path, top=topology, stride=stride)
@@ -164,14 +161,16 @@ def load_trajectories(paths, topology, stride=1, graph=None):
         if traj.n_frames == 0:
             raise ValueError(f"trajectory file {path} holds no frames")
         if graph is not None:
-            if n_atoms_est != graph.n_atoms:
-                raise ValueError(f"{path} has {n_atoms_est} atoms; the model's molecule has {graph.n_atoms}")
+            if traj.n_atoms != graph.n_atoms:
+                raise ValueError(f"{path} has {traj.n_atoms} atoms; the model's molecule has {graph.n_atoms}")
             other = MolecularGraph.from_topology(traj.topology)
             if other.fingerprint() != graph.fingerprint():
                 raise ValueError(f"the topology of {path} does not match the model's molecule")
+        if graph is None:
+            graph = MolecularGraph.from_topology(traj.topology)
         out.append(as_positions_nm(traj.xyz, what=f"frames of {path}"))
     x = np.concatenate(out)
-    _check_bonds(x, graph if graph is not None else MolecularGraph.from_topology(mdtraj.load_topology(topology) if isinstance(topology, str) else topology))
+    _check_bonds(x, graph)
     return x
 
 
@@ -282,31 +281,34 @@ class Trainer:
         """Validation NLL in nats per coordinate of the exact density over model coordinates."""
         if len(self.z_val) == 0:
             return math.nan
-        weights = None
-        if self.ema is not None:
-            weights = {k: v.clone() for k, v in self.net.state_dict().items()}
-            self.net.load_state_dict(self.ema)
-        self.net.eval()
         total = 0.0
-        for s in range(0, len(self.z_val), batch_size):
-            total += -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).sum().item()
-        self.net.train()
-        if weights is not None:
-            self.net.load_state_dict(weights)
+        with self._holding(self.ema) if self.ema is not None else contextlib.nullcontext():
+            self.net.eval()
+            for s in range(0, len(self.z_val), batch_size):
+                total += -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).sum().item()
+            self.net.train()
         return total / (len(self.z_val) * self.model.n_coords)
+
+    @contextlib.contextmanager
+    def _holding(self, state):
+        """Load ``state`` (e.g. the EMA weights) into the network for the block, then restore."""
+        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
+        self.net.load_state_dict(state)
+        try:
+            yield
+        finally:
+            self.net.load_state_dict(saved)
 
     # ------------------------------------------------------------------ storage
     def _model_state(self):
         return self.ema if self.ema is not None else self.net.state_dict()
 
     def _save_model(self, path, state):
-        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
-        self.net.load_state_dict(state)
         self.model.metadata["training"] = dict(
             config=asdict(self.config), step=self.step, best_validation_nll=self.best_val, data_hash=self.data_hash
         )
-        self.model.save(path)
-        self.net.load_state_dict(saved)
+        with self._holding(state):
+            self.model.save(path)
 
     def _save_checkpoint(self):
         if self.rank != 0:
@@ -346,7 +348,7 @@ class Trainer:
             )
         if meta["data_hash"] != self.data_hash:
             raise ValueError(f"{self.checkpoint_path} was trained on other frames; resume with the same data and stride")
-        self.net.network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model.load_network_weights(tensors)
         state = {}
         for key, val in tensors.items():
             if key.startswith("optim."):
@@ -454,7 +456,7 @@ class Trainer:
         # leave the model holding the best weights
         best = ArBG.read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
         if best is not None:
-            self.net.network.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model.")})
+            self.model.load_network_weights(best)
         if _is_distributed():
             dist.barrier()  # no rank tears down its process group while rank 0 still writes files
         return self.history
