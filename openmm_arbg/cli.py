@@ -1,4 +1,5 @@
-"""The ``arbg`` command line: ``md``, ``train``, ``sample`` and ``demo``.
+"""The ``arbg`` command line: ``md``, ``train``, ``sample``, ``mcmc``, ``free-energy``, ``evaluate``,
+``umbrella`` and ``demo``.
 
 Every option can also come from a YAML file given with ``--config`` (keys are the long option
 names with ``-`` or ``_``); options on the command line win.
@@ -321,6 +322,107 @@ def _cmd_evaluate(args):
     print(f"plots -> {args.output}/ramachandran.png, {args.output}/energies.png")
 
 
+# ---------------------------------------------------------------------- umbrella
+def _resolve_dihedrals(names, topology):
+    """Atom quadruples from 'phi', 'psi' (first residue that has one) or 'i,j,k,l'."""
+    import mdtraj
+    import numpy as np
+
+    top = mdtraj.Topology.from_openmm(topology)
+    fake = mdtraj.Trajectory(np.zeros((1, top.n_atoms, 3), dtype=np.float32), top)
+    out = []
+    for name in names:
+        if name in ("phi", "psi"):
+            idx = (mdtraj.compute_phi if name == "phi" else mdtraj.compute_psi)(fake)[0]
+            if len(idx) == 0:
+                raise ValueError(f"the molecule has no backbone {name} dihedral; give atom indices as i,j,k,l")
+            out.append([int(a) for a in idx[0]])
+        else:
+            try:
+                atoms = [int(a) for a in name.split(",")]
+            except ValueError:
+                atoms = []
+            if len(atoms) != 4 or not all(0 <= a < top.n_atoms for a in atoms):
+                raise ValueError(f"dihedral {name!r}: give phi, psi, or four atom indices (0-based, < {top.n_atoms}) as i,j,k,l")
+            out.append(atoms)
+    return out
+
+
+def _cmd_umbrella(args):
+    import json
+
+    import numpy as np
+    import openmm.unit as unit
+
+    from .analysis import BASINS, alanine_dipeptide_basins
+    from .systems import build_system
+    from .umbrella import dihedral_grid, run_umbrella
+
+    ms = build_system(args.system)
+    dihedrals = _resolve_dihedrals(args.dihedrals, ms.topology)
+    T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
+    n_steps = int(round(args.ps * 1e3 / args.timestep_fs))
+    report = int(round(args.report_ps * 1e3 / args.timestep_fs))
+    n_steps -= n_steps % report
+    result = run_umbrella(
+        ms,
+        dihedrals,
+        dihedral_grid(args.windows, len(dihedrals)),
+        args.output,
+        k=args.k,
+        n_steps=n_steps,
+        report_interval=report,
+        equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)),
+        temperature=T,
+        timestep_fs=args.timestep_fs,
+        seed=args.seed,
+        platform=args.platform,
+        n_workers=args.workers,
+        save_positions=args.save_positions,
+        progress=not args.quiet,
+    )
+    n_unc = result.n_uncorrelated
+    summary = dict(
+        system=args.system,
+        temperature_K=T,
+        windows=len(n_unc),
+        frames=int(sum(len(v) for v in result.dihedrals)),
+        uncorrelated_frames=int(n_unc.sum()),
+        min_uncorrelated_per_window=int(n_unc.min()),
+        command="arbg umbrella " + " ".join(args.argv),
+    )
+    names = list(args.dihedrals)
+    print(f"MBAR over {len(n_unc)} windows, {summary['uncorrelated_frames']} uncorrelated frames (fewest in a window: {n_unc.min()}), {T:g} K:")
+    if "phi" in names:
+        j = names.index("phi")
+        regions = {"phi>0": lambda v: v[:, j] >= 0}
+        if "psi" in names:
+            m = names.index("psi")
+            for b, basin in enumerate(BASINS):
+                regions[basin] = lambda v, b=b: alanine_dipeptide_basins(np.degrees(v[:, j]), np.degrees(v[:, m])) == b
+        for name, indicator in regions.items():
+            p, dp = result.probability(indicator)
+            f, df = result.free_energy(indicator)
+            summary[name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
+            print(f"  P({name}) = {100 * p:.4f} +- {100 * dp:.4f} %   F({name}) - F(rest) = {f:.3f} +- {df:.3f} kT")
+    with open(os.path.join(args.output, "result.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"-> {args.output}/result.json")
+    if args.export:
+        import mdtraj
+
+        indicator = None
+        if args.export_region != "all":
+            if "phi" not in names:
+                raise ValueError("--export-region phi>0 needs phi among --dihedrals")
+            j = names.index("phi")
+            indicator = lambda v: v[:, j] >= 0  # noqa: E731
+        xyz = result.resample(args.export, indicator, rng=args.seed)
+        path = os.path.join(args.output, "frames.dcd")
+        mdtraj.Trajectory(xyz.astype("float32"), mdtraj.Topology.from_openmm(ms.topology)).save_dcd(path)
+        print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {path}")
+
+
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args):
     from .demo import run_demo
@@ -434,6 +536,27 @@ def build_parser():
     p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("umbrella", help="umbrella sampling on dihedrals + MBAR: a converged reference for rare basins")
+    _add_config(p)
+    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
+    p.add_argument("--dihedrals", nargs="+", default=["phi", "psi"], help="restrained dihedrals: phi, psi or i,j,k,l atom indices (default: phi psi)")
+    p.add_argument("--windows", type=int, default=18, help="windows per dihedral on a regular grid (default %(default)s)")
+    p.add_argument("--k", type=float, default=100.0, help="restraint force constant in kJ/mol/rad^2 (default %(default)s)")
+    p.add_argument("--ps", type=float, default=200.0, help="production ps per window (default %(default)s)")
+    p.add_argument("--report-ps", type=float, default=0.1, help="ps between saved frames (default %(default)s)")
+    p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps per window before saving (default %(default)s)")
+    p.add_argument("--timestep-fs", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="K (default: the system's)")
+    p.add_argument("--platform", default=None)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
+    p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", type=int, default=0, help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
+    p.add_argument("--export-region", choices=["all", "phi>0"], default="all", help="restrict --export to a region (default %(default)s)")
+    p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_umbrella)
+
     p = sub.add_parser("demo", help="the quick-start job on alanine dipeptide (a few minutes on 2 cores)")
     p.add_argument("--output", default="arbg_demo", help="output folder (default %(default)s)")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes (default %(default)s)")
@@ -454,6 +577,7 @@ def main(argv=None):
         return 0
     sub = parser._subparsers._group_actions[0].choices[args.command]
     args = _apply_yaml(sub, args, argv)
+    args.argv = argv[1:]
     missing = [k for k in _REQUIRED.get(args.command, []) if not getattr(args, k, None)]
     if missing:
         sub.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))

@@ -1,0 +1,441 @@
+"""Umbrella sampling on dihedrals, combined with MBAR: converged references for rare basins.
+
+Plain MD cannot estimate the population of a basin it almost never visits (alanine dipeptide's
+C7ax at 300 K, DESIGN section 4). Umbrella sampling restrains one or more dihedrals near a grid of
+centres with harmonic biases ``0.5 k d^2`` (``d`` the periodic angular distance, rad), runs
+Langevin MD in each window, and MBAR (pymbar) recombines all windows into unbiased averages with
+uncertainties. This module is how the project makes the independent references its benchmarks
+and the demo are compared against.
+
+* :func:`dihedral_grid`: window centres on a regular grid over one or more dihedrals.
+* :func:`run_umbrella`: runs the windows (in worker processes; resumable: each finished window
+  is its own file in the output folder).
+* :class:`UmbrellaResult` / :func:`load_umbrella`: MBAR over the windows; unbiased probabilities
+  and basin free energies with standard errors, and per-frame unbiased weights.
+
+Reduced bias energies are all MBAR needs: the unbiased potential is the same in every window,
+so ``u_k(x) = beta * bias_k(dihedrals(x))`` up to a term common to all states.
+"""
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+from scipy.special import logsumexp
+
+from .energies import kT_kJ_per_mol
+from .systems import default_platform
+from .topology import MolecularGraph
+
+logging.getLogger("pymbar").setLevel(logging.ERROR)
+
+__all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult"]
+
+_BIAS = "0.5*k_umbrella*d^2; d = min(dt, 2*pi - dt); dt = abs(theta - theta0); pi = 3.141592653589793"
+
+
+def dihedral_grid(n_per_dihedral, n_dihedrals=2):
+    """Window centres (rad) on a regular periodic grid: shape (n_per_dihedral**n_dihedrals, n_dihedrals).
+
+    Centres are at ``-pi + (i + 0.5) * 2 pi / n``, so no centre sits on the +-pi seam.
+    """
+    n = int(n_per_dihedral)
+    if n < 2:
+        raise ValueError("need at least 2 windows per dihedral")
+    axis = -math.pi + (np.arange(n) + 0.5) * 2 * math.pi / n
+    mesh = np.meshgrid(*([axis] * int(n_dihedrals)), indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def _angular_distance(a, b):
+    d = np.abs(np.asarray(a) - np.asarray(b)) % (2 * math.pi)
+    return np.minimum(d, 2 * math.pi - d)
+
+
+def _compute_dihedrals(xyz, dihedrals):
+    """Dihedral angles (rad), shape (n_frames, n_dihedrals), IUPAC sign as OpenMM and mdtraj."""
+    import mdtraj
+
+    # mdtraj's geometry kernels need only a topology with the right number of atoms
+    top = mdtraj.Topology()
+    ch = top.add_chain()
+    res = top.add_residue("X", ch)
+    for _ in range(xyz.shape[1]):
+        top.add_atom("X", mdtraj.element.carbon, res)
+    traj = mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32), top)
+    return mdtraj.compute_dihedrals(traj, np.asarray(dihedrals, dtype=int), periodic=False).astype(np.float64)
+
+
+def _window_path(output_dir, i):
+    return os.path.join(output_dir, f"window_{i:04d}.npz")
+
+
+_MAX_TRIES = 3
+
+
+def _side_of_bond(neighbors, b, c):
+    """Atoms reachable from ``c`` without crossing the bond b-c (None if b-c is in a ring)."""
+    seen, stack = {c}, [c]
+    while stack:
+        i = stack.pop()
+        for j in neighbors[i]:
+            if i == c and j == b:
+                continue
+            if j == b:
+                return None
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return np.array(sorted(seen))
+
+
+def _rotate_dihedrals(positions_nm, neighbors, dihedrals, targets):
+    """Set each dihedral to its target (rad) by rigidly rotating the atoms on one side of its
+    central bond; a start inside the window that never drags atoms through each other."""
+    x = np.array(positions_nm, dtype=float)
+    for (a, b, c, d), target in zip(dihedrals, targets):
+        moving = _side_of_bond(neighbors, b, c)
+        if moving is None:
+            continue  # a ring bond: leave it to the restraint
+        current = _compute_dihedrals(x[None], [[a, b, c, d]])[0, 0]
+        angle = float(target - current)
+        axis = (x[c] - x[b]) / np.linalg.norm(x[c] - x[b])
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rot = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+        x[moving] = (x[moving] - x[c]) @ rot.T + x[c]
+    return x
+
+
+def _simulate_window(system, positions_nm, settings, seed, stereo):
+    """Pull, equilibrate and run one window; positions of every saved frame (nm), or None if the
+    dynamics blew up (non-finite or exploding coordinates, or a stereocentre inverted)."""
+    T = settings["temperature_K"]
+    integrator = openmm.LangevinMiddleIntegrator(
+        T * unit.kelvin, settings["friction_per_ps"] / unit.picosecond, settings["timestep_fs"] * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(settings["platform"]))
+    context.setPositions([openmm.Vec3(*map(float, p)) for p in positions_nm])
+    context.setParameter("k_umbrella", settings["pull_k"])
+    # pull: minimise and equilibrate under a stiff restraint, then relax to the production constant
+    openmm.LocalEnergyMinimizer.minimize(context, maxIterations=500)
+    context.setVelocitiesToTemperature(T * unit.kelvin, seed)
+    integrator.step(int(settings["pull_steps"]))
+    context.setParameter("k_umbrella", settings["k"])
+    integrator.step(int(settings["equilibration_steps"]))
+    n_frames = settings["n_steps"] // settings["report_interval"]
+    xyz = np.empty((n_frames, system.getNumParticles(), 3), dtype=np.float32)
+    max_span = float(np.ptp(positions_nm, axis=0).max()) + 5.0  # nm: a molecule in vacuum does not grow by 5 nm
+    for f in range(n_frames):
+        integrator.step(settings["report_interval"])
+        xyz[f] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if not (np.isfinite(xyz[f]).all() and np.ptp(xyz[f], axis=0).max() < max_span):
+            return None
+    if not stereo.check(xyz).all():
+        return None
+    return xyz
+
+
+def _run_window(job):
+    """Run one window in this process and save it (called in worker processes). A window whose
+    dynamics blows up is discarded whole and run again with another seed (up to ``_MAX_TRIES``)."""
+    (i, system_xml, positions_nm, graph, dihedrals, centre, settings, output_dir) = job
+    from .representation import StereoChecker
+
+    stereo = StereoChecker(graph).record(positions_nm)
+    positions_nm = _rotate_dihedrals(positions_nm, graph.neighbors, dihedrals, centre)
+    system = openmm.XmlSerializer.deserialize(system_xml)
+    bias = openmm.CustomTorsionForce(_BIAS)
+    bias.addGlobalParameter("k_umbrella", settings["pull_k"])
+    bias.addPerTorsionParameter("theta0")
+    for atoms, c in zip(dihedrals, centre):
+        bias.addTorsion(*[int(a) for a in atoms], [float(c)])
+    system.addForce(bias)
+    for attempt in range(_MAX_TRIES):
+        seed = (int(settings["seed"]) * 100003 + i + 1 + 7919 * attempt) % 2**31
+        xyz = _simulate_window(system, positions_nm, settings, seed, stereo)
+        if xyz is not None:
+            break
+    else:
+        raise RuntimeError(
+            f"umbrella window {i} (centre {np.degrees(centre).round(1).tolist()} deg) blew up {_MAX_TRIES} times; "
+            "use a smaller time step (--timestep-fs) or a softer restraint (--k)"
+        )
+    values = _compute_dihedrals(xyz, dihedrals)
+    out = {"dihedrals": values, "centre": np.asarray(centre, dtype=float), "attempts": attempt + 1}
+    if settings["save_positions"]:
+        out["positions"] = xyz
+    path = _window_path(output_dir, i)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **out)
+    os.replace(path + ".tmp", path)
+    return i
+
+
+def run_umbrella(
+    molecular_system,
+    dihedrals,
+    centres,
+    output_dir,
+    k=100.0,
+    n_steps=100000,
+    report_interval=100,
+    equilibration_steps=10000,
+    pull_k=None,
+    pull_steps=2000,
+    temperature=None,
+    timestep_fs=1.0,
+    friction_per_ps=1.0,
+    seed=0,
+    platform=None,
+    n_workers=1,
+    save_positions=False,
+    progress=True,
+):
+    """Run harmonic umbrella windows on dihedrals; resume if ``output_dir`` holds finished windows.
+
+    Parameters
+    ----------
+    molecular_system : openmm_arbg.systems.MolecularSystem
+        Unconstrained is not required here (the bias acts on dihedrals only), but the same
+        time step rules apply.
+    dihedrals : array_like of int (n_dihedrals, 4)
+        Atom indices of the restrained dihedrals (e.g. mdtraj's ``compute_phi`` indices).
+    centres : array_like (n_windows, n_dihedrals), rad
+        Window centres (see :func:`dihedral_grid`).
+    output_dir : str
+        One ``window_XXXX.npz`` per finished window, and ``settings.json``.
+    k : float, kJ/mol/rad^2
+        Production force constant of every restraint. Neighbouring windows must overlap:
+        ``sqrt(kT / k)`` should be about half the grid spacing or more.
+    n_steps, report_interval, equilibration_steps : int
+        Production steps per window, steps between saved frames, equilibration steps.
+    pull_k : float, kJ/mol/rad^2, optional
+        Stiffer constant for the initial minimisation and ``pull_steps`` of MD that settle the
+        molecule in the window (default ``10 k``). Each window starts from the input structure
+        with its dihedrals set to the window centre by rigid rotation about their central bonds.
+        A window whose dynamics blows up or inverts a stereocentre is run again with another
+        seed (at most 3 times).
+    temperature : float, K, optional
+        Default: the system's temperature.
+    timestep_fs, friction_per_ps : float
+    seed : int
+    platform : str, optional
+        Default: Reference for small molecules.
+    n_workers : int
+        Worker processes (one Context each, built inside the worker).
+    save_positions : bool
+        Keep every frame's positions (nm) as well as the dihedrals (for training data).
+    progress : bool
+
+    Returns
+    -------
+    UmbrellaResult
+    """
+    from tqdm.auto import tqdm
+
+    dihedrals = np.asarray(dihedrals, dtype=int).reshape(-1, 4)
+    centres = np.asarray(centres, dtype=float).reshape(-1, len(dihedrals))
+    n_steps, report_interval = int(n_steps), int(report_interval)
+    if n_steps <= 0 or report_interval <= 0 or n_steps % report_interval:
+        raise ValueError(f"n_steps ({n_steps}) must be a positive multiple of report_interval ({report_interval})")
+    if k <= 0:
+        raise ValueError(f"k must be positive (kJ/mol/rad^2), got {k}")
+    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else float(temperature)
+    settings = dict(
+        system=molecular_system.name,
+        n_atoms=molecular_system.n_atoms,
+        temperature_K=T,
+        dihedrals=dihedrals.tolist(),
+        centres=centres.tolist(),
+        k=float(k),
+        pull_k=float(10 * k if pull_k is None else pull_k),
+        pull_steps=int(pull_steps),
+        n_steps=n_steps,
+        report_interval=report_interval,
+        equilibration_steps=int(equilibration_steps),
+        timestep_fs=float(timestep_fs),
+        friction_per_ps=float(friction_per_ps),
+        seed=int(seed),
+        platform=platform or default_platform(molecular_system.n_atoms),
+        save_positions=bool(save_positions),
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    settings_path = os.path.join(output_dir, "settings.json")
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            old = json.load(f)
+        if old != settings:
+            changed = sorted(key for key in settings if old.get(key) != settings[key])
+            raise ValueError(
+                f"{output_dir} holds umbrella windows run with other settings ({', '.join(changed)}); use another "
+                "output folder, or delete it to start over"
+            )
+    else:
+        with open(settings_path + ".tmp", "w") as f:
+            json.dump(settings, f, indent=1)
+        os.replace(settings_path + ".tmp", settings_path)
+
+    system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
+    positions = np.asarray(molecular_system.positions_nm(), dtype=float)
+    todo = [i for i in range(len(centres)) if not os.path.exists(_window_path(output_dir, i))]
+    graph = MolecularGraph.from_topology(molecular_system.topology)
+    jobs = [(i, system_xml, positions, graph, dihedrals, centres[i], settings, output_dir) for i in todo]
+    bar = tqdm(total=len(centres), initial=len(centres) - len(todo), unit="window", desc="umbrella", disable=not progress)
+    if n_workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(int(n_workers)) as pool:
+            for _ in pool.imap_unordered(_run_window, jobs):
+                bar.update(1)
+    else:
+        for job in jobs:
+            _run_window(job)
+            bar.update(1)
+    bar.close()
+    return load_umbrella(output_dir)
+
+
+def load_umbrella(output_dir):
+    """Read the windows written by :func:`run_umbrella` (all must be finished)."""
+    with open(os.path.join(output_dir, "settings.json")) as f:
+        settings = json.load(f)
+    n = len(settings["centres"])
+    missing = [i for i in range(n) if not os.path.exists(_window_path(output_dir, i))]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {n} umbrella windows in {output_dir} are not finished (e.g. window {missing[0]}); "
+            "run run_umbrella (or `arbg umbrella`) again with the same settings to finish them"
+        )
+    values, positions = [], []
+    for i in range(n):
+        with np.load(_window_path(output_dir, i)) as data:
+            values.append(data["dihedrals"])
+            if "positions" in data.files:
+                positions.append(data["positions"])
+    return UmbrellaResult(settings, values, positions or None)
+
+
+class UmbrellaResult:
+    """Umbrella windows and their MBAR combination.
+
+    Attributes
+    ----------
+    settings : dict
+        What was run (temperature_K, k in kJ/mol/rad^2, centres in rad, ...).
+    dihedrals : list of numpy.ndarray (n_frames, n_dihedrals), rad
+        The restrained dihedrals of every frame, per window.
+    positions : list of numpy.ndarray (n_frames, n_atoms, 3), nm, or None
+    """
+
+    def __init__(self, settings, dihedrals, positions=None):
+        self.settings = settings
+        self.dihedrals = [np.asarray(v, dtype=float) for v in dihedrals]
+        self.positions = positions
+        self.centres = np.asarray(settings["centres"], dtype=float)
+        self.beta_k = float(settings["k"]) / kT_kJ_per_mol(settings["temperature_K"])  # 1/rad^2
+        self._mbar = None
+
+    def _reduced_bias(self, values):
+        """(n_windows, n_frames) reduced bias energies of frames with dihedral ``values``."""
+        d = _angular_distance(values[None, :, :], self.centres[:, None, :])
+        return 0.5 * self.beta_k * np.sum(d**2, axis=2)
+
+    def _subsample(self):
+        """Frame indices per window, decorrelated by pymbar's statistical inefficiency."""
+        from pymbar import timeseries
+
+        kept = []
+        for i, v in enumerate(self.dihedrals):
+            bias = self._reduced_bias(v)[i]
+            g = max(timeseries.statistical_inefficiency(bias), *(timeseries.statistical_inefficiency(np.cos(v[:, j])) for j in range(v.shape[1])))
+            kept.append(np.asarray(timeseries.subsample_correlated_data(bias, g=g), dtype=int))
+        return kept
+
+    @property
+    def mbar(self):
+        """pymbar.MBAR over the decorrelated frames of all windows (built on first use)."""
+        if self._mbar is None:
+            from pymbar import MBAR
+
+            self._kept = self._subsample()
+            values = np.concatenate([v[idx] for v, idx in zip(self.dihedrals, self._kept)])
+            self._values = values
+            n_k = np.array([len(idx) for idx in self._kept])
+            self._mbar = MBAR(self._reduced_bias(values), n_k, initialize="BAR")
+        return self._mbar
+
+    @property
+    def n_uncorrelated(self):
+        """Decorrelated frames per window used by MBAR."""
+        _ = self.mbar
+        return np.array([len(idx) for idx in self._kept])
+
+    def probability(self, indicator):
+        """Unbiased probability of a region, with its standard error.
+
+        Parameters
+        ----------
+        indicator : callable
+            Maps dihedral values (n, n_dihedrals) in rad to a bool array (n,).
+
+        Returns
+        -------
+        (float, float)
+        """
+        mbar = self.mbar
+        a = np.asarray(indicator(self._values), dtype=float)
+        with np.errstate(divide="ignore"):
+            out = mbar.compute_expectations(a, u_kn=np.zeros(len(a)))
+        return float(np.ravel(out["mu"])[0]), float(np.ravel(out["sigma"])[0])
+
+    def free_energy(self, indicator):
+        """``F(region) - F(rest)`` in kT, ``-ln(p / (1 - p))``, with its standard error (delta method)."""
+        p, dp = self.probability(indicator)
+        if not 0 < p < 1:
+            return (math.inf if p <= 0 else -math.inf), math.inf
+        return -math.log(p / (1 - p)), dp / (p * (1 - p))
+
+    def log_weights(self):
+        """Unbiased log weights of every frame of every window (concatenated in window order),
+        ``-log sum_k N_k exp(f_k - u_k(x))``, normalised to log-sum 0."""
+        mbar = self.mbar
+        values = np.concatenate(self.dihedrals)
+        n_k = np.array([len(v) for v in self.dihedrals])  # every frame of every window is used here
+        log_w = -logsumexp(mbar.f_k[:, None] - self._reduced_bias(values), b=n_k[:, None], axis=0)
+        return log_w - logsumexp(log_w)
+
+    def resample(self, n, indicator=None, rng=None):
+        """Draw ``n`` frames (positions, nm) from the unbiased distribution, optionally restricted
+        to a region: systematic resampling with the MBAR weights of :meth:`log_weights`.
+
+        Useful to add Boltzmann-distributed frames of a basin plain MD rarely visits to a training
+        set (requires the windows to have been run with ``save_positions=True``).
+
+        Parameters
+        ----------
+        n : int
+        indicator : callable, optional
+            Maps dihedral values (m, n_dihedrals) in rad to a bool array (m,).
+        rng : numpy.random.Generator or int, optional
+
+        Returns
+        -------
+        numpy.ndarray (n, n_atoms, 3), nm
+        """
+        from .importance import resample
+
+        if self.positions is None:
+            raise ValueError("these umbrella windows were run without positions; rerun with save_positions=True (--save-positions)")
+        log_w = self.log_weights()
+        if indicator is not None:
+            inside = np.asarray(indicator(np.concatenate(self.dihedrals)), dtype=bool)
+            if not inside.any():
+                raise ValueError("no umbrella frame lies in the requested region")
+            log_w = np.where(inside, log_w, -np.inf)
+        picks = resample(log_w, int(n), method="systematic", rng=rng)
+        return np.concatenate(self.positions)[picks]

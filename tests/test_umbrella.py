@@ -1,0 +1,81 @@
+"""Umbrella sampling + MBAR against the analytic torsion distribution of the harmonic chain."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.umbrella import dihedral_grid, load_umbrella, run_umbrella
+
+
+def test_dihedral_grid():
+    c = dihedral_grid(4, 2)
+    assert c.shape == (16, 2)
+    assert np.allclose(np.unique(c[:, 0]), np.radians([-135, -45, 45, 135]))
+    with pytest.raises(ValueError, match="at least 2"):
+        dihedral_grid(1)
+
+
+@pytest.fixture(scope="module")
+def chain_umbrella(tmp_path_factory):
+    # barrier 2 k_torsion = 20 kJ/mol = 8 kT: plain MD of this length would hardly cross it
+    ms, exact = harmonic_chain(4, k_torsion=10.0)
+    out = str(tmp_path_factory.mktemp("umbrella"))
+    kwargs = dict(k=100.0, n_steps=100000, report_interval=50, equilibration_steps=2000, seed=3)
+    result = run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(24, 1), out, n_workers=2, progress=False, **kwargs)
+    return ms, exact, out, kwargs, result
+
+
+def test_umbrella_matches_analytic_torsion_probabilities(chain_umbrella):
+    _, exact, _, _, result = chain_umbrella
+    for lo, hi in [(0.0, math.pi / 2), (-math.pi, -2.0), (-0.5, 0.5)]:
+        p_exact = exact.probability("torsion", lo, hi)
+        p, dp = result.probability(lambda v: (v[:, 0] >= lo) & (v[:, 0] < hi))
+        assert 0 < dp < 0.05
+        assert abs(p - p_exact) < 4 * dp, (lo, hi, p, dp, p_exact)
+        # per-frame unbiased weights of all frames give the same answer
+        v = np.concatenate(result.dihedrals)[:, 0]
+        w = np.exp(result.log_weights())
+        assert abs(w.sum() - 1) < 1e-9
+        assert abs(w[(v >= lo) & (v < hi)].sum() - p) < 2 * dp
+    # free energy of a region against the rest: -ln(p / (1 - p)), delta-method error
+    f, df = result.free_energy(lambda v: v[:, 0] >= 0)
+    p, dp = result.probability(lambda v: v[:, 0] >= 0)
+    assert f == pytest.approx(-math.log(p / (1 - p)))
+    assert df == pytest.approx(dp / (p * (1 - p)))
+
+
+def test_umbrella_resumes_and_refuses_other_settings(chain_umbrella):
+    ms, _, out, kwargs, result = chain_umbrella
+    path = os.path.join(out, "window_0003.npz")
+    mtime = os.path.getmtime(path)
+    os.remove(os.path.join(out, "window_0005.npz"))
+    with pytest.raises(FileNotFoundError, match="1 of 24 umbrella windows"):
+        load_umbrella(out)
+    again = run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(24, 1), out, progress=False, **kwargs)
+    assert os.path.getmtime(path) == mtime  # finished windows are not run again
+    assert len(again.dihedrals) == 24 and all(len(v) == 2000 for v in again.dihedrals)
+    with pytest.raises(ValueError, match="other settings \\(k, pull_k\\)"):
+        run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(24, 1), out, progress=False, **dict(kwargs, k=50.0))
+
+
+def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
+    from openmm_arbg.cli import main
+
+    out = str(tmp_path / "umb")
+    argv = ["umbrella", "--windows", "2", "--ps", "0.5", "--report-ps", "0.05", "--equilibration-ps", "0.5", "--workers", "1", "--output", out, "--quiet"]
+    assert main(argv) == 0
+    with open(os.path.join(out, "result.json")) as f:
+        summary = json.load(f)
+    assert summary["windows"] == 4 and summary["frames"] == 40
+    assert set(summary) >= {"phi>0", "beta", "alpha_R"}
+    assert summary["command"].startswith("arbg umbrella --windows 2")
+    # mdtraj and OpenMM agree on the sign of phi: each window's mean phi sits near its centre
+    result = load_umbrella(out)
+    for centre, v in zip(result.centres, result.dihedrals):
+        d = np.angle(np.exp(1j * (v - centre)))
+        assert np.all(np.abs(d.mean(axis=0)) < 0.6)
+    assert main(["umbrella", "--dihedrals", "phi", "1,2,3", "--output", str(tmp_path / "x")]) == 2
