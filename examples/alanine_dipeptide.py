@@ -13,7 +13,7 @@ from openmmtools import cache, mcmc, states
 
 from openmm_arbg import ArBG, ArBGMove
 from openmm_arbg.analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
-from openmm_arbg.demo import shipped_model_path
+from openmm_arbg.demo import shipped_model_path, shipped_reference
 from openmm_arbg.energies import ReducedPotential
 from openmm_arbg.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
 from openmm_arbg.importance import importance_sample
@@ -30,6 +30,10 @@ print(result.summary())
 basin = alanine_dipeptide_basins(*backbone_dihedrals(result.positions, ms.topology))
 f, df = basin_free_energy_from_weights(result.log_weights, basin == 0, basin == 1, rng=0)
 print(f"IS:   F(alpha_R) - F(beta) = {f:.2f} +- {df:.2f} kT")
+f, df = basin_free_energy_from_weights(result.log_weights, basin < 2, basin == 2, rng=0)
+ref = shipped_reference()["phi>0"]
+print(f"IS:   F(phi>0) - F(phi<0) = {f:.2f} +- {df:.2f} kT; umbrella-sampling reference "
+      f"{ref['free_energy_kT']:.2f} +- {ref['free_energy_error_kT']:.2f} kT")
 
 # 2. the usual openmmtools script; the ArBGMove line is the only addition
 np.random.seed(0)
@@ -47,5 +51,7 @@ arbg_move = move.move_list[1]
 print(f"ArBGMove acceptance {100 * arbg_move.acceptance_rate:.1f}% of {arbg_move.n_proposed}")
 basin = alanine_dipeptide_basins(*backbone_dihedrals(np.array(frames), ms.topology))
 f, df = basin_free_energy_from_chain(basin == 0, basin == 1)
+f2, df2 = basin_free_energy_from_chain(basin < 2, basin == 2)
+print(f"MCMC: F(phi>0) - F(phi<0) = {f2:.2f} +- {df2:.2f} kT")
 print(f"MCMC: F(alpha_R) - F(beta) = {f:.2f} +- {df:.2f} kT; populations "
       + ", ".join(f"{name} {100 * np.mean(basin == k):.1f}%" for k, name in enumerate(BASINS)))

@@ -350,6 +350,7 @@ def _resolve_dihedrals(names, topology):
 
 def _cmd_umbrella(args):
     import json
+    import shlex
 
     import numpy as np
     import openmm.unit as unit
@@ -379,6 +380,7 @@ def _cmd_umbrella(args):
         platform=args.platform,
         n_workers=args.workers,
         save_positions=args.save_positions,
+        max_samples_per_window=args.mbar_samples,
         progress=not args.quiet,
     )
     n_unc = result.n_uncorrelated
@@ -387,12 +389,16 @@ def _cmd_umbrella(args):
         temperature_K=T,
         windows=len(n_unc),
         frames=int(sum(len(v) for v in result.dihedrals)),
-        uncorrelated_frames=int(n_unc.sum()),
-        min_uncorrelated_per_window=int(n_unc.min()),
-        command="arbg umbrella " + " ".join(args.argv),
+        mbar_frames=int(n_unc.sum()),
+        min_mbar_frames_per_window=int(n_unc.min()),
+        mbar_samples_per_window=args.mbar_samples,
+        command="arbg umbrella " + shlex.join(args.argv),
     )
     names = list(args.dihedrals)
-    print(f"MBAR over {len(n_unc)} windows, {summary['uncorrelated_frames']} uncorrelated frames (fewest in a window: {n_unc.min()}), {T:g} K:")
+    print(
+        f"MBAR over {len(n_unc)} windows, {summary['mbar_frames']} decorrelated frames (at most {args.mbar_samples} per "
+        f"window, fewest {n_unc.min()}), {T:g} K:"
+    )
     if "phi" in names:
         j = names.index("phi")
         regions = {"phi>0": lambda v: v[:, j] >= 0}
@@ -551,6 +557,7 @@ def build_parser():
     p.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
     p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mbar-samples", type=int, default=200, help="decorrelated frames per window used by MBAR, at most (default %(default)s)")
     p.add_argument("--export", type=int, default=0, help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
     p.add_argument("--export-region", choices=["all", "phi>0"], default="all", help="restrict --export to a region (default %(default)s)")
     p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")

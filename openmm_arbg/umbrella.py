@@ -195,6 +195,7 @@ def run_umbrella(
     platform=None,
     n_workers=1,
     save_positions=False,
+    max_samples_per_window=200,
     progress=True,
 ):
     """Run harmonic umbrella windows on dihedrals; resume if ``output_dir`` holds finished windows.
@@ -231,6 +232,8 @@ def run_umbrella(
         Worker processes (one Context each, built inside the worker).
     save_positions : bool
         Keep every frame's positions (nm) as well as the dihedrals (for training data).
+    max_samples_per_window : int
+        Passed to :class:`UmbrellaResult` (analysis only; not part of the run's settings).
     progress : bool
 
     Returns
@@ -297,11 +300,12 @@ def run_umbrella(
             _run_window(job)
             bar.update(1)
     bar.close()
-    return load_umbrella(output_dir)
+    return load_umbrella(output_dir, max_samples_per_window)
 
 
-def load_umbrella(output_dir):
-    """Read the windows written by :func:`run_umbrella` (all must be finished)."""
+def load_umbrella(output_dir, max_samples_per_window=200):
+    """Read the windows written by :func:`run_umbrella` (all must be finished); see
+    :class:`UmbrellaResult` for ``max_samples_per_window``."""
     with open(os.path.join(output_dir, "settings.json")) as f:
         settings = json.load(f)
     n = len(settings["centres"])
@@ -317,7 +321,7 @@ def load_umbrella(output_dir):
             values.append(data["dihedrals"])
             if "positions" in data.files:
                 positions.append(data["positions"])
-    return UmbrellaResult(settings, values, positions or None)
+    return UmbrellaResult(settings, values, positions or None, max_samples_per_window)
 
 
 class UmbrellaResult:
@@ -330,10 +334,14 @@ class UmbrellaResult:
     dihedrals : list of numpy.ndarray (n_frames, n_dihedrals), rad
         The restrained dihedrals of every frame, per window.
     positions : list of numpy.ndarray (n_frames, n_atoms, 3), nm, or None
+    max_samples_per_window : int
+        MBAR uses each window's decorrelated frames (pymbar statistical inefficiency), thinned
+        evenly to at most this many (MBAR's time and memory grow as windows x samples).
     """
 
-    def __init__(self, settings, dihedrals, positions=None):
+    def __init__(self, settings, dihedrals, positions=None, max_samples_per_window=200):
         self.settings = settings
+        self.max_samples_per_window = int(max_samples_per_window)
         self.dihedrals = [np.asarray(v, dtype=float) for v in dihedrals]
         self.positions = positions
         self.centres = np.asarray(settings["centres"], dtype=float)
@@ -353,7 +361,10 @@ class UmbrellaResult:
         for i, v in enumerate(self.dihedrals):
             bias = self._reduced_bias(v)[i]
             g = max(timeseries.statistical_inefficiency(bias), *(timeseries.statistical_inefficiency(np.cos(v[:, j])) for j in range(v.shape[1])))
-            kept.append(np.asarray(timeseries.subsample_correlated_data(bias, g=g), dtype=int))
+            idx = np.asarray(timeseries.subsample_correlated_data(bias, g=g), dtype=int)
+            if len(idx) > self.max_samples_per_window:  # thin evenly: MBAR's cost grows as windows x samples
+                idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
+            kept.append(idx)
         return kept
 
     @property
@@ -366,7 +377,9 @@ class UmbrellaResult:
             values = np.concatenate([v[idx] for v, idx in zip(self.dihedrals, self._kept)])
             self._values = values
             n_k = np.array([len(idx) for idx in self._kept])
-            self._mbar = MBAR(self._reduced_bias(values), n_k, initialize="BAR")
+            # the self-consistent/Newton solver: pymbar's default (hybr) is far slower with hundreds of states
+            protocol = ({"method": "adaptive", "options": {"min_sc_iter": 0}},)
+            self._mbar = MBAR(self._reduced_bias(values), n_k, initialize="BAR", solver_protocol=protocol)
         return self._mbar
 
     @property

@@ -25,7 +25,7 @@ def chain_umbrella(tmp_path_factory):
     ms, exact = harmonic_chain(4, k_torsion=10.0)
     out = str(tmp_path_factory.mktemp("umbrella"))
     kwargs = dict(k=100.0, n_steps=100000, report_interval=50, equilibration_steps=2000, seed=3)
-    result = run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(24, 1), out, n_workers=2, progress=False, **kwargs)
+    result = run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(24, 1), out, n_workers=2, max_samples_per_window=2000, progress=False, **kwargs)
     return ms, exact, out, kwargs, result
 
 
@@ -66,7 +66,8 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     from openmm_arbg.cli import main
 
     out = str(tmp_path / "umb")
-    argv = ["umbrella", "--windows", "2", "--ps", "0.5", "--report-ps", "0.05", "--equilibration-ps", "0.5", "--workers", "1", "--output", out, "--quiet"]
+    argv = ["umbrella", "--windows", "2", "--ps", "0.5", "--report-ps", "0.05", "--equilibration-ps", "0.5", "--workers", "1",
+            "--save-positions", "--export", "30", "--export-region", "phi>0", "--output", out, "--quiet"]
     assert main(argv) == 0
     with open(os.path.join(out, "result.json")) as f:
         summary = json.load(f)
@@ -78,4 +79,23 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     for centre, v in zip(result.centres, result.dihedrals):
         d = np.angle(np.exp(1j * (v - centre)))
         assert np.all(np.abs(d.mean(axis=0)) < 0.6)
+    # exported frames: Boltzmann-resampled, all with phi > 0, same stereochemistry as the input
+    import mdtraj
+
+    from openmm_arbg.analysis import backbone_dihedrals
+    from openmm_arbg.representation import StereoChecker
+    from openmm_arbg.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.topology import MolecularGraph
+
+    ms = alanine_dipeptide_vacuum()
+    frames = mdtraj.load(os.path.join(out, "frames.dcd"), top=mdtraj.Topology.from_openmm(ms.topology))
+    assert frames.n_frames == 30
+    assert (backbone_dihedrals(frames.xyz, ms.topology)[0] >= 0).all()
+    checker = StereoChecker(MolecularGraph.from_topology(ms.topology)).record(ms.positions_nm())
+    assert checker.check(np.concatenate(result.positions)).all()
     assert main(["umbrella", "--dihedrals", "phi", "1,2,3", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_resample_needs_positions(chain_umbrella):
+    with pytest.raises(ValueError, match="save_positions=True"):
+        chain_umbrella[4].resample(10)
