@@ -359,7 +359,7 @@ class UmbrellaResult:
 
         kept = []
         for i, v in enumerate(self.dihedrals):
-            bias = self._reduced_bias(v)[i]
+            bias = 0.5 * self.beta_k * np.sum(_angular_distance(v, self.centres[i]) ** 2, axis=1)
             g = max(timeseries.statistical_inefficiency(bias), *(timeseries.statistical_inefficiency(np.cos(v[:, j])) for j in range(v.shape[1])))
             idx = np.asarray(timeseries.subsample_correlated_data(bias, g=g), dtype=int)
             if len(idx) > self.max_samples_per_window:  # thin evenly: MBAR's cost grows as windows x samples
@@ -419,7 +419,10 @@ class UmbrellaResult:
         mbar = self.mbar
         values = np.concatenate(self.dihedrals)
         n_k = np.array([len(v) for v in self.dihedrals])  # every frame of every window is used here
-        log_w = -logsumexp(mbar.f_k[:, None] - self._reduced_bias(values), b=n_k[:, None], axis=0)
+        log_w = np.concatenate([  # in blocks of frames: windows x frames can be gigabytes
+            -logsumexp(mbar.f_k[:, None] - self._reduced_bias(values[start : start + 20000]), b=n_k[:, None], axis=0)
+            for start in range(0, len(values), 20000)
+        ])
         return log_w - logsumexp(log_w)
 
     def resample(self, n, indicator=None, rng=None):

@@ -99,3 +99,24 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
 def test_resample_needs_positions(chain_umbrella):
     with pytest.raises(ValueError, match="save_positions=True"):
         chain_umbrella[4].resample(10)
+
+
+def test_rigid_rotation_start_sets_dihedrals_and_keeps_bonds():
+    import mdtraj
+
+    from openmm_arbg.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.topology import MolecularGraph
+    from openmm_arbg.umbrella import _compute_dihedrals, _rotate_dihedrals
+
+    ms = alanine_dipeptide_vacuum()
+    x0 = np.asarray(ms.positions_nm())
+    top = mdtraj.Topology.from_openmm(ms.topology)
+    traj = mdtraj.Trajectory(x0[None].astype(np.float32), top)
+    dihedrals = [mdtraj.compute_phi(traj)[0][0], mdtraj.compute_psi(traj)[0][0]]
+    graph = MolecularGraph.from_topology(ms.topology)
+    target = np.radians([30.0, -10.0])
+    x = _rotate_dihedrals(x0, graph.neighbors, dihedrals, target)
+    assert np.allclose(_compute_dihedrals(x[None], dihedrals)[0], target, atol=1e-6)
+    bonds = np.array([[b.atom1.index, b.atom2.index] for b in ms.topology.bonds()])
+    length = lambda y: np.linalg.norm(y[bonds[:, 0]] - y[bonds[:, 1]], axis=1)  # noqa: E731
+    assert np.allclose(length(x), length(x0), atol=1e-9)
