@@ -242,7 +242,9 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         "",
         "Errors: MD and MCMC from the statistical inefficiency of the indicator (pymbar); importance sampling "
         "from bootstrap resamples; the reference from MBAR. At 300 K plain MD visits C7ax about once in hundreds "
-        "of ns, so its phi > 0 estimate rests on short excursions; see docs/benchmarks.md for the error against cost.",
+        "of ns, so its phi > 0 estimate rests on short excursions, and its error bar, computed from the "
+        "trajectory it has, cannot account for the basin it never entered. See docs/benchmarks.md for the error "
+        "against cost.",
         "",
         f"Total time {time.time() - t_start:.0f} s.",
     ]

@@ -18,6 +18,7 @@ __all__ = [
     "resample",
     "log_partition_function",
     "weighted_mean",
+    "pareto_k",
     "ImportanceSamplingResult",
     "importance_sample",
 ]
@@ -146,6 +147,39 @@ def weighted_mean(values, log_w, n_bootstrap=200, rng=None):
     return mean, stderr
 
 
+PARETO_K_THRESHOLD = 0.7
+
+
+def pareto_k(log_w):
+    """Shape ``k`` of a generalised Pareto distribution fitted to the largest importance weights:
+    the reliability diagnostic of Pareto-smoothed importance sampling (Vehtari, Simpson, Gelman,
+    Yao, Gabry, JMLR 2024).
+
+    The largest ``M = min(N / 5, 3 sqrt(N))`` weights above the next one are fitted by maximum
+    likelihood (scipy). ``k < 0.5``: the weights have finite variance and the usual error bars
+    hold; ``0.5 <= k < 0.7``: usable, errors less certain; ``k >= 0.7``: the weight distribution is
+    so heavy-tailed that estimates converge slowly and their bootstrap or delta-method errors are
+    too small (measured in ``tests/test_error_calibration.py``). More proposals or a better model
+    are the cure; clipping is not.
+
+    Returns ``nan`` with fewer than 25 finite weights.
+    """
+    from scipy import stats
+
+    lw = np.asarray(log_w, dtype=float)
+    lw = lw[np.isfinite(lw)]
+    n = len(lw)
+    if n < 25:
+        return float("nan")
+    w = np.sort(np.exp(lw - lw.max()))
+    m = int(min(0.2 * n, 3 * np.sqrt(n)))
+    tail = w[-m:] - w[-m - 1]
+    if not np.any(tail > 0):
+        return 0.0  # all top weights equal: no tail at all
+    k, _, _ = stats.genpareto.fit(tail, floc=0)
+    return float(k)
+
+
 @dataclass
 class ImportanceSamplingResult:
     """Samples, their log densities, reduced potentials and log weights."""
@@ -171,6 +205,11 @@ class ImportanceSamplingResult:
     def log_partition_function(self):
         return log_partition_function(self.log_weights)
 
+    @property
+    def pareto_k(self):
+        """Tail-shape diagnostic of the weights (:func:`pareto_k`); above 0.7 the error bars are too small."""
+        return pareto_k(self.log_weights)
+
     def expectation(self, values, n_bootstrap=200, rng=None):
         return weighted_mean(values, self.log_weights, n_bootstrap, rng)
 
@@ -180,11 +219,18 @@ class ImportanceSamplingResult:
 
     def summary(self):
         lz, dlz = self.log_partition_function()
+        k = self.pareto_k
         return (
             f"{self.n} proposals: ESS {self.ess:.1f} ({100 * self.ess_fraction:.2f}%), "
             f"wrong stereochemistry {100 * (1 - self.valid.mean()):.2f}%, "
             f"failed energies {int((self.valid & ~np.isfinite(self.reduced_potentials)).sum())}, "
-            f"log Z(target)/Z(model) = {lz:.3f} +- {dlz:.3f}"
+            f"log Z(target)/Z(model) = {lz:.3f} +- {dlz:.3f}, Pareto k {k:.2f}"
+            + (
+                f" (above {PARETO_K_THRESHOLD}: heavy-tailed weights, the error bars are too small; "
+                "use more proposals or a better model)"
+                if k >= PARETO_K_THRESHOLD
+                else ""
+            )
         )
 
 
