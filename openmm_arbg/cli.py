@@ -359,6 +359,8 @@ def _cmd_umbrella(args):
     from .systems import build_system
     from .umbrella import dihedral_grid, run_umbrella
 
+    if args.export and not args.save_positions:
+        raise ValueError("--export draws frames from the windows' positions: add --save-positions")
     ms = build_system(args.system)
     dihedrals = _resolve_dihedrals(args.dihedrals, ms.topology)
     T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
@@ -590,7 +592,7 @@ def main(argv=None):
         sub.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
     try:
         args.func(args)
-    except (ValueError, OSError, MemoryError) as exc:
+    except (ValueError, OSError, MemoryError, RuntimeError) as exc:
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -94,6 +94,8 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     checker = StereoChecker(MolecularGraph.from_topology(ms.topology)).record(ms.positions_nm())
     assert checker.check(np.concatenate(result.positions)).all()
     assert main(["umbrella", "--dihedrals", "phi", "1,2,3", "--output", str(tmp_path / "x")]) == 2
+    assert main(["umbrella", "--export", "10", "--output", str(tmp_path / "y")]) == 2  # needs --save-positions
+    assert not os.path.exists(tmp_path / "y")
 
 
 def test_resample_needs_positions(chain_umbrella):
