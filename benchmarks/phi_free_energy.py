@@ -15,9 +15,13 @@ the reference probability p of phi > 0:
 Usage (each method writes ``OUTPUT/<method>.json``; ``--report`` merges them into a table and
 ``error_vs_cost.png``)::
 
-    python benchmarks/phi_free_energy.py --methods md pt --budgets 100000 1000000 4000000 --repeats 8
-    python benchmarks/phi_free_energy.py --methods arbg is --model MODEL --budgets 5000 20000 --repeats 8
-    python benchmarks/phi_free_energy.py --report --reference data/umbrella_300K/result.json
+    python benchmarks/phi_free_energy.py --methods md pt              # budgets 1e5, 1e6, 3e6 (about 25 min)
+    python benchmarks/phi_free_energy.py --methods is                 # 2e3, 5e3, 1e4 proposals (about 6 min)
+    python benchmarks/phi_free_energy.py --methods arbg               # 5e3, 2e4 evaluations (about 7 min)
+    python benchmarks/phi_free_energy.py --report
+
+(``--budgets`` and ``--repeats`` change the defaults; ``--model`` another model; the default
+reference is the shipped umbrella-sampling result.)
 """
 
 import argparse
@@ -123,10 +127,14 @@ def run_is_pool(ms, model_path, n_total, seed):
     return result.log_weights, _phi_positive(result.positions, ms.topology), seconds_per_proposal
 
 
+DEFAULT_BUDGETS = {"md": [100000, 1000000, 3000000], "pt": [100000, 1000000, 3000000], "arbg": [5000, 20000], "is": [2000, 5000, 10000]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=[], choices=["md", "pt", "arbg", "is"])
-    p.add_argument("--budgets", type=int, nargs="+", default=[100000, 1000000], help="energy evaluations per run")
+    p.add_argument("--budgets", type=int, nargs="+", default=None,
+                   help="energy evaluations per run (default: the budgets of docs/benchmarks.md for each method)")
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--attempts", type=int, default=25, help="ArBGMove attempts per iteration")
@@ -135,7 +143,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="benchmark_phi", help="folder for per-method JSON and the plot")
     p.add_argument("--report", action="store_true", help="merge the JSON files into a table and error_vs_cost.png")
-    p.add_argument("--reference", default="data/umbrella_300K/result.json", help="result.json of `arbg umbrella`")
+    p.add_argument("--reference", default=None, help="result.json of `arbg umbrella` (default: the shipped reference)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
@@ -143,10 +151,11 @@ def main():
     model_path = args.model or shipped_model_path()
     for method in args.methods:
         rows = []
+        budgets = args.budgets or DEFAULT_BUDGETS[method]
         if method == "is":
-            n_max = max(args.budgets)
+            n_max = max(budgets)
             log_w, pos, sec_per_eval = run_is_pool(ms, model_path, n_max * args.repeats, args.seed)
-            for b in args.budgets:
+            for b in budgets:
                 for r in range(args.repeats):
                     sl = slice(r * b, (r + 1) * b)
                     lw = log_w[sl]
@@ -154,7 +163,7 @@ def main():
                     rows.append(dict(budget=b, repeat=r, p=float(w[pos[sl]].sum() / w.sum()), wall_s=sec_per_eval * b, evaluations=b,
                                      ess_fraction=float(w.sum() ** 2 / (w**2).sum() / b), proposals_phi_positive=float(pos[sl].mean())))
         else:
-            for b in args.budgets:
+            for b in budgets:
                 for r in range(args.repeats):
                     seed = args.seed + 1000 * r + 17
                     if method == "md":
@@ -171,7 +180,10 @@ def main():
         with open(os.path.join(args.output, f"{method}.json"), "w") as f:
             json.dump(dict(method=method, model=model_path if method in ("arbg", "is") else None, rows=rows), f, indent=1)
     if args.report:
-        report(args.output, args.reference)
+        from importlib import resources
+
+        ref = args.reference or str(resources.files("openmm_arbg") / "data" / "alanine_dipeptide_vacuum_300K_umbrella.json")
+        report(args.output, ref)
 
 
 NAMES = {"md": "(a) Langevin MD", "pt": "(b) parallel tempering, 4 replicas 300-600 K", "arbg": "(c) ArBGMove + Langevin",
