@@ -40,6 +40,16 @@ def _apply_yaml(parser, args, argv):
     return args
 
 
+def _steps(duration_ps, report_ps, timestep_fs, duration_option):
+    """MD steps and steps between frames from times in ps; the run is a whole number of frames."""
+    n_steps = int(round(duration_ps * 1e3 / timestep_fs))
+    report = int(round(report_ps * 1e3 / timestep_fs))
+    n_steps -= n_steps % report
+    if n_steps <= 0:
+        raise ValueError(f"{duration_option} is shorter than one frame interval (--report-ps {report_ps})")
+    return n_steps, report
+
+
 # ---------------------------------------------------------------------- md
 def _cmd_md(args):
     import openmm.unit as unit
@@ -48,11 +58,7 @@ def _cmd_md(args):
     from .systems import build_system
 
     ms = build_system(args.system)
-    n_steps = int(round(args.ns * 1e6 / args.timestep_fs))
-    report = int(round(args.report_ps * 1e3 / args.timestep_fs))
-    n_steps -= n_steps % report
-    if n_steps <= 0:
-        raise ValueError(f"--ns {args.ns} is shorter than one frame interval (--report-ps {args.report_ps})")
+    n_steps, report = _steps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
     temperatures = args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]
     for T in temperatures:
         out = os.path.join(args.output, f"{T:g}K")
@@ -357,16 +363,14 @@ def _cmd_umbrella(args):
 
     from .analysis import BASINS, alanine_dipeptide_basins
     from .systems import build_system
-    from .umbrella import dihedral_grid, run_umbrella
+    from .umbrella import dihedral_grid, free_energy_from_probability, run_umbrella
 
     if args.export and not args.save_positions:
         raise ValueError("--export draws frames from the windows' positions: add --save-positions")
     ms = build_system(args.system)
     dihedrals = _resolve_dihedrals(args.dihedrals, ms.topology)
     T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
-    n_steps = int(round(args.ps * 1e3 / args.timestep_fs))
-    report = int(round(args.report_ps * 1e3 / args.timestep_fs))
-    n_steps -= n_steps % report
+    n_steps, report = _steps(args.ps, args.report_ps, args.timestep_fs, f"--ps {args.ps}")
     result = run_umbrella(
         ms,
         dihedrals,
@@ -410,7 +414,7 @@ def _cmd_umbrella(args):
                 regions[basin] = lambda v, b=b: alanine_dipeptide_basins(np.degrees(v[:, j]), np.degrees(v[:, m])) == b
         for name, indicator in regions.items():
             p, dp = result.probability(indicator)
-            f, df = result.free_energy(indicator)
+            f, df = free_energy_from_probability(p, dp)
             summary[name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
             print(f"  P({name}) = {100 * p:.4f} +- {100 * dp:.4f} %   F({name}) - F(rest) = {f:.3f} +- {df:.3f} kT")
     with open(os.path.join(args.output, "result.json"), "w") as f:

@@ -29,12 +29,13 @@ import openmm.unit as unit
 from scipy.special import logsumexp
 
 from .energies import kT_kJ_per_mol
+from .md import _write_json_atomic
 from .systems import default_platform
 from .topology import MolecularGraph
 
 logging.getLogger("pymbar").setLevel(logging.ERROR)
 
-__all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult"]
+__all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
 _BIAS = "0.5*k_umbrella*d^2; d = min(dt, 2*pi - dt); dt = abs(theta - theta0); pi = 3.141592653589793"
 
@@ -69,6 +70,14 @@ def _compute_dihedrals(xyz, dihedrals):
         top.add_atom("X", mdtraj.element.carbon, res)
     traj = mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32), top)
     return mdtraj.compute_dihedrals(traj, np.asarray(dihedrals, dtype=int), periodic=False).astype(np.float64)
+
+
+def free_energy_from_probability(p, dp):
+    """``F(region) - F(rest) = -ln(p / (1 - p))`` in kT and its standard error ``dp / (p (1 - p))``
+    (delta method); ``(+-inf, inf)`` when ``p`` is 0 or 1."""
+    if not 0 < p < 1:
+        return (math.inf if p <= 0 else -math.inf), math.inf
+    return -math.log(p / (1 - p)), dp / (p * (1 - p))
 
 
 def _window_path(output_dir, i):
@@ -280,9 +289,7 @@ def run_umbrella(
                 "output folder, or delete it to start over"
             )
     else:
-        with open(settings_path + ".tmp", "w") as f:
-            json.dump(settings, f, indent=1)
-        os.replace(settings_path + ".tmp", settings_path)
+        _write_json_atomic(settings_path, settings)
 
     system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)
@@ -407,11 +414,8 @@ class UmbrellaResult:
         return float(np.ravel(out["mu"])[0]), float(np.ravel(out["sigma"])[0])
 
     def free_energy(self, indicator):
-        """``F(region) - F(rest)`` in kT, ``-ln(p / (1 - p))``, with its standard error (delta method)."""
-        p, dp = self.probability(indicator)
-        if not 0 < p < 1:
-            return (math.inf if p <= 0 else -math.inf), math.inf
-        return -math.log(p / (1 - p)), dp / (p * (1 - p))
+        """``F(region) - F(rest)`` in kT, with its standard error (:func:`free_energy_from_probability`)."""
+        return free_energy_from_probability(*self.probability(indicator))
 
     def log_weights(self):
         """Unbiased log weights of every frame of every window (concatenated in window order),
