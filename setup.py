@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["openmm_arbg", "openmm_arbg.*"]),
-    package_data={"openmm_arbg": ["data/*.safetensors", "data/*.json", "data/*.pdb"]},
+    package_data={"openmm_arbg.pretrained": ["*.safetensors", "*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "openmm>=8.5",

@@ -12,8 +12,9 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from openmm_arbg.energies import ReducedPotential, kT_kJ_per_mol
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.physics import kT_kJ_per_mol
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 
 def plain_loop(system, positions):

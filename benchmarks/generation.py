@@ -10,7 +10,7 @@ import time
 import torch
 
 from openmm_arbg import ArBG
-from openmm_arbg.demo import shipped_model_path
+from openmm_arbg.pretrained import pretrained_path
 
 
 def main():
@@ -22,7 +22,7 @@ def main():
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model = ArBG.load(args.model or shipped_model_path(), device=args.device)
+    model = ArBG.load(args.model or pretrained_path("alanine_dipeptide_vacuum"), device=args.device)
     dens = model.density
     rows = []
     for cache in (True, False):

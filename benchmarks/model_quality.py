@@ -19,11 +19,11 @@ import torch
 from openmmtools import cache, states
 
 from openmm_arbg import ArBG
-from openmm_arbg.analysis import alanine_dipeptide_basins, backbone_dihedrals
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.mcmc import ArBGMove
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.analysis.observables import alanine_dipeptide_basins, backbone_dihedrals
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.sampling.mcmc import ArBGMove
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 
 def evaluate(path, n, mh_attempts, seed, workers):

@@ -18,9 +18,9 @@ import torch
 from openmmtools import cache, mcmc, states
 
 from openmm_arbg import ArBGMove
-from openmm_arbg.analysis import backbone_dihedrals, phi_sign_changes
-from openmm_arbg.demo import shipped_model_path
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.analysis.observables import backbone_dihedrals, phi_sign_changes
+from openmm_arbg.pretrained import pretrained_path
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 
 def main():
@@ -55,7 +55,7 @@ def main():
 
     # ArBGMove + Langevin
     np.random.seed(args.seed)
-    move = ArBGMove(args.model or shipped_model_path(), n_attempts=args.attempts, buffer_size=2000)
+    move = ArBGMove(args.model or pretrained_path("alanine_dipeptide_vacuum"), n_attempts=args.attempts, buffer_size=2000)
     langevin = mcmc.LangevinDynamicsMove(n_steps=args.langevin_steps, timestep=1 * unit.femtosecond, collision_rate=1 / unit.picosecond)
     sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, move]))
     cc = cache.ContextCache(platform=platform)

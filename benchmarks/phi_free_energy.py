@@ -38,11 +38,11 @@ import torch
 from openmmtools import cache, mcmc, multistate, states
 
 from openmm_arbg import ArBG, ArBGMove
-from openmm_arbg.analysis import backbone_dihedrals
-from openmm_arbg.demo import shipped_model_path
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.analysis.observables import backbone_dihedrals
+from openmm_arbg.pretrained import pretrained_path
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 T = 300.0
 
@@ -148,7 +148,7 @@ def main():
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
     ms = alanine_dipeptide_vacuum()
-    model_path = args.model or shipped_model_path()
+    model_path = args.model or pretrained_path("alanine_dipeptide_vacuum")
     for method in args.methods:
         rows = []
         budgets = args.budgets or DEFAULT_BUDGETS[method]

@@ -12,16 +12,16 @@ import openmm.unit as unit
 from openmmtools import cache, mcmc, states
 
 from openmm_arbg import ArBG, ArBGMove
-from openmm_arbg.analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
-from openmm_arbg.demo import shipped_model_path, shipped_reference
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.analysis.observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+from openmm_arbg.pretrained import load_reference, pretrained_path
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.analysis.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 ms = alanine_dipeptide_vacuum()
 thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
-model = ArBG.load(shipped_model_path(), topology=ms.topology)
+model = ArBG.load(pretrained_path("alanine_dipeptide_vacuum"), topology=ms.topology)
 
 # 1. importance sampling
 with ReducedPotential(thermo, n_workers=2) as u:
@@ -31,7 +31,7 @@ basin = alanine_dipeptide_basins(*backbone_dihedrals(result.positions, ms.topolo
 f, df = basin_free_energy_from_weights(result.log_weights, basin == 0, basin == 1, rng=0)
 print(f"IS:   F(alpha_R) - F(beta) = {f:.2f} +- {df:.2f} kT")
 f, df = basin_free_energy_from_weights(result.log_weights, basin < 2, basin == 2, rng=0)
-ref = shipped_reference()["phi>0"]
+ref = load_reference()["phi>0"]
 print(f"IS:   F(phi>0) - F(phi<0) = {f:.2f} +- {df:.2f} kT; umbrella-sampling reference "
       f"{ref['free_energy_kT']:.2f} +- {ref['free_energy_error_kT']:.2f} kT")
 
@@ -39,7 +39,7 @@ print(f"IS:   F(phi>0) - F(phi<0) = {f:.2f} +- {df:.2f} kT; umbrella-sampling re
 np.random.seed(0)
 move = mcmc.SequenceMove([
     mcmc.LangevinDynamicsMove(n_steps=50, timestep=1.0 * unit.femtosecond),
-    ArBGMove(shipped_model_path(), n_attempts=10),
+    ArBGMove(pretrained_path("alanine_dipeptide_vacuum"), n_attempts=10),
 ])
 sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), move)
 context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))

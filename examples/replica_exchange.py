@@ -16,8 +16,8 @@ import openmm.unit as unit
 from openmmtools import cache, mcmc, multistate, states
 
 from openmm_arbg import ArBGMove
-from openmm_arbg.demo import shipped_model_path
-from openmm_arbg.systems import alanine_dipeptide_vacuum
+from openmm_arbg.pretrained import pretrained_path
+from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--storage", default="arbg_replica_exchange.nc")
@@ -40,7 +40,7 @@ else:
     thermo = [states.ThermodynamicState(ms.system, T * unit.kelvin) for T in temperatures]
     move = mcmc.SequenceMove([
         mcmc.LangevinDynamicsMove(n_steps=100, timestep=1.0 * unit.femtosecond),
-        ArBGMove(shipped_model_path(), n_attempts=5),
+        ArBGMove(pretrained_path("alanine_dipeptide_vacuum"), n_attempts=5),
     ])
     sampler = multistate.ReplicaExchangeSampler(mcmc_moves=move, number_of_iterations=args.iterations)
     sampler.energy_context_cache = cache.ContextCache(platform=platform)

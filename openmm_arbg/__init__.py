@@ -4,12 +4,13 @@ Train an ArBG on your own MD and use it as an exact Metropolis-Hastings move in 
 samplers or as an importance sampler.
 """
 
-import logging as _logging
+from .utils import quiet_pymbar as _quiet_pymbar
 
-_logging.getLogger("pymbar").setLevel(_logging.ERROR)  # pymbar logs banners at import
+_quiet_pymbar()  # pymbar logs banners at import
 
-from .arbg import ArBG
-from .mcmc import ArBGMove, ArBGProposal
+from .arbg import ArBG  # noqa: E402
+from .sampling.importance import importance_sample  # noqa: E402
+from .sampling.mcmc import ArBGMove, ArBGProposal  # noqa: E402
 
-__version__ = "0.1.0"
-__all__ = ["ArBG", "ArBGMove", "ArBGProposal", "__version__"]
+__version__ = "0.2.0"
+__all__ = ["ArBG", "ArBGMove", "ArBGProposal", "importance_sample", "__version__"]

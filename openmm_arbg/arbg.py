@@ -1,40 +1,30 @@
 """``ArBG``: an autoregressive Boltzmann generator for one molecule.
 
-Contract (DESIGN section 3): ``log_prob(x)`` is the log density of the model's proposal over
+An ``ArBG`` is a molecule (its graph, the representation that maps shapes to model coordinates,
+the bins of every coordinate, the coordinates' features, the reference stereochemistry) plus a
+network, which several molecules may share.
+
+Contract (``docs/design.md``): ``log_prob(x)`` is the log density of the model's proposal over
 configurations modulo rigid-body motion, in the measure in which ``exp(-u(x))`` is the Boltzmann
 density, so ``-u(x) - log_prob(x)`` is the exact log importance weight up to one constant, and
 ``log_prob`` of what :meth:`ArBG.sample` returned equals the ``log_q`` it reported.
 """
 
-import hashlib
-import json
 import os
-import tempfile
 
 import numpy as np
 import torch
 
-from .density import AutoregressiveDensity
-from .discretizer import Discretizer
-from .representation import StereoChecker, build_representation, canonical_frame, place_in_frame, to_local_frame
-from .topology import MolecularGraph
+from .model.checkpoint import read_checkpoint, write_checkpoint
+from .model.density import AutoregressiveDensity
+from .model.discretizer import Discretizer
+from .model.network import CausalTransformer, NetworkConfig
+from .molecule.features import FEATURE_SIZES, coordinate_features
+from .molecule.representation import build_representation, canonical_frame, place_in_frame, to_local_frame
+from .molecule.stereochemistry import StereoChecker
+from .molecule.topology import MolecularGraph, check_same_molecule
 
-__all__ = ["ArBG", "file_sha256", "as_positions_nm"]
-
-CHECKPOINT_FORMAT = "openmm-arbg-checkpoint"
-CHECKPOINT_VERSION = 1
-ELEMENTS = ["H", "C", "N", "O", "S", "P", "F", "Cl", "Br", "I"]  # anything else: the last index + 1
-KINDS = ["unbounded", "positive", "angle", "periodic"]
-DEFAULT_NETWORK = dict(n_layer=4, n_head=4, d_model=128, dropout=0.0)
-
-
-def file_sha256(path):
-    """SHA-256 hex digest of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["ArBG", "as_positions_nm"]
 
 
 def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):
@@ -42,22 +32,22 @@ def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):
 
     Accepts an ``mdtraj.Trajectory`` (its topology is checked against ``graph``), an OpenMM
     ``Quantity`` (any length unit), a list of ``Vec3``, or an array (N, 3) or (n, N, 3) in nm.
-    Raises ``ValueError`` with what is wrong for a wrong atom count or order, or NaN/inf values.
+    Raises ``ValueError`` with what is wrong for a wrong shape, atom count or order, NaN/inf
+    values, or bond lengths that are not in nm (with ``graph``).
     """
     import mdtraj
     import openmm.unit as unit
 
     if isinstance(positions, mdtraj.Trajectory):
         if graph is not None:
-            other = MolecularGraph.from_topology(positions.topology)
-            if other.fingerprint() != graph.fingerprint():
-                raise ValueError(
-                    f"the trajectory's topology does not match the model's: {_topology_difference(graph, other)}"
-                )
+            check_same_molecule(graph, MolecularGraph.from_topology(positions.topology), what=f"the topology of the {what}")
         positions = positions.xyz
     elif unit.is_quantity(positions):
         positions = positions.value_in_unit(unit.nanometer)
-    arr = np.asarray(positions, dtype=np.float64)
+    try:
+        arr = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numbers of shape (n_atoms, 3) or (n_frames, n_atoms, 3) in nm ({exc})") from None
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[-1] != 3:
@@ -69,47 +59,58 @@ def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):
         raise ValueError(
             f"{what} contain NaN or inf in {int(bad.sum())} of {len(arr)} frames (first: frame {int(np.argmax(bad))})"
         )
+    if graph is not None and graph.bonds and len(arr):
+        i, j = np.array(graph.bonds).T
+        median = float(np.median(np.linalg.norm(arr[: min(len(arr), 64), i] - arr[: min(len(arr), 64), j], axis=-1)))
+        if not 0.05 < median < 0.5:
+            hint = " They look like Angstrom: divide by 10." if 0.5 <= median < 5 else ""
+            raise ValueError(
+                f"the median bond length of the {what} is {median:.3g}, not a length in nm (expected about 0.1-0.15)."
+                + hint
+            )
     return arr
-
-
-def _topology_difference(expected, other):
-    if other.n_atoms != expected.n_atoms:
-        return f"{other.n_atoms} atoms instead of {expected.n_atoms}"
-    for i, (a, b) in enumerate(zip(expected.atoms, other.atoms)):
-        if (a["name"], a["element"], a["resname"]) != (b["name"], b["element"], b["resname"]):
-            return f"atom {i} is {b['resname']}:{b['name']} ({b['element']}), expected {a['resname']}:{a['name']} ({a['element']})"
-    return "the bonds differ"
 
 
 class ArBG:
     """Autoregressive Boltzmann generator of one molecule's shapes.
 
+    Build one with :meth:`from_data` (bins fitted to training frames, new or shared network),
+    :meth:`load` (a file written by :meth:`save` or the trainer) or :meth:`from_pretrained`
+    (a model shipped with the package).
+
     Parameters
     ----------
-    topology : openmm.app.Topology or mdtraj.Topology
+    topology : openmm.app.Topology, mdtraj.Topology or MolecularGraph
         The molecule (bonds are required; one connected molecule, no solvent).
-    training_positions : array_like (n, N, 3) nm, Quantity or mdtraj.Trajectory
-        Configurations from which the bin ranges are fitted (typically the training MD).
     representation : {"internal", "cartesian"}
-        Model coordinates: Z-matrix internal coordinates (default; practical on CPU) or Cartesian
-        coordinates in the anchor frame (the ArBG paper's choice).
+    discretizer : Discretizer
+        Bins of every model coordinate.
+    stereo : StereoChecker
+        The stereocentres and their reference handedness.
+    network : CausalTransformer
+        May be shared with other ``ArBG`` objects.
     anchors : (int, int, int), optional
-        Anchor atoms ``(a, b, c)``, ``b`` and ``c`` bonded to ``a``; chosen near the molecule's
-        centre by default.
-    n_bins : int
-        Bins per coordinate.
-    margin : float
-        Fraction of each coordinate's data range added on both sides of its binned range.
-    network : dict, optional
-        Transformer size: ``n_layer``, ``n_head``, ``d_model``, ``d_hidden``, ``dropout``.
-    reference_positions : array_like (N, 3) nm, optional
-        Whose stereochemistry is the target's; default the first training frame.
-    seed : int
-        Seed of the network's initial weights.
+    metadata : dict, optional
+        Provenance stored with the model.
     """
 
-    def __init__(
-        self,
+    def __init__(self, topology, representation, discretizer, stereo, network, anchors=None, metadata=None):
+        self.graph = MolecularGraph.from_topology(topology)
+        self.representation = build_representation(representation, self.graph, anchors)
+        if discretizer.kinds != list(self.representation.coordinate_kinds):
+            raise ValueError("the bins do not match the representation's coordinates")
+        self.discretizer = discretizer
+        self.stereo = stereo
+        self.features = coordinate_features(self.graph, self.representation)
+        self.density = AutoregressiveDensity(network, discretizer, self.features)
+        self.density.to(network.head.weight.device)
+        self.metadata = dict(metadata or {})
+        self.checkpoint_path = None
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_data(
+        cls,
         topology,
         training_positions,
         representation="internal",
@@ -119,36 +120,111 @@ class ArBG:
         network=None,
         reference_positions=None,
         seed=0,
-        _state=None,
     ):
-        self.graph = MolecularGraph.from_topology(topology)
-        self.representation = build_representation(representation, self.graph, anchors)
-        if _state is not None:  # rebuilding from a checkpoint
-            self.discretizer = Discretizer.from_state_dict(_state["discretizer"])
-            self.stereo = StereoChecker(self.graph, _state["stereo_signs"])
-            net_cfg = _state["network"]
-            self.metadata = dict(_state.get("metadata", {}))
-        else:
-            x = as_positions_nm(training_positions, self.graph.n_atoms, self.graph, "training positions")
-            z, _ = self.representation.to_model_coordinates(torch.as_tensor(x))
-            self.discretizer = Discretizer.fit(z.numpy(), self.representation.coordinate_kinds, n_bins, margin)
-            ref = x[0] if reference_positions is None else as_positions_nm(reference_positions, self.graph.n_atoms)[0]
-            self.stereo = StereoChecker(self.graph).record(ref)
-            net_cfg = dict(DEFAULT_NETWORK, **(network or {}))
-            self.metadata = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.density = AutoregressiveDensity(self.discretizer, net_cfg, self._position_features())
-        self.density.to(torch.float32)
+        """A model whose bins are fitted to training frames, with a new or a shared network.
+
+        Parameters
+        ----------
+        topology : openmm.app.Topology or mdtraj.Topology
+        training_positions : array_like (n, N, 3) nm, Quantity or mdtraj.Trajectory
+            Configurations from which the bin ranges are fitted (typically the training MD).
+        representation : {"internal", "cartesian"}
+            Z-matrix internal coordinates (default; practical on CPU) or Cartesian coordinates
+            in the anchor frame (the ArBG paper's choice).
+        anchors : (int, int, int), optional
+            Anchor atoms ``(a, b, c)``, ``b`` and ``c`` bonded to ``a``; near the centre by default.
+        n_bins : int
+            Bins per coordinate (a shared network fixes it: bins + 2 = its ``vocab_size``).
+        margin : float
+            Fraction of each coordinate's data range added on both sides of its binned range.
+        network : dict, NetworkConfig or CausalTransformer, optional
+            Settings of a new network (``n_layer``, ``n_head``, ``d_model``, ``d_hidden``,
+            ``dropout``, ``position_encoding``, ``max_positions``), or an existing network to share.
+        reference_positions : array_like (N, 3) nm, optional
+            Whose stereochemistry is the target's; default the first training frame.
+        seed : int
+            Seed of a new network's initial weights.
+        """
+        graph = MolecularGraph.from_topology(topology)
+        rep = build_representation(representation, graph, anchors)
+        if isinstance(network, CausalTransformer) and int(n_bins) + 2 != network.cfg.vocab_size:
+            raise ValueError(f"n_bins={n_bins} but the shared network reads {network.cfg.vocab_size - 2} bins per coordinate")
+        x = as_positions_nm(training_positions, graph.n_atoms, graph, "training positions")
+        z, _ = rep.to_model_coordinates(torch.as_tensor(x))
+        discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)
+        ref = x[0] if reference_positions is None else as_positions_nm(reference_positions, graph.n_atoms, graph)[0]
+        stereo = StereoChecker(graph).record(ref)
+        if not isinstance(network, CausalTransformer):
+            cfg = network if isinstance(network, NetworkConfig) else NetworkConfig.from_dict(dict(network or {}))
+            cfg = NetworkConfig.from_dict(
+                dict(
+                    cfg.to_dict(),
+                    vocab_size=discretizer.vocab_size,
+                    max_positions=cfg.max_positions or rep.n_coords,
+                    feature_sizes=cfg.feature_sizes or FEATURE_SIZES,
+                )
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                network = CausalTransformer(cfg)
+        return cls(graph, representation, discretizer, stereo, network, rep.anchors)
+
+    @classmethod
+    def load(cls, path, topology=None, device="cpu"):
+        """Load a model written by :meth:`save` (or a trainer's ``model.safetensors``).
+
+        Parameters
+        ----------
+        path : str
+        topology : openmm.app.Topology or mdtraj.Topology, optional
+            If given, must be the model's molecule (same atoms in the same order and bonds).
+        device : str or torch.device
+        """
+        config, tensors = read_checkpoint(path)
+        model = cls.from_checkpoint(config, tensors, path)
+        if topology is not None:
+            check_same_molecule(model.graph, MolecularGraph.from_topology(topology), what=f"{path} was trained on another molecule: the topology given")
+        model.checkpoint_path = os.path.abspath(path)
+        return model.to(device)
+
+    @classmethod
+    def from_checkpoint(cls, config, tensors, path="checkpoint"):
+        """Rebuild a model from :func:`~openmm_arbg.model.checkpoint.read_checkpoint`'s output."""
+        mol = config["molecule"]
+        try:
+            graph = MolecularGraph.from_dict(mol["graph"])
+            if graph.fingerprint() != mol["fingerprint"]:
+                raise ValueError("the stored topology does not match its fingerprint")
+            network = CausalTransformer(NetworkConfig.from_dict(config["network"]))
+            model = cls(
+                graph,
+                mol["representation"]["kind"],
+                Discretizer.from_state_dict(mol["discretizer"]),
+                StereoChecker(graph, mol["stereo_signs"]),
+                network,
+                mol["representation"]["anchors"],
+                config.get("metadata", {}),
+            )
+            model.load_network_weights(tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path}: the checkpoint's configuration or weights are corrupt ({exc})") from None
+        bad = [k for k, v in model.density.network.state_dict().items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ValueError(f"{path}: the network weights contain NaN or inf ({', '.join(bad[:3])}); the model is unusable")
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name, device="cpu"):
+        """A model shipped with the package, by name (see :func:`openmm_arbg.pretrained.list_pretrained`)."""
+        from .pretrained import pretrained_path
+
+        return cls.load(pretrained_path(name), device=device)
 
     # ------------------------------------------------------------------ description
-    def _position_features(self):
-        rep = self.representation
-        elements = [self.graph.elements[i] for i in rep.coordinate_atoms]
-        element_ids = [ELEMENTS.index(e) if e in ELEMENTS else len(ELEMENTS) for e in elements]
-        roles = [KINDS.index(k) * 3 + r for k, r in zip(rep.coordinate_kinds, rep.coordinate_roles)]
-        feats = torch.tensor([element_ids, roles], dtype=torch.long).T
-        return feats
+    @property
+    def network(self):
+        """The :class:`~openmm_arbg.model.network.CausalTransformer` (possibly shared)."""
+        return self.density.network
 
     @property
     def n_atoms(self):
@@ -173,7 +249,7 @@ class ArBG:
         return self.graph.fingerprint()
 
     def n_parameters(self):
-        return self.density.network.n_parameters()
+        return self.network.n_parameters()
 
     def __repr__(self):
         return (
@@ -187,9 +263,10 @@ class ArBG:
         return self
 
     def parameters(self):
-        return self.density.parameters()
+        return self.network.parameters()
 
     def train(self, mode=True):
+        """Set the network's training mode (dropout). Densities are always evaluated without it."""
         self.density.train(mode)
         return self
 
@@ -202,14 +279,17 @@ class ArBG:
         x = torch.as_tensor(as_positions_nm(positions, self.n_atoms, self.graph))
         return self.representation.to_model_coordinates(x)
 
+    def from_model_coordinates(self, z):
+        """Model coordinates (n, 3N-6) -> positions (n, N, 3) nm in the canonical frame (numpy)."""
+        x, _ = self.representation.from_model_coordinates(torch.as_tensor(np.asarray(z, dtype=np.float64)))
+        return x.numpy()
+
     def check_topology(self, topology):
         """Raise ``ValueError`` if ``topology`` is not the model's molecule (same atoms in order)."""
-        other = MolecularGraph.from_topology(topology)
-        if other.fingerprint() != self.fingerprint():
-            raise ValueError(f"topology does not match the model's molecule: {_topology_difference(self.graph, other)}")
+        check_same_molecule(self.graph, MolecularGraph.from_topology(topology), what="topology")
 
     def check_stereo(self, positions):
-        """Boolean mask (n,): True where every tetrahedral centre has the reference's handedness."""
+        """Boolean mask (n,): True where every stereocentre has the reference's handedness."""
         return self.stereo.check(as_positions_nm(positions, self.n_atoms, self.graph))
 
     def place(self, positions, like):
@@ -235,60 +315,78 @@ class ArBG:
         return place_in_frame(local, origin, rotation).numpy()
 
     # ------------------------------------------------------------------ density
-    def log_prob(self, positions, temperature=1.0, batch_size=4096):
+    def log_prob(self, positions, proposal_temperature=1.0, start=0, batch_size=4096):
         """Log density of configurations under the model, in nats.
 
         Parameters
         ----------
         positions : array_like (n, N, 3) or (N, 3) nm, Quantity or mdtraj.Trajectory
-        temperature : float
+        proposal_temperature : float
             Softmax temperature of the proposal whose density is wanted.
+        start : int
+            ``0``: the joint density. ``k > 0``: the conditional density of the model coordinates
+            from ``k`` on given those before, ``log q(z_>=k | z_<k) - log|J(z)|``, so that
+            ``log_prob(x) = log_prob_prefix(x, k) + log_prob(x, start=k)`` and a move that
+            resamples the coordinates after ``k`` is accepted with the same formula as a
+            whole-molecule move.
         batch_size : int
 
         Returns
         -------
         numpy.ndarray (n,), float64
-            ``log q(x)`` in the measure of DESIGN section 3: ``-u(x) - log q(x)`` is the log
-            importance weight up to a constant. ``-inf`` outside the model's support.
+            ``-u(x) - log q(x)`` is the log importance weight up to a constant; ``-inf`` outside
+            the model's support.
         """
         x = torch.as_tensor(as_positions_nm(positions, self.n_atoms, self.graph))
         out = []
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                z, log_volume = self.representation.to_model_coordinates(x[start : start + batch_size])
-                out.append(self.density.log_prob(z, temperature).cpu() - log_volume)
-        return torch.cat(out).numpy()
+        for s in range(0, len(x), batch_size):
+            z, log_volume = self.representation.to_model_coordinates(x[s : s + batch_size])
+            out.append(self.density.log_prob(z, proposal_temperature, start=start).cpu() - log_volume)
+        return torch.cat(out).numpy() if out else np.zeros(0)
 
-    def sample(self, n, temperature=1.0, batch_size=1024, seed=None):
-        """Draw ``n`` configurations.
+    def log_prob_prefix(self, positions, stop, proposal_temperature=1.0):
+        """``log q(z_<stop)``: the density of the first ``stop`` model coordinates (no Jacobian)."""
+        z, _ = self.to_model_coordinates(positions)
+        return self.density.log_prob(z, proposal_temperature, stop=stop).cpu().numpy()
+
+    def sample(self, n, proposal_temperature=1.0, batch_size=1024, seed=None, prefix=None):
+        """Draw ``n`` configurations, or continuations of fixed leading model coordinates.
 
         Parameters
         ----------
         n : int
-        temperature : float
-            Softmax temperature (tau > 1 broadens, < 1 sharpens); ``log_q`` is that of the
-            tempered model, so weights and acceptances stay exact.
+        proposal_temperature : float
+            Softmax temperature (> 1 broadens, < 1 sharpens); ``log_q`` is that of the tempered
+            model, so weights and acceptances stay exact.
         batch_size : int
         seed : int, optional
             For reproducible draws.
+        prefix : array_like (k,) or (n, k), optional
+            Leading model coordinates (see :meth:`to_model_coordinates`) to keep.
 
         Returns
         -------
         positions : numpy.ndarray (n, N, 3) float64, nm
             In the canonical frame (anchor ``a`` at the origin); see :meth:`place`.
         log_q : numpy.ndarray (n,) float64
-            ``log_prob`` of each returned configuration at this temperature.
+            Without a prefix, ``log_prob`` of each configuration; with a prefix of length ``k``,
+            ``log_prob(x, start=k)``.
         """
         n = int(n)
         if n < 0:
             raise ValueError(f"n must be >= 0; got {n}")
+        if prefix is not None:
+            prefix = torch.as_tensor(np.asarray(prefix, dtype=np.float64))
+            if prefix.ndim == 2 and prefix.shape[0] != n:
+                raise ValueError(f"prefix has {prefix.shape[0]} rows; give one prefix or {n}")
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         xs, lqs = [], []
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            z, log_qz = self.density.sample(m, temperature, generator)
+        for s in range(0, n, batch_size):
+            m = min(batch_size, n - s)
+            p = None if prefix is None else (prefix if prefix.ndim == 1 else prefix[s : s + m])
+            z, log_qz = self.density.sample(m, proposal_temperature, generator, prefix=p)
             x, log_volume = self.representation.from_model_coordinates(z.cpu())
             xs.append(x)
             lqs.append(log_qz.cpu() - log_volume)
@@ -297,112 +395,34 @@ class ArBG:
         return torch.cat(xs).numpy(), torch.cat(lqs).numpy()
 
     # ------------------------------------------------------------------ storage
-    def config(self):
+    def checkpoint_config(self):
         """Everything needed to rebuild the model, as JSON-serialisable Python types."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "graph": self.graph.to_dict(),
-            "fingerprint": self.fingerprint(),
-            "representation": self.representation.to_dict(),
-            "discretizer": self.discretizer.state_dict(),
-            "stereo_signs": [int(s) for s in self.stereo.reference_signs],
-            "network": {k: v for k, v in self.density.config.to_dict().items()},
+            "molecule": {
+                "graph": self.graph.to_dict(),
+                "fingerprint": self.fingerprint(),
+                "representation": self.representation.to_dict(),
+                "discretizer": self.discretizer.state_dict(),
+                "stereo_signs": [int(s) for s in self.stereo.reference_signs],
+            },
+            "network": self.network.cfg.to_dict(),
             "metadata": self.metadata,
         }
 
-    def save(self, path, extra_tensors=None):
-        """Write one safetensors file with the config (JSON metadata) and the weights.
-
-        Written atomically (temporary file, then rename).
-        """
-        from safetensors.torch import save_file
-
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.density.network.state_dict().items()}
-        for k, v in (extra_tensors or {}).items():
-            tensors[k] = v.detach().cpu().contiguous()
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"openmm_arbg": json.dumps(self.config())})
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+    def network_tensors(self):
+        """The network's weights keyed as in a checkpoint (``network.*``)."""
+        return {f"network.{k}": v for k, v in self.network.state_dict().items()}
 
     def load_network_weights(self, tensors):
-        """Load the network's weights from checkpoint tensors (the ``model.*`` keys of
-        :meth:`read_checkpoint`)."""
-        prefix = "model."
-        self.density.network.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        """Load the network's weights from checkpoint tensors (the ``network.*`` keys)."""
+        prefix = "network."
+        self.network.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
-    @staticmethod
-    def read_checkpoint(path):
-        """Read a checkpoint: (config dict, tensors dict). Never unpickles."""
-        from safetensors import safe_open
-
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        try:
-            with safe_open(path, framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise ValueError(
-                f"{path} is not a readable openmm-arbg checkpoint (safetensors could not parse it: {exc}). "
-                "The file may be truncated or of another format; re-save the model with ArBG.save."
-            ) from None
-        if "openmm_arbg" not in meta:
-            raise ValueError(f"{path} is a safetensors file but not an openmm-arbg checkpoint (no 'openmm_arbg' metadata)")
-        try:
-            config = json.loads(meta["openmm_arbg"])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: the checkpoint's metadata is corrupt ({exc})") from None
-        if config.get("format") != CHECKPOINT_FORMAT or int(config.get("version", -1)) > CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path}: checkpoint format {config.get('format')!r} version {config.get('version')!r} is not "
-                f"supported by this openmm-arbg (reads {CHECKPOINT_FORMAT!r} up to version {CHECKPOINT_VERSION})"
-            )
-        return config, tensors
-
-    @classmethod
-    def load(cls, path, topology=None, device="cpu"):
-        """Load a model saved with :meth:`save`.
-
-        Parameters
-        ----------
-        path : str
-        topology : openmm.app.Topology or mdtraj.Topology, optional
-            If given, must be the model's molecule (same atoms in the same order and bonds).
-        device : str or torch.device
-        """
-        config, tensors = cls.read_checkpoint(path)
-        graph = MolecularGraph.from_dict(config["graph"])
-        if graph.fingerprint() != config["fingerprint"]:
-            raise ValueError(f"{path}: the stored topology does not match its fingerprint; the file is corrupt")
-        model = cls(
-            graph,
-            None,
-            representation=config["representation"]["kind"],
-            anchors=config["representation"]["anchors"],
-            _state=config,
-        )
-        try:
-            model.load_network_weights(tensors)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: the weights do not fit the stored configuration ({exc})") from None
-        if topology is not None:
-            try:
-                model.check_topology(topology)
-            except ValueError as exc:
-                raise ValueError(f"{path} was trained on another molecule: {exc}") from None
-        model.checkpoint_path = os.path.abspath(path)
-        return model.to(device)
+    def save(self, path):
+        """Write the model to one safetensors file (configuration as JSON metadata, weights),
+        atomically. Refuses a network with NaN or inf weights."""
+        tensors = self.network_tensors()
+        bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ValueError(f"refusing to save a model whose weights contain NaN or inf ({', '.join(bad[:3])})")
+        return write_checkpoint(path, self.checkpoint_config(), tensors)

@@ -54,8 +54,8 @@ def _steps(duration_ps, report_ps, timestep_fs, duration_option):
 def _cmd_md(args):
     import openmm.unit as unit
 
-    from .md import run_md
-    from .systems import build_system
+    from .simulation.md import run_md
+    from .simulation.systems import build_system
 
     ms = build_system(args.system)
     n_steps, report = _steps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
@@ -82,7 +82,7 @@ def _cmd_train(args):
     import torch
 
     from . import ArBG
-    from .topology import MolecularGraph
+    from .molecule.topology import MolecularGraph
     from .training import Trainer, TrainingConfig, load_trajectories
 
     if args.threads:
@@ -115,20 +115,20 @@ def _cmd_train(args):
         seed=args.seed,
     )
     checkpoint = os.path.join(args.output, "checkpoint.safetensors")
-    if os.path.exists(checkpoint) and not args.restart:
-        model = ArBG.load(checkpoint, topology=top)
+    model = ArBG.from_data(
+        top,
+        x,
+        representation=args.representation,
+        n_bins=args.bins,
+        network=dict(n_layer=args.layers, n_head=args.heads, d_model=args.d_model),
+        seed=args.seed,
+    )
+    if args.restart:
+        for name in ("checkpoint.safetensors", "model.safetensors", "training_log.csv"):
+            if os.path.exists(os.path.join(args.output, name)):
+                os.remove(os.path.join(args.output, name))
+    elif os.path.exists(checkpoint):
         print(f"resuming from {checkpoint}")
-    else:
-        model = ArBG(
-            top,
-            x,
-            representation=args.representation,
-            n_bins=args.bins,
-            network=dict(n_layer=args.layers, n_head=args.heads, d_model=args.d_model),
-            seed=args.seed,
-        )
-        if args.restart and os.path.exists(checkpoint):
-            os.remove(checkpoint)
     model.to(args.device)
     model.metadata["command"] = "arbg train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "arbg train"
     print(model)
@@ -146,15 +146,15 @@ def _cmd_sample(args):
     import numpy as np
 
     from . import ArBG
-    from .energies import ReducedPotential
-    from .importance import importance_sample
+    from .sampling.energies import ReducedPotential
+    from .sampling.importance import importance_sample
 
     model = ArBG.load(args.model)
     if args.system:
         from openmmtools.states import ThermodynamicState
         import openmm.unit as unit
 
-        from .systems import build_system
+        from .simulation.systems import build_system
 
         ms = build_system(args.system)
         model.check_topology(ms.topology)
@@ -162,13 +162,13 @@ def _cmd_sample(args):
         state = ThermodynamicState(ms.system, T * unit.kelvin)
         with ReducedPotential(state, n_workers=args.workers) as u:
             t0 = time.time()
-            result = importance_sample(model, u, args.n, temperature=args.proposal_temperature, seed=args.seed)
+            result = importance_sample(model, u, args.n, proposal_temperature=args.proposal_temperature, seed=args.seed)
             print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
         positions = result.positions
         if args.resample:
             positions = result.resample(rng=args.seed)
     else:
-        positions, log_q = model.sample(args.n, temperature=args.proposal_temperature, seed=args.seed)
+        positions, log_q = model.sample(args.n, proposal_temperature=args.proposal_temperature, seed=args.seed)
         print(f"{len(positions)} samples, mean log q {np.mean(log_q):.2f}")
     if args.output:
         import mdtraj
@@ -186,14 +186,15 @@ def _cmd_mcmc(args):
     from openmmtools import cache, mcmc, states
     from tqdm.auto import tqdm
 
-    from .mcmc import ArBGMove
-    from .systems import build_system, default_platform
+    from .sampling.mcmc import ArBGMove
+    from .physics import default_platform
+    from .simulation.systems import build_system
 
     ms = build_system(args.system)
     T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
     thermo = states.ThermodynamicState(ms.system, T * unit.kelvin)
     np.random.seed(args.seed)
-    arbg_move = ArBGMove(args.model, n_attempts=args.attempts, temperature=args.proposal_temperature)
+    arbg_move = ArBGMove(args.model, n_attempts=args.attempts, proposal_temperature=args.proposal_temperature)
     arbg_move.model.check_topology(ms.topology)
     moves = [arbg_move]
     if args.langevin_steps:
@@ -214,8 +215,8 @@ def _cmd_mcmc(args):
         f"failed energies {arbg_move.n_failed_energy}); trajectory -> {args.output}"
     )
     if ms.name.startswith("alanine_dipeptide"):
-        from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
-        from .free_energy import basin_free_energy_from_chain
+        from .analysis.observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+        from .analysis.free_energy import basin_free_energy_from_chain
 
         basin = alanine_dipeptide_basins(*backbone_dihedrals(traj.xyz, ms.topology))
         for k, name in enumerate(BASINS[1:], start=1):
@@ -226,8 +227,8 @@ def _cmd_mcmc(args):
 # ---------------------------------------------------------------------- free energy
 def _cmd_free_energy(args):
 
-    from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals
-    from .free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
+    from .analysis.observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+    from .analysis.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
 
     if bool(args.trajectory) == bool(args.model):
         raise ValueError("give either --trajectory (with --topology) for a chain, or --model (with --system) for importance sampling")
@@ -248,9 +249,9 @@ def _cmd_free_energy(args):
         from openmmtools.states import ThermodynamicState
 
         from . import ArBG
-        from .energies import ReducedPotential
-        from .importance import importance_sample
-        from .systems import build_system
+        from .sampling.energies import ReducedPotential
+        from .sampling.importance import importance_sample
+        from .simulation.systems import build_system
 
         ms = build_system(args.system)
         model = ArBG.load(args.model, topology=ms.topology)
@@ -278,11 +279,11 @@ def _cmd_evaluate(args):
     from openmmtools.states import ThermodynamicState
 
     from . import ArBG
-    from .analysis import backbone_dihedrals
-    from .energies import ReducedPotential
-    from .evaluation import dihedral_features, energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
-    from .importance import importance_sample, resample
-    from .systems import build_system
+    from .analysis.observables import backbone_dihedrals
+    from .sampling.energies import ReducedPotential
+    from .analysis.evaluation import dihedral_features, energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
+    from .sampling.importance import importance_sample, resample
+    from .simulation.systems import build_system
 
     ms = build_system(args.system)
     model = ArBG.load(args.model, topology=ms.topology)
@@ -361,9 +362,9 @@ def _cmd_umbrella(args):
     import numpy as np
     import openmm.unit as unit
 
-    from .analysis import BASINS, alanine_dipeptide_basins
-    from .systems import build_system
-    from .umbrella import dihedral_grid, free_energy_from_probability, run_umbrella
+    from .analysis.observables import BASINS, alanine_dipeptide_basins
+    from .simulation.systems import build_system
+    from .simulation.umbrella import dihedral_grid, free_energy_from_probability, run_umbrella
 
     if args.export and not args.save_positions:
         raise ValueError("--export draws frames from the windows' positions: add --save-positions")

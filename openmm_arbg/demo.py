@@ -15,28 +15,13 @@ Writes ``report.md`` (and the MD, model and samples) to the output folder.
 import math
 import os
 import time
-from importlib import resources
 
 import numpy as np
 
-from .analysis import BASINS, alanine_dipeptide_basins, backbone_dihedrals, phi_sign_changes
+from .pretrained import load_reference, pretrained_path
+from .analysis.observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals, phi_sign_changes
 
-__all__ = ["run_demo", "shipped_model_path", "shipped_reference"]
-
-
-def shipped_model_path():
-    """Path of the alanine dipeptide (vacuum, 300 K) model shipped with the package."""
-    return str(resources.files("openmm_arbg") / "data" / "alanine_dipeptide_vacuum.safetensors")
-
-
-def shipped_reference():
-    """The umbrella-sampling + MBAR reference for alanine dipeptide (vacuum, 300 K) shipped with
-    the package: the ``result.json`` of ``arbg umbrella`` (populations and free energies with
-    standard errors, and the command that produced them)."""
-    import json
-
-    with open(resources.files("openmm_arbg") / "data" / "alanine_dipeptide_vacuum_300K_umbrella.json") as f:
-        return json.load(f)
+__all__ = ["run_demo"]
 
 
 def _populations_with_errors(basin):
@@ -67,10 +52,10 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     from openmmtools import cache, mcmc, states
 
     from . import ArBG, ArBGMove
-    from .energies import ReducedPotential
-    from .importance import importance_sample
-    from .md import run_md
-    from .systems import alanine_dipeptide_vacuum
+    from .sampling.energies import ReducedPotential
+    from .sampling.importance import importance_sample
+    from .simulation.md import run_md
+    from .simulation.systems import alanine_dipeptide_vacuum
     from .training import Trainer, TrainingConfig
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -98,7 +83,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     # 2. train a small model ------------------------------------------------------------------
     say(f"[2/4] training a small ArBG on the MD for {minutes:g} min")
     x_train = traj.xyz.astype(np.float64)
-    small = ArBG(ms.topology, x_train, representation="internal", n_bins=128, network=dict(n_layer=2, n_head=4, d_model=64), seed=seed)
+    small = ArBG.from_data(ms.topology, x_train, representation="internal", n_bins=128, network=dict(n_layer=2, n_head=4, d_model=64), seed=seed)
     cfg = TrainingConfig(n_steps=100000, batch_size=128, learning_rate=2e-3, warmup_steps=50, eval_interval=100, max_time_s=60 * minutes, seed=seed)
     trainer = Trainer(small, x_train, cfg, output_dir=os.path.join(output, "small_model"), resume=False, progress=not quiet)
     # size the cosine schedule to the time budget from the measured step rate
@@ -122,7 +107,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
 
     # 3. importance sampling with the shipped model ---------------------------------------------
     say(f"[3/4] importance sampling with the shipped model, {n_proposals} proposals")
-    model = ArBG.load(shipped_model_path(), topology=ms.topology)
+    model = ArBG.load(pretrained_path("alanine_dipeptide_vacuum"), topology=ms.topology)
     t0 = time.time()
     with ReducedPotential(thermo, n_workers=2) as u:
         result = importance_sample(model, u, n_proposals, seed=seed)
@@ -131,8 +116,8 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     phi_is, psi_is = backbone_dihedrals(result.positions, ms.topology)
     basin_is = alanine_dipeptide_basins(phi_is, psi_is)
     is_pops = [result.expectation((basin_is == k).astype(float), rng=seed) for k in range(len(BASINS))]
-    from .evaluation import energy_histogram_plot, energy_w2, ramachandran_plot
-    from .importance import resample
+    from .analysis.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot
+    from .sampling.importance import resample
 
     picks = resample(result.log_weights, rng=seed)
     weights = np.exp(result.log_weights - np.max(result.log_weights))
@@ -164,7 +149,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     # 4. ArBGMove + Langevin vs Langevin --------------------------------------------------------
     say(f"[4/4] ArBGMove + Langevin, {mcmc_iterations} iterations")
     np.random.seed(seed)
-    arbg_move = ArBGMove(shipped_model_path(), n_attempts=25, buffer_size=1000)
+    arbg_move = ArBGMove(pretrained_path("alanine_dipeptide_vacuum"), n_attempts=25, buffer_size=1000)
     langevin = mcmc.LangevinDynamicsMove(n_steps=25, timestep=1.0 * unit.femtosecond, collision_rate=1.0 / unit.picosecond)
     sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, arbg_move]))
     context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
@@ -181,7 +166,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     md_rate = md_transitions / n_steps
     mc_rate = mc_transitions / mc_evals
     ratio = (mc_rate / md_rate) if md_transitions else float("inf")
-    ref = shipped_reference()
+    ref = load_reference()
     n_equal = max(1, int(round(mc_evals / 100)))  # MD at the chain's number of energy evaluations (frames 100 steps apart)
     md_short = alanine_dipeptide_basins(phi_md[:n_equal], psi_md[:n_equal])
     md_short_pops = _populations_with_errors(md_short)
@@ -212,7 +197,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         )
 
     # free energy of phi > 0 against phi < 0, every estimator, against the reference
-    from .free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
+    from .analysis.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
 
     f_ref, df_ref = ref["phi>0"]["free_energy_kT"], ref["phi>0"]["free_energy_error_kT"]
     estimates = [

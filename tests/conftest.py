@@ -25,7 +25,7 @@ def jittered(positions_nm, n, scale=0.005, seed=0):
 
 @pytest.fixture(scope="session")
 def alanine():
-    from openmm_arbg.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
     return alanine_dipeptide_vacuum()
 
@@ -35,7 +35,7 @@ def toluene():
     from openmmtools import testsystems
 
     t = testsystems.TolueneVacuum()
-    from openmm_arbg.systems import MolecularSystem
+    from openmm_arbg.simulation.systems import MolecularSystem
     import openmm.unit as unit
 
     return MolecularSystem("toluene", t.system, t.topology, t.positions, 300 * unit.kelvin)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from openmm_arbg import ArBG
-from openmm_arbg.arbg import file_sha256
+from openmm_arbg.utils import file_sha256
 
 from conftest import TINY_NETWORK, jittered
 
@@ -20,19 +20,19 @@ def frames(alanine):
 
 @pytest.fixture(scope="module", params=["internal", "cartesian"])
 def model(request, alanine, frames):
-    return ArBG(alanine.topology, frames, representation=request.param, n_bins=64, network=TINY_NETWORK, seed=1)
+    return ArBG.from_data(alanine.topology, frames, representation=request.param, n_bins=64, network=TINY_NETWORK, seed=1)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 1.5])
 def test_log_prob_of_samples_equals_reported_log_q(model, temperature):
-    x, log_q = model.sample(64, temperature=temperature, seed=3)
+    x, log_q = model.sample(64, proposal_temperature=temperature, seed=3)
     assert x.shape == (64, 22, 3) and log_q.shape == (64,)
     assert np.isfinite(log_q).all()
     # KV-cache sampling path vs one full forward pass
-    assert np.abs(model.log_prob(x, temperature=temperature) - log_q).max() < 1e-4
+    assert np.abs(model.log_prob(x, proposal_temperature=temperature) - log_q).max() < 1e-4
     # the density is of shapes: a rigid motion of the samples does not change it
     moved = x @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T + 0.7
-    assert np.abs(model.log_prob(moved, temperature=temperature) - log_q).max() < 1e-4
+    assert np.abs(model.log_prob(moved, proposal_temperature=temperature) - log_q).max() < 1e-4
 
 
 def test_seeded_sampling_is_reproducible(model):
@@ -80,14 +80,14 @@ def test_bad_positions_raise_clear_errors(model, alanine, frames):
     with pytest.raises(ValueError, match="shape"):
         model.log_prob(np.zeros((5, 22)))
     # a trajectory whose atoms are in another order
-    from openmm_arbg.topology import MolecularGraph
+    from openmm_arbg.molecule.topology import MolecularGraph
 
     g = MolecularGraph.from_topology(alanine.topology)
     order = np.r_[1, 0, 2:22]
     new_index = np.argsort(order)
     permuted = MolecularGraph([g.atoms[i] for i in order], [(new_index[i], new_index[j]) for i, j in g.bonds])
     shuffled = mdtraj.Trajectory(frames[:2, order].astype(np.float32), permuted.to_mdtraj())
-    with pytest.raises(ValueError, match="does not match the model's: atom 0 is ACE:CH3"):
+    with pytest.raises(ValueError, match="does not match the model's molecule: atom 0 is ACE:CH3"):
         model.log_prob(shuffled)
 
 
@@ -121,7 +121,7 @@ def test_other_molecule(toluene):
     """Nothing is specific to peptides: a ring molecule works in both representations."""
     frames = jittered(toluene.positions_nm(), 50, 0.004)
     for rep in ("internal", "cartesian"):
-        m = ArBG(toluene.topology, frames, representation=rep, n_bins=32, network=TINY_NETWORK)
+        m = ArBG.from_data(toluene.topology, frames, representation=rep, n_bins=32, network=TINY_NETWORK)
         x, log_q = m.sample(16, seed=0)
         assert np.abs(m.log_prob(x) - log_q).max() < 1e-4
 

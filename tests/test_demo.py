@@ -2,11 +2,12 @@
 
 import math
 
-from openmm_arbg.demo import run_demo, shipped_reference
+from openmm_arbg.demo import run_demo
+from openmm_arbg.pretrained import load_reference
 
 
 def test_shipped_reference_is_consistent():
-    ref = shipped_reference()
+    ref = load_reference()
     p = ref["phi>0"]["probability"]
     assert 0 < p < 0.1 and ref["phi>0"]["probability_error"] > 0
     assert math.isclose(ref["phi>0"]["free_energy_kT"], -math.log(p / (1 - p)), rel_tol=1e-9)

@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from openmm_arbg.density import AutoregressiveDensity
-from openmm_arbg.discretizer import Discretizer
+from openmm_arbg.model.density import AutoregressiveDensity
+from openmm_arbg.model.discretizer import Discretizer
+from openmm_arbg.model.network import CausalTransformer, NetworkConfig
 
 KINDS = ["unbounded", "positive", "angle", "periodic"]
 
@@ -30,7 +31,8 @@ def _toy_density(kinds, seed=0, n_bins=8, data=None):
         data = np.stack(cols, 1)
     disc = Discretizer.fit(data, kinds, n_bins=n_bins, margin=0.2)
     torch.manual_seed(seed)
-    dens = AutoregressiveDensity(disc, dict(n_layer=1, n_head=2, d_model=16))
+    cfg = NetworkConfig(n_layer=1, n_head=2, d_model=16, vocab_size=disc.vocab_size, max_positions=disc.n_coords)
+    dens = AutoregressiveDensity(CausalTransformer(cfg), disc, torch.zeros((disc.n_coords, 0), dtype=torch.long))
     with torch.no_grad():
         dens.network.head.weight.mul_(80.0)
         dens.network.value_embedding.weight.mul_(50.0)
@@ -102,14 +104,14 @@ def test_sampling_matches_log_q_and_tempered_frequencies(temperature):
     dens = _toy_density(["unbounded"], seed=4, n_bins=8)
     gen = torch.Generator().manual_seed(5)
     n = 40000
-    z, log_q = dens.sample(n, temperature=temperature, generator=gen)
+    z, log_q = dens.sample(n, proposal_temperature=temperature, generator=gen)
     assert (dens.log_prob(z, temperature) - log_q).abs().max() < 1e-6
     # token frequencies against the tempered categorical of the model
     disc = dens.discretizer
     tokens, _ = disc.tokenize(z)
     counts = np.bincount(tokens[:, 0].numpy(), minlength=disc.vocab_size)
     with torch.no_grad():
-        logits = dens.network(torch.full((1, 1), dens.network.begin_token), torch.zeros(1, 1, 3))[0, 0].double()
+        logits = dens.start(1).logits[0].double()
     p = torch.softmax(logits / temperature, -1).numpy()
     keep = p * n > 5
     expected = p[keep] * n
@@ -130,9 +132,9 @@ def test_sampling_matches_log_q_and_tempered_frequencies(temperature):
 def test_bad_temperature():
     dens = _toy_density(["unbounded"])
     with pytest.raises(ValueError, match="temperature"):
-        dens.sample(3, temperature=0.0)
+        dens.sample(3, proposal_temperature=0.0)
     with pytest.raises(ValueError, match="temperature"):
-        dens.log_prob(torch.zeros(1, 1, dtype=torch.float64), temperature=float("nan"))
+        dens.log_prob(torch.zeros(1, 1, dtype=torch.float64), proposal_temperature=float("nan"))
 
 
 def test_discretizer_fit_errors():

@@ -12,8 +12,9 @@ import torch
 from openmmtools import cache, states
 
 from openmm_arbg import ArBG, ArBGMove
-from openmm_arbg.energies import ReducedPotential, kT_kJ_per_mol
-from openmm_arbg.importance import (
+from openmm_arbg.physics import kT_kJ_per_mol
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.sampling.importance import (
     effective_sample_size,
     importance_sample,
     log_importance_weights,
@@ -21,8 +22,8 @@ from openmm_arbg.importance import (
     resample,
     weighted_mean,
 )
-from openmm_arbg.md import run_md
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 from conftest import TINY_NETWORK, jittered
 
@@ -100,7 +101,7 @@ def test_python_force_target_is_sampled_exactly(tmp_path):
     system.addForce(openmm.PythonForce(TorsionFromTorch(analytic.k_torsion)))
     frames = run_md(ms, str(tmp_path / "md"), n_steps=50_000, report_interval=50, equilibration_steps=500, progress=False)
     path = tmp_path / "m.safetensors"
-    ArBG(ms.topology, frames.xyz, n_bins=32, network=TINY_NETWORK, seed=1).save(path)
+    ArBG.from_data(ms.topology, frames.xyz, n_bins=32, network=TINY_NETWORK, seed=1).save(path)
     model = ArBG.load(path)
     # importance sampling: log Z of the PythonForce target equals the analytic one
     result = importance_sample(model, ReducedPotential(system, temperature=300.0), 6_000, seed=4)

@@ -8,11 +8,11 @@ import pytest
 from scipy import stats
 
 from openmm_arbg import ArBG
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.free_energy import basin_free_energy_from_weights
-from openmm_arbg.importance import PARETO_K_THRESHOLD, importance_sample, log_importance_weights, pareto_k
-from openmm_arbg.md import run_md
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.analysis.free_energy import basin_free_energy_from_weights
+from openmm_arbg.sampling.importance import PARETO_K_THRESHOLD, importance_sample, log_importance_weights, pareto_k
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 from conftest import TINY_NETWORK
 
@@ -58,7 +58,7 @@ def chain_runs(chain_system, tmp_path_factory):
     from openmm_arbg.training import Trainer
 
     ms, exact, xyz = chain_system
-    model = ArBG(ms.topology, xyz, n_bins=32, network=TINY_NETWORK, seed=3)
+    model = ArBG.from_data(ms.topology, xyz, n_bins=32, network=TINY_NETWORK, seed=3)
     cfg = {"n_steps": 300, "batch_size": 128, "learning_rate": 3e-3, "warmup_steps": 20, "eval_interval": 100}
     Trainer(model, xyz, cfg, output_dir=str(tmp_path_factory.mktemp("model")), progress=False).fit()
     return exact, _runs(ms, model, 1000, 100)
@@ -100,7 +100,7 @@ def test_heavy_tailed_weights_are_flagged(chain_system):
     """An untrained model as proposal: ESS of about 1 %, delta-method errors of log Z too small by
     about 1.5x (measured), and the Pareto k diagnostic says so."""
     ms, exact, xyz = chain_system
-    model = ArBG(ms.topology, xyz, n_bins=32, network=TINY_NETWORK, seed=3)
+    model = ArBG.from_data(ms.topology, xyz, n_bins=32, network=TINY_NETWORK, seed=3)
     runs = _runs(ms, model, 1500, 100)
     ks = [r.pareto_k for r, _ in runs]
     assert np.median(ks) > PARETO_K_THRESHOLD

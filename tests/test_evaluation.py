@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_arbg.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
+from openmm_arbg.analysis.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
 
 
 def test_energy_w2_of_shifted_gaussians():

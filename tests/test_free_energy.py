@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from openmm_arbg import ArBG
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights, state_free_energies
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.md import run_md
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.analysis.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights, state_free_energies
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 from conftest import TINY_NETWORK
 
@@ -23,7 +23,7 @@ def sampled(tmp_path_factory):
     ms, analytic = harmonic_chain(4)
     out = tmp_path_factory.mktemp("md")
     traj = run_md(ms, str(out), n_steps=400_000, report_interval=20, temperature=300.0, equilibration_steps=1000, progress=False, seed=4)
-    model = ArBG(ms.topology, traj, n_bins=32, network=TINY_NETWORK, seed=3)
+    model = ArBG.from_data(ms.topology, traj, n_bins=32, network=TINY_NETWORK, seed=3)
     with ReducedPotential(ms.system, temperature=300.0) as u:
         result = importance_sample(model, u, 20_000, seed=5)
     return ms, analytic, traj, model, result

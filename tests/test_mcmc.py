@@ -17,11 +17,11 @@ from openmmtools import cache, mcmc, states
 from pymbar import timeseries
 
 from openmm_arbg import ArBG
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.md import run_md
-from openmm_arbg.mcmc import ArBGMove
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.sampling.mcmc import ArBGMove
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 from conftest import TINY_NETWORK
 
@@ -49,7 +49,7 @@ def chain(tmp_path_factory):
 @pytest.fixture(scope="module", params=["internal", "cartesian"])
 def untrained(request, chain, tmp_path_factory):
     ms, _, frames = chain
-    model = ArBG(ms.topology, frames, representation=request.param, n_bins=32, network=TINY_NETWORK, seed=2)
+    model = ArBG.from_data(ms.topology, frames, representation=request.param, n_bins=32, network=TINY_NETWORK, seed=2)
     path = tmp_path_factory.mktemp("models") / f"chain_{request.param}.safetensors"
     model.save(path)
     return ArBG.load(path)
@@ -181,7 +181,7 @@ def test_wrong_handed_proposals_are_rejected(alanine, tmp_path):
     from conftest import jittered
 
     frames = jittered(alanine.positions_nm(), 100, 0.003)
-    model = ArBG(alanine.topology, frames, n_bins=16, network=TINY_NETWORK)
+    model = ArBG.from_data(alanine.topology, frames, n_bins=16, network=TINY_NETWORK)
     model.save(tmp_path / "ala.safetensors")
     np.random.seed(0)
     move = ArBGMove(str(tmp_path / "ala.safetensors"), n_attempts=100, buffer_size=100)
@@ -196,7 +196,7 @@ def test_wrong_handed_proposals_are_rejected(alanine, tmp_path):
 
 def test_move_needs_a_saved_model(chain):
     ms, _, frames = chain
-    model = ArBG(ms.topology, frames, network=TINY_NETWORK)
+    model = ArBG.from_data(ms.topology, frames, network=TINY_NETWORK)
     with pytest.raises(ValueError, match="saved to a file"):
         ArBGMove(model)
 
@@ -204,7 +204,7 @@ def test_move_needs_a_saved_model(chain):
 def test_deepcopy_and_serialization(untrained, chain, tmp_path):
     from openmmtools.utils import deserialize, serialize
 
-    move = ArBGMove(untrained, n_attempts=3, temperature=1.2)
+    move = ArBGMove(untrained, n_attempts=3, proposal_temperature=1.2)
     move.statistics = dict(n_accepted=4, n_proposed=9)
     clone = copy.deepcopy(move)
     assert clone.statistics == move.statistics and clone.model is move.model
@@ -213,7 +213,7 @@ def test_deepcopy_and_serialization(untrained, chain, tmp_path):
     original = copy.deepcopy(data)  # deserialize consumes its input
     assert all(isinstance(v, (str, int, float)) for k, v in data.items() if k != "__class_name__" and k != "__module_name__")
     back = deserialize(copy.deepcopy(original))
-    assert isinstance(back, ArBGMove) and back.n_attempts == 3 and back.proposal.temperature == 1.2
+    assert isinstance(back, ArBGMove) and back.n_attempts == 3 and back.proposal.proposal_temperature == 1.2
     assert back.statistics["n_accepted"] == 4
     # tolerant of missing keys
     minimal = ArBGMove.__new__(ArBGMove)
@@ -222,7 +222,7 @@ def test_deepcopy_and_serialization(untrained, chain, tmp_path):
     # a changed model file is refused
     other = tmp_path / "other.safetensors"
     ms, _, frames = chain
-    ArBG(ms.topology, frames, network=TINY_NETWORK, seed=9).save(other)
+    ArBG.from_data(ms.topology, frames, network=TINY_NETWORK, seed=9).save(other)
     state = copy.deepcopy(original)
     state["model_path"] = str(other)
     with pytest.raises(ValueError, match="has changed"):
@@ -236,7 +236,7 @@ def test_five_atom_chain_long_run(kind, tmp_path):
     ms, analytic = harmonic_chain(5)
     frames = run_md(ms, str(tmp_path / "md"), n_steps=200_000, report_interval=50, equilibration_steps=1000, progress=False, seed=3)
     path = tmp_path / "m.safetensors"
-    ArBG(ms.topology, frames.xyz, representation=kind, n_bins=32, network=TINY_NETWORK, seed=2).save(path)
+    ArBG.from_data(ms.topology, frames.xyz, representation=kind, n_bins=32, network=TINY_NETWORK, seed=2).save(path)
     np.random.seed(11)
     move = ArBGMove(str(path), n_attempts=500, buffer_size=5000)
     thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)

@@ -6,10 +6,11 @@ import numpy as np
 import openmm
 import pytest
 
-from openmm_arbg import md as md_module
-from openmm_arbg.md import load_md, run_md
-from openmm_arbg.systems import alanine_dipeptide_implicit, check_shape_move_compatible
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.simulation import md as md_module
+from openmm_arbg.simulation.md import load_md, run_md
+from openmm_arbg.physics import check_shape_move_compatible
+from openmm_arbg.simulation.systems import alanine_dipeptide_implicit
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 
 def test_interrupted_md_resumes_and_completes(tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_implicit_solvent_alanine_dipeptide():
 def test_constrained_md_is_refused(alanine):
     import copy
 
-    from openmm_arbg.systems import MolecularSystem
+    from openmm_arbg.simulation.systems import MolecularSystem
 
     system = copy.deepcopy(alanine.system)
     system.addConstraint(0, 1, 0.109)

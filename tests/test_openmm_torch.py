@@ -23,10 +23,10 @@ import numpy as np, torch, openmm, openmm.unit as unit, openmmtorch, mdtraj
 from openmmtools import cache, states
 from pymbar import timeseries
 from openmm_arbg import ArBG, ArBGMove
-from openmm_arbg.energies import ReducedPotential
-from openmm_arbg.importance import importance_sample
-from openmm_arbg.md import run_md
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.sampling.energies import ReducedPotential
+from openmm_arbg.sampling.importance import importance_sample
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 class Torsion(torch.nn.Module):
     def __init__(self, k: float):
@@ -53,7 +53,7 @@ for i in reversed(range(system.getNumForces())):
         system.removeForce(i)
 system.addForce(openmmtorch.TorchForce(out + "/torsion.pt"))
 frames = run_md(ms, out + "/md", n_steps=50_000, report_interval=50, equilibration_steps=500, progress=False)
-ArBG(ms.topology, frames.xyz, n_bins=32, network=dict(n_layer=1, n_head=2, d_model=32), seed=1).save(out + "/m.safetensors")
+ArBG.from_data(ms.topology, frames.xyz, n_bins=32, network=dict(n_layer=1, n_head=2, d_model=32), seed=1).save(out + "/m.safetensors")
 model = ArBG.load(out + "/m.safetensors")
 res = importance_sample(model, ReducedPotential(system, temperature=300.0, platform="Reference"), 6000, seed=4)
 log_z, log_z_err = res.log_partition_function()

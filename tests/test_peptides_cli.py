@@ -5,9 +5,10 @@ import openmm.unit as unit
 import pytest
 
 from openmm_arbg.cli import main
-from openmm_arbg.peptides import build_capped_peptide, check_peptide_geometry
-from openmm_arbg.systems import build_system, capped_peptide, check_shape_move_compatible
-from openmm_arbg.topology import MolecularGraph
+from openmm_arbg.simulation.peptides import build_capped_peptide, check_peptide_geometry
+from openmm_arbg.physics import check_shape_move_compatible
+from openmm_arbg.simulation.systems import build_system, capped_peptide
+from openmm_arbg.molecule.topology import MolecularGraph
 
 
 def test_capped_alanine_matches_alanine_dipeptide(alanine):
@@ -63,14 +64,14 @@ def test_command_line_md_train_sample(tmp_path, capsys):
 
 
 def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
-    from openmm_arbg.demo import shipped_model_path
+    from openmm_arbg.pretrained import pretrained_path
 
     out = tmp_path / "chain.dcd"
-    args = ["mcmc", "--model", shipped_model_path(), "--iterations", "20", "--attempts", "5", "--langevin-steps", "10", "--output", str(out), "--quiet"]
+    args = ["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--iterations", "20", "--attempts", "5", "--langevin-steps", "10", "--output", str(out), "--quiet"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "ArBGMove acceptance" in text and "F(alpha_R) - F(beta)" in text and out.exists()
-    from openmm_arbg.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
     import openmm.app as app
 
     pdb = tmp_path / "ala.pdb"
@@ -80,4 +81,4 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb)]) == 0
     assert "F(phi>0) - F(beta)" in capsys.readouterr().out
     assert main(["free-energy"]) == 2
-    assert main(["mcmc", "--model", shipped_model_path(), "--system", "peptide:AA", "--iterations", "1"]) == 2
+    assert main(["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--system", "peptide:AA", "--iterations", "1"]) == 2

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_arbg.representation import (
+from openmm_arbg.molecule.representation import (
     CartesianRepresentation,
     InternalRepresentation,
-    StereoChecker,
     build_representation,
     place_in_frame,
 )
-from openmm_arbg.topology import MolecularGraph
+from openmm_arbg.molecule.stereochemistry import StereoChecker
+from openmm_arbg.molecule.topology import MolecularGraph
 
 from conftest import jittered
 

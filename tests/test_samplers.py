@@ -9,9 +9,9 @@ import pytest
 from openmmtools import cache, mcmc, multistate, states
 
 from openmm_arbg import ArBG
-from openmm_arbg.md import run_md
-from openmm_arbg.mcmc import ArBGMove
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.sampling.mcmc import ArBGMove
+from openmm_arbg.simulation.testsystems import harmonic_chain
 
 from conftest import TINY_NETWORK
 
@@ -24,7 +24,7 @@ def chain_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("chain_md")
     frames = run_md(ms, str(out), n_steps=100_000, report_interval=50, temperature=480.0, equilibration_steps=1000, progress=False)
     path = tmp_path_factory.mktemp("model") / "chain.safetensors"
-    ArBG(ms.topology, frames.xyz, representation="internal", n_bins=32, network=TINY_NETWORK, seed=4).save(path)
+    ArBG.from_data(ms.topology, frames.xyz, representation="internal", n_bins=32, network=TINY_NETWORK, seed=4).save(path)
     return ms, analytic, str(path)
 
 
@@ -103,7 +103,7 @@ MPI_SCRIPT = """
 import sys, numpy as np, openmm, openmm.unit as unit
 from openmmtools import cache, mcmc, multistate, states
 from openmm_arbg import ArBGMove
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.simulation.testsystems import harmonic_chain
 from mpi4py import MPI
 model_path, storage = sys.argv[1], sys.argv[2]
 np.random.seed(MPI.COMM_WORLD.Get_rank())

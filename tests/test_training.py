@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from openmm_arbg import ArBG
-from openmm_arbg.md import run_md
-from openmm_arbg.testsystems import harmonic_chain
+from openmm_arbg.model.checkpoint import read_checkpoint
+from openmm_arbg.simulation.md import run_md
+from openmm_arbg.simulation.testsystems import harmonic_chain
 from openmm_arbg.training import Trainer, load_trajectories, time_block_split
 
 from conftest import TINY_NETWORK
@@ -38,7 +39,7 @@ def test_time_block_split():
 
 def test_training_lowers_validation_nll_and_writes_files(chain_md, tmp_path):
     ms, traj, _ = chain_md
-    model = ArBG(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
+    model = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
     history = Trainer(model, traj, CONFIG, output_dir=tmp_path, progress=False).fit()
     assert history[-1]["val_nll"] < history[0]["val_nll"]
     assert {"model.safetensors", "checkpoint.safetensors", "training_log.csv"} <= set(os.listdir(tmp_path))
@@ -49,27 +50,27 @@ def test_training_lowers_validation_nll_and_writes_files(chain_md, tmp_path):
 
 def test_interrupted_and_resumed_run_ends_where_uninterrupted_run_does(chain_md, tmp_path):
     ms, traj, _ = chain_md
-    full = ArBG(ms.topology, traj, network=TINY_NETWORK, n_bins=32, seed=5)
+    full = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32, seed=5)
     Trainer(full, traj, CONFIG, output_dir=tmp_path / "full", progress=False).fit()
 
-    part = ArBG(ms.topology, traj, network=TINY_NETWORK, n_bins=32, seed=5)
+    part = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32, seed=5)
     Trainer(part, traj, CONFIG, output_dir=tmp_path / "part", progress=False).fit(stop_after=13)
     # a new process would rebuild everything from the checkpoint
     resumed_model = ArBG.load(tmp_path / "part" / "checkpoint.safetensors")
     trainer = Trainer(resumed_model, traj, CONFIG, output_dir=tmp_path / "part", progress=False)
     assert trainer.step == 13
     trainer.fit()
-    a = ArBG.read_checkpoint(tmp_path / "full" / "checkpoint.safetensors")[1]
-    b = ArBG.read_checkpoint(tmp_path / "part" / "checkpoint.safetensors")[1]
+    a = read_checkpoint(tmp_path / "full" / "checkpoint.safetensors")[1]
+    b = read_checkpoint(tmp_path / "part" / "checkpoint.safetensors")[1]
     assert set(a) == set(b)
     for k in a:
-        if k.startswith("model.") or k.startswith("ema.") or k.startswith("optim."):
+        if k.startswith("network.") or k.startswith("trainer.ema.") or k.startswith("trainer.optim."):
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
 def test_resume_with_other_settings_is_refused(chain_md, tmp_path):
     ms, traj, _ = chain_md
-    model = ArBG(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
+    model = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
     Trainer(model, traj, CONFIG, output_dir=tmp_path, progress=False).fit(stop_after=5)
     with pytest.raises(ValueError, match="other training settings"):
         Trainer(model, traj, dict(CONFIG, learning_rate=1e-2), output_dir=tmp_path, progress=False)
@@ -81,7 +82,7 @@ def test_trajectory_errors(chain_md, tmp_path, alanine):
     ms, traj, md_dir = chain_md
     top = os.path.join(md_dir, "topology.pdb")
     dcd = os.path.join(md_dir, "trajectory.dcd")
-    from openmm_arbg.topology import MolecularGraph
+    from openmm_arbg.molecule.topology import MolecularGraph
 
     graph = MolecularGraph.from_topology(ms.topology)
     x = load_trajectories([dcd, dcd], top, stride=10, graph=graph)
@@ -115,7 +116,7 @@ def test_settings_that_do_not_fit_in_memory(chain_md):
     with pytest.raises(MemoryError, match="GiB"):
         check_memory(1 << 60, "a test allocation")
     ms, traj, _ = chain_md
-    model = ArBG(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
+    model = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(model, traj[:50], dict(CONFIG, batch_size=512), output_dir="unused", progress=False)
 
@@ -130,7 +131,7 @@ DDP_SCRIPT = textwrap.dedent(
     if world > 1:
         dist.init_process_group("gloo")
     traj = mdtraj.load(md_dir + "/trajectory.dcd", top=md_dir + "/topology.pdb")
-    model = ArBG(traj.topology, traj, network=dict(n_layer=1, n_head=2, d_model=32), n_bins=32, seed=5)
+    model = ArBG.from_data(traj.topology, traj, network=dict(n_layer=1, n_head=2, d_model=32), n_bins=32, seed=5)
     cfg = dict(n_steps=12, batch_size=64, learning_rate=3e-3, warmup_steps=3, eval_interval=6, checkpoint_interval=6, seed=3)
     Trainer(model, traj, cfg, output_dir=out, progress=False).fit()
     if world > 1:
@@ -152,8 +153,8 @@ def test_distributed_training_agrees_with_single_process(chain_md, tmp_path):
         env=env,
         timeout=300,
     )
-    a = ArBG.read_checkpoint(tmp_path / "single" / "checkpoint.safetensors")[1]
-    b = ArBG.read_checkpoint(tmp_path / "ddp" / "checkpoint.safetensors")[1]
+    a = read_checkpoint(tmp_path / "single" / "checkpoint.safetensors")[1]
+    b = read_checkpoint(tmp_path / "ddp" / "checkpoint.safetensors")[1]
     for k in a:
-        if k.startswith("model."):
+        if k.startswith("network."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from openmm_arbg.testsystems import harmonic_chain
-from openmm_arbg.umbrella import dihedral_grid, load_umbrella, run_umbrella
+from openmm_arbg.simulation.testsystems import harmonic_chain
+from openmm_arbg.simulation.umbrella import dihedral_grid, load_umbrella, run_umbrella
 
 
 def test_dihedral_grid():
@@ -82,10 +82,10 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     # exported frames: Boltzmann-resampled, all with phi > 0, same stereochemistry as the input
     import mdtraj
 
-    from openmm_arbg.analysis import backbone_dihedrals
-    from openmm_arbg.representation import StereoChecker
-    from openmm_arbg.systems import alanine_dipeptide_vacuum
-    from openmm_arbg.topology import MolecularGraph
+    from openmm_arbg.analysis.observables import backbone_dihedrals
+    from openmm_arbg.molecule.stereochemistry import StereoChecker
+    from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.molecule.topology import MolecularGraph
 
     ms = alanine_dipeptide_vacuum()
     frames = mdtraj.load(os.path.join(out, "frames.dcd"), top=mdtraj.Topology.from_openmm(ms.topology))
@@ -106,9 +106,9 @@ def test_resample_needs_positions(chain_umbrella):
 def test_rigid_rotation_start_sets_dihedrals_and_keeps_bonds():
     import mdtraj
 
-    from openmm_arbg.systems import alanine_dipeptide_vacuum
-    from openmm_arbg.topology import MolecularGraph
-    from openmm_arbg.umbrella import _compute_dihedrals, _rotate_dihedrals
+    from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
+    from openmm_arbg.molecule.topology import MolecularGraph
+    from openmm_arbg.simulation.umbrella import _compute_dihedrals, _rotate_dihedrals
 
     ms = alanine_dipeptide_vacuum()
     x0 = np.asarray(ms.positions_nm())

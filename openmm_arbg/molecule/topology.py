@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["MolecularGraph"]
+__all__ = ["MolecularGraph", "check_same_molecule"]
 
 
 class MolecularGraph:
@@ -209,3 +209,22 @@ class MolecularGraph:
         grow(heavy_only=True)
         grow(heavy_only=False)
         return order, parent
+
+
+def check_same_molecule(expected, other, what="topology"):
+    """Raise ``ValueError`` unless ``other`` is the molecule ``expected`` (same atoms, in the same
+    order, and bonds), naming the first difference."""
+    if other.fingerprint() == expected.fingerprint():
+        return
+    if other.n_atoms != expected.n_atoms:
+        diff = f"{other.n_atoms} atoms instead of {expected.n_atoms}"
+    else:
+        diff = "the bonds differ"
+        for i, (a, b) in enumerate(zip(expected.atoms, other.atoms)):
+            if (a["name"], a["element"], a["resname"]) != (b["name"], b["element"], b["resname"]):
+                diff = (
+                    f"atom {i} is {b['resname']}:{b['name']} ({b['element']}), "
+                    f"expected {a['resname']}:{a['name']} ({a['element']})"
+                )
+                break
+    raise ValueError(f"{what} does not match the model's molecule: {diff}")

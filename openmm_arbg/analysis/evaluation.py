@@ -1,4 +1,4 @@
-"""The ArBG paper's evaluation metrics (DESIGN section 5) and plots.
+"""The ArBG paper's evaluation metrics (``docs/design.md``) and plots.
 
 * E-W2: sqrt of the 1-D optimal-transport cost (squared distance) between reduced energies (kT)
   of model samples (after resampling) and reference frames; no clipping.
@@ -55,7 +55,7 @@ def torus_w2(angles_a, angles_b, max_points=5000, rng=0):
 
 def dihedral_features(positions, topology):
     """cos and sin of every backbone phi and psi: (n, 4 * n_dihedral_pairs)."""
-    from .analysis import backbone_dihedrals
+    from .observables import backbone_dihedrals
 
     phi, psi = backbone_dihedrals(positions, topology)
     ang = np.radians(np.concatenate([phi, psi], axis=1))

@@ -17,16 +17,10 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from .systems import default_platform
+from ..physics import default_platform
+from ..utils import write_json_atomic
 
 __all__ = ["run_md", "load_md"]
-
-
-def _write_json_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def run_md(
@@ -153,7 +147,7 @@ def run_md(
             f.write(openmm.XmlSerializer.serialize(state))
         os.replace(state_path + ".tmp", state_path)
         done["completed_chunks"] = chunk + 1
-        _write_json_atomic(settings_path, dict(settings, **done))
+        write_json_atomic(settings_path, dict(settings, **done))
     bar.close()
 
     xyz = np.concatenate([np.load(os.path.join(output_dir, "chunks", f"chunk_{c:06d}.npy")) for c in range(n_chunks)])
@@ -163,7 +157,7 @@ def run_md(
     traj.save_dcd(dcd_path + ".tmp.dcd")
     os.replace(dcd_path + ".tmp.dcd", dcd_path)
     done["complete"] = True
-    _write_json_atomic(settings_path, dict(settings, **done))
+    write_json_atomic(settings_path, dict(settings, **done))
     for c in range(n_chunks):
         os.remove(os.path.join(output_dir, "chunks", f"chunk_{c:06d}.npy"))
     return traj

@@ -15,16 +15,11 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from .systems import default_platform
+from ..physics import default_platform, kT_kJ_per_mol
 
 __all__ = ["ReducedPotential", "kT_kJ_per_mol"]
 
 _WORKER = {}
-
-
-def kT_kJ_per_mol(temperature_K):
-    """Thermal energy k_B T in kJ/mol at ``temperature_K`` kelvin."""
-    return (unit.MOLAR_GAS_CONSTANT_R * temperature_K * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
 
 
 def _make_context(system, platform_name):

@@ -16,7 +16,7 @@ import openmm.app as app
 import openmm.unit as unit
 from scipy import integrate
 
-from .energies import kT_kJ_per_mol
+from ..physics import kT_kJ_per_mol
 from .systems import MolecularSystem
 
 __all__ = ["harmonic_chain", "ChainAnalytic"]

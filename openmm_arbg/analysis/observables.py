@@ -1,4 +1,4 @@
-"""Observables of peptides: backbone dihedrals and the alanine dipeptide basins (DESIGN section 4)."""
+"""Observables of peptides: backbone dihedrals and the alanine dipeptide basins."""
 
 import numpy as np
 

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from .representation import ANGLE, PERIODIC, POSITIVE, UNBOUNDED
+from ..molecule.representation import ANGLE, PERIODIC, POSITIVE, UNBOUNDED
 
 __all__ = ["Discretizer"]
 

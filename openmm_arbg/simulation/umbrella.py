@@ -1,7 +1,7 @@
 """Umbrella sampling on dihedrals, combined with MBAR: converged references for rare basins.
 
 Plain MD cannot estimate the population of a basin it almost never visits (alanine dipeptide's
-C7ax at 300 K, DESIGN section 4). Umbrella sampling restrains one or more dihedrals near a grid of
+C7ax at 300 K). Umbrella sampling restrains one or more dihedrals near a grid of
 centres with harmonic biases ``0.5 k d^2`` (``d`` the periodic angular distance, rad), runs
 Langevin MD in each window, and MBAR (pymbar) recombines all windows into unbiased averages with
 uncertainties. This module is how the project makes the independent references its benchmarks
@@ -28,10 +28,10 @@ import openmm
 import openmm.unit as unit
 from scipy.special import logsumexp
 
-from .energies import kT_kJ_per_mol
-from .md import _write_json_atomic
-from .systems import default_platform
-from .topology import MolecularGraph
+from ..physics import kT_kJ_per_mol
+from ..utils import write_json_atomic
+from ..physics import default_platform
+from ..molecule.topology import MolecularGraph
 
 logging.getLogger("pymbar").setLevel(logging.ERROR)
 
@@ -154,7 +154,7 @@ def _run_window(job):
     """Run one window in this process and save it (called in worker processes). A window whose
     dynamics blows up is discarded whole and run again with another seed (up to ``_MAX_TRIES``)."""
     (i, system_xml, positions_nm, graph, dihedrals, centre, settings, output_dir) = job
-    from .representation import StereoChecker
+    from ..molecule.stereochemistry import StereoChecker
 
     stereo = StereoChecker(graph).record(positions_nm)
     positions_nm = _rotate_dihedrals(positions_nm, graph.neighbors, dihedrals, centre)
@@ -289,7 +289,7 @@ def run_umbrella(
                 "output folder, or delete it to start over"
             )
     else:
-        _write_json_atomic(settings_path, settings)
+        write_json_atomic(settings_path, settings)
 
     system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)
@@ -447,7 +447,7 @@ class UmbrellaResult:
         -------
         numpy.ndarray (n, n_atoms, 3), nm
         """
-        from .importance import resample
+        from ..sampling.importance import resample
 
         if self.positions is None:
             raise ValueError("these umbrella windows were run without positions; rerun with save_positions=True (--save-positions)")

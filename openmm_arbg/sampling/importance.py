@@ -234,21 +234,25 @@ class ImportanceSamplingResult:
         )
 
 
-def importance_sample(model, reduced_potential, n, temperature=1.0, batch_size=1024, seed=None, clip_top_fraction=0.0):
+def importance_sample(model, reduced_potential, n, proposal_temperature=1.0, batch_size=1024, seed=None, clip_top_fraction=0.0):
     """Draw ``n`` proposals from ``model`` and weight them for the target of ``reduced_potential``.
 
     Parameters
     ----------
     model : openmm_arbg.ArBG
-    reduced_potential : openmm_arbg.energies.ReducedPotential
+    reduced_potential : openmm_arbg.sampling.energies.ReducedPotential
     n : int
-    temperature : float
-        Proposal temperature; weights use the tempered model's exact density.
+    proposal_temperature : float
+        Softmax temperature of the proposal; weights use the tempered model's exact density.
     seed : int, optional
     clip_top_fraction : float
         Biased clipping, off by default (see :func:`log_importance_weights`).
     """
-    positions, log_q = model.sample(n, temperature=temperature, batch_size=batch_size, seed=seed)
+    from ..physics import check_shape_move_compatible, check_system_matches_molecule
+
+    check_shape_move_compatible(reduced_potential.system)
+    check_system_matches_molecule(reduced_potential.system, model.graph)
+    positions, log_q = model.sample(n, proposal_temperature=proposal_temperature, batch_size=batch_size, seed=seed)
     valid = model.check_stereo(positions)
     u = np.full(len(positions), np.inf)
     if valid.any():

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .arbg import ArBG, as_positions_nm
+from ..arbg import as_positions_nm
+from ..model.checkpoint import read_checkpoint, write_checkpoint
+from ..utils import atomic_write
 
 __all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
 
@@ -140,7 +142,7 @@ def load_trajectories(paths, topology, stride=1, graph=None):
     """
     import mdtraj
 
-    from .topology import MolecularGraph
+    from ..molecule.topology import MolecularGraph
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -283,10 +285,8 @@ class Trainer:
             return math.nan
         total = 0.0
         with self._holding(self.ema) if self.ema is not None else contextlib.nullcontext():
-            self.net.eval()
-            for s in range(0, len(self.z_val), batch_size):
+            for s in range(0, len(self.z_val), batch_size):  # log_prob evaluates without dropout
                 total += -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).sum().item()
-            self.net.train()
         return total / (len(self.z_val) * self.model.n_coords)
 
     @contextlib.contextmanager
@@ -313,16 +313,17 @@ class Trainer:
     def _save_checkpoint(self):
         if self.rank != 0:
             return
-        extra = {}
+        tensors = self.model.network_tensors()
         opt = self.optimizer.state_dict()
         for idx, st in opt["state"].items():
             for key, val in st.items():
-                extra[f"optim.{idx}.{key}"] = torch.as_tensor(val).reshape(-1).clone()
+                tensors[f"trainer.optim.{idx}.{key}"] = torch.as_tensor(val).reshape(-1).clone()
         if self.ema is not None:
             for k, v in self.ema.items():
-                extra[f"ema.{k}"] = v
-        extra["rng.torch"] = torch.get_rng_state()
-        self.model.metadata["resume"] = dict(
+                tensors[f"trainer.ema.{k}"] = v
+        tensors["trainer.rng.torch"] = torch.get_rng_state()
+        config = self.model.checkpoint_config()
+        config["trainer"] = dict(
             step=self.step,
             best_val=self.best_val if math.isfinite(self.best_val) else None,
             bad_evals=self.bad_evals,
@@ -331,28 +332,42 @@ class Trainer:
             history=self.history,
             param_groups=[{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
         )
-        self.model.save(self.checkpoint_path, extra_tensors=extra)
-        del self.model.metadata["resume"]
+        write_checkpoint(self.checkpoint_path, config, tensors)
 
     def _load_checkpoint(self):
-        config, tensors = ArBG.read_checkpoint(self.checkpoint_path)
-        meta = config.get("metadata", {}).get("resume")
+        config, tensors = read_checkpoint(self.checkpoint_path)
+        meta = config.get("trainer")
+        where = self.checkpoint_path
         if meta is None:
-            raise ValueError(f"{self.checkpoint_path} is a model file, not a resumable training checkpoint")
-        if config["fingerprint"] != self.model.fingerprint():
-            raise ValueError(f"{self.checkpoint_path} belongs to another molecule; use another output folder")
-        if meta["schedule"] != self.config.schedule_key():
+            raise ValueError(f"{where} is a model file, not a resumable training checkpoint; use another output folder")
+        mine = self.model.checkpoint_config()
+        if config["molecule"]["fingerprint"] != mine["molecule"]["fingerprint"]:
+            raise ValueError(f"{where} belongs to another molecule; use another output folder")
+        for section, key in (("molecule", "representation"), ("molecule", "discretizer")):
+            if config[section][key] != mine[section][key]:
+                raise ValueError(
+                    f"{where} was written with another {key} (representation, anchors, bins or data range); "
+                    "resume with the same model settings and data, or use another output folder"
+                )
+        if config["network"] != mine["network"]:
+            changed = sorted(k for k in mine["network"] if config["network"].get(k) != mine["network"][k])
             raise ValueError(
-                f"{self.checkpoint_path} was written with other training settings; resume with the same settings "
-                "or use another output folder"
+                f"{where} was written with other network settings ({', '.join(changed)} differ); resume with the same "
+                "settings or use another output folder"
+            )
+        if meta["schedule"] != self.config.schedule_key():
+            changed = sorted(k for k, v in self.config.schedule_key().items() if meta["schedule"].get(k) != v)
+            raise ValueError(
+                f"{where} was written with other training settings ({', '.join(changed)} differ); resume with the same "
+                "settings or use another output folder"
             )
         if meta["data_hash"] != self.data_hash:
-            raise ValueError(f"{self.checkpoint_path} was trained on other frames; resume with the same data and stride")
+            raise ValueError(f"{where} was trained on other frames; resume with the same data and stride")
         self.model.load_network_weights(tensors)
         state = {}
         for key, val in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
+            if key.startswith("trainer.optim."):
+                _, _, idx, name = key.split(".", 3)
                 state.setdefault(int(idx), {})[name] = val
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         for idx, st in state.items():
@@ -363,8 +378,8 @@ class Trainer:
         groups = [dict(saved, params=g["params"]) for g, saved in zip(groups, meta["param_groups"])]
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         if self.ema is not None:
-            self.ema = {k[4:]: v.clone() for k, v in tensors.items() if k.startswith("ema.")}
-        torch.set_rng_state(tensors["rng.torch"])
+            self.ema = {k[len("trainer.ema.") :]: v.clone() for k, v in tensors.items() if k.startswith("trainer.ema.")}
+        torch.set_rng_state(tensors["trainer.rng.torch"])
         self.step = int(meta["step"])
         self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
         self.bad_evals = int(meta["bad_evals"])
@@ -373,12 +388,10 @@ class Trainer:
     def _write_log(self):
         if self.rank != 0 or not self.history:
             return
-        tmp = self.log_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.log_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
             writer.writeheader()
             writer.writerows(self.history)
-        os.replace(tmp, self.log_path)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after=None):
@@ -392,7 +405,6 @@ class Trainer:
         c = self.config
         os.makedirs(self.output_dir, exist_ok=True)
         module = self.ddp if self.ddp is not None else self.net
-        self.net.train()
         start_time = time.time()
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
         bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
@@ -404,12 +416,21 @@ class Trainer:
                 g["lr"] = lr
             idx = self._batch_indices(self.step)
             z = self.z_train[idx].to(self.device)
+            self.net.train()  # training mode (dropout) only inside the step
             loss = -module(z).mean()  # NLL per coordinate
+            if not bool(torch.isfinite(loss)):
+                self.net.eval()
+                raise FloatingPointError(
+                    f"the training loss became {loss.item()} at step {self.step + 1}; nothing was saved from this step "
+                    f"(the last checkpoint and best model are intact). Lower learning_rate (now {c.learning_rate}) "
+                    "or set grad_clip, and check the training frames for broken geometries."
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
             self.optimizer.step()
+            self.net.eval()
             if self.ema is not None:
                 with torch.no_grad():
                     for k, v in self.net.state_dict().items():
@@ -431,7 +452,12 @@ class Trainer:
                 self.history.append(row)
                 running, count = 0.0, 0
                 bar.set_postfix(train=f"{row['train_nll']:.4f}", val=f"{val:.4f}")
-                if not math.isfinite(val) or val < self.best_val:
+                if len(self.z_val) and not math.isfinite(val):
+                    raise FloatingPointError(
+                        f"the validation NLL became {val} at step {self.step}; the best model "
+                        f"({self.model_path}) and the last checkpoint are kept. Lower learning_rate or ema_decay."
+                    )
+                if not len(self.z_val) or val < self.best_val:  # without validation frames: the latest
                     self.best_val = val if math.isfinite(val) else self.best_val
                     self.bad_evals = 0
                     if self.rank == 0:
@@ -454,9 +480,10 @@ class Trainer:
         if self.rank == 0 and not os.path.exists(self.model_path):
             self._save_model(self.model_path, self._model_state())
         # leave the model holding the best weights
-        best = ArBG.read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
+        best = read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
         if best is not None:
             self.model.load_network_weights(best)
+        self.model.eval()
         if _is_distributed():
             dist.barrier()  # no rank tears down its process group while rank 0 still writes files
         return self.history

@@ -1,7 +1,7 @@
 """Molecular systems for ArBG, and the checks a System must pass for whole-molecule moves.
 
 All systems are built without holonomic constraints (a proposal that violates a constraint would
-be projected by the next Langevin step, which breaks detailed balance; DESIGN section 3).
+be projected by the next Langevin step, which breaks detailed balance; ``docs/design.md``).
 """
 
 from dataclasses import dataclass
@@ -17,9 +17,7 @@ __all__ = [
     "alanine_dipeptide_implicit",
     "capped_peptide",
     "build_system",
-    "check_shape_move_compatible",
     "SYSTEMS",
-    "default_platform",
 ]
 
 
@@ -104,43 +102,3 @@ def build_system(name):
     if name not in SYSTEMS:
         raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)} or 'peptide:SEQUENCE' (e.g. peptide:AAA)")
     return SYSTEMS[name]()
-
-
-def default_platform(n_atoms):
-    """OpenMM platform name: Reference below 500 atoms (fastest for small molecules on CPU),
-    otherwise the fastest available."""
-    if n_atoms < 500:
-        return "Reference"
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-    for name in ("CUDA", "OpenCL", "CPU"):
-        if name in names:
-            return name
-    return "Reference"
-
-
-def check_shape_move_compatible(system):
-    """Raise ``ValueError`` if whole-molecule shape proposals would not be exact for ``system``.
-
-    Refused: holonomic constraints, periodic boxes (solvated systems), and forces whose energy
-    is not invariant under rigid-body motion (``CustomExternalForce`` position restraints,
-    ``RMSDForce``, ``CustomCentroidBondForce`` with absolute positions are not detected and are
-    the user's responsibility).
-    """
-    if system.getNumConstraints() > 0:
-        raise ValueError(
-            f"the System has {system.getNumConstraints()} holonomic constraints. A whole-molecule proposal that "
-            "violates them would be projected by the next dynamics step, which breaks detailed balance. Build the "
-            "System with constraints=None (and a 1 fs time step, or hydrogen mass repartitioning)."
-        )
-    if system.usesPeriodicBoundaryConditions():
-        raise ValueError(
-            "the System uses periodic boundary conditions. Whole-molecule proposals are only exact for a single "
-            "molecule in vacuum or implicit solvent (no box, no explicit solvent); use NoCutoff."
-        )
-    for force in system.getForces():
-        if isinstance(force, (openmm.CustomExternalForce, openmm.RMSDForce)):
-            raise ValueError(
-                f"the System contains a {type(force).__name__}, whose energy changes under rotation or translation "
-                "of the molecule; ArBG proposals keep the rigid-body frame of the current state only for energies "
-                "that are invariant under rigid motion. Remove the force or express it in internal coordinates."
-            )

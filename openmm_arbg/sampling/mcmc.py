@@ -28,8 +28,10 @@ import numpy as np
 import openmm.unit as unit
 from openmmtools.mcmc import MCMCMove
 
-from .arbg import ArBG, file_sha256
-from .systems import check_shape_move_compatible
+from ..arbg import ArBG
+from ..model.density import check_proposal_temperature
+from ..utils import file_sha256
+from ..physics import check_shape_move_compatible, check_system_matches_molecule
 
 __all__ = ["ArBGProposal", "ArBGMove"]
 
@@ -66,6 +68,12 @@ def _load_model(path, sha256=None):
     return _MODEL_CACHE[key], path, digest
 
 
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
 class ArBGProposal:
     """Independent whole-molecule proposals from an ArBG, with their exact log densities.
 
@@ -77,13 +85,13 @@ class ArBGProposal:
     ----------
     model : ArBG or str
         A model loaded from a file (``ArBG.load``) or the path of a saved model.
-    temperature : float
+    proposal_temperature : float
         Softmax temperature of the proposal (``log q`` is that of the tempered model).
     buffer_size : int
-        Proposals drawn per network call.
+        Proposals drawn per network call (>= 1).
     """
 
-    def __init__(self, model, temperature=1.0, buffer_size=256):
+    def __init__(self, model, proposal_temperature=1.0, buffer_size=256):
         if isinstance(model, ArBG):
             path = getattr(model, "checkpoint_path", None)
             if path is None:
@@ -95,16 +103,15 @@ class ArBGProposal:
             _MODEL_CACHE.setdefault((self.model_path, self.model_sha256), model)
         else:
             self.model, self.model_path, self.model_sha256 = _load_model(model)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be positive and finite; got {temperature}")
-        self.temperature = float(temperature)
-        self.buffer_size = int(buffer_size)
+        check_proposal_temperature(proposal_temperature)
+        self.proposal_temperature = float(proposal_temperature)
+        self.buffer_size = _positive_int(buffer_size, "buffer_size")
         self._buffer = None
         self._position = 0
 
     def _refill(self):
         seed = int(np.random.randint(0, 2**62))
-        x, log_q = self.model.sample(self.buffer_size, temperature=self.temperature, seed=seed)
+        x, log_q = self.model.sample(self.buffer_size, proposal_temperature=self.proposal_temperature, seed=seed)
         self._buffer = (x, log_q, self.model.check_stereo(x))
         self._position = 0
 
@@ -134,14 +141,14 @@ class ArBGProposal:
 
     def log_prob(self, positions):
         """Exact log density of the proposal at ``positions`` (n, N, 3) nm."""
-        return self.model.log_prob(positions, temperature=self.temperature)
+        return self.model.log_prob(positions, proposal_temperature=self.proposal_temperature)
 
     def __getstate__(self):
-        return dict(model_path=self.model_path, model_sha256=self.model_sha256, temperature=self.temperature, buffer_size=self.buffer_size)
+        return dict(model_path=self.model_path, model_sha256=self.model_sha256, proposal_temperature=self.proposal_temperature, buffer_size=self.buffer_size)
 
     def __setstate__(self, state):
         self.model, self.model_path, self.model_sha256 = _load_model(state["model_path"], state.get("model_sha256"))
-        self.temperature = float(state.get("temperature", 1.0))
+        self.proposal_temperature = float(state.get("proposal_temperature", state.get("temperature", 1.0)))
         self.buffer_size = int(state.get("buffer_size", 256))
         self._buffer = None
         self._position = 0
@@ -156,7 +163,7 @@ class ArBGMove(MCMCMove):
         A model loaded from a file, or the path of a saved model (``.safetensors``).
     n_attempts : int
         Metropolis-Hastings attempts per ``apply``; their energies are computed in one batch.
-    temperature : float
+    proposal_temperature : float
         Softmax temperature of the proposal (exact at any value; > 1 broadens the proposal).
     buffer_size : int
         Proposals drawn from the network per call.
@@ -172,17 +179,14 @@ class ArBGMove(MCMCMove):
         The counters above (openmmtools synchronises these across MPI ranks).
     """
 
-    def __init__(self, model, n_attempts=1, temperature=1.0, buffer_size=256):
+    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256):
         super().__init__()
-        self.proposal = ArBGProposal(model, temperature=temperature, buffer_size=buffer_size)
-        if int(n_attempts) < 1:
-            raise ValueError(f"n_attempts must be >= 1; got {n_attempts}")
-        self.n_attempts = int(n_attempts)
+        self.proposal = ArBGProposal(model, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
+        self.n_attempts = _positive_int(n_attempts, "n_attempts")
         self.n_accepted = 0
         self.n_proposed = 0
         self.n_wrong_stereo = 0
         self.n_failed_energy = 0
-        self._checked_systems = set()
 
     @property
     def model(self):
@@ -211,14 +215,14 @@ class ArBGMove(MCMCMove):
     def reset_statistics(self):
         self.statistics = {}
 
-    def _check_system(self, system):
-        key = id(system)
-        if key in self._checked_systems:
-            return
+    def _check_state(self, thermodynamic_state, system):
+        """Refuse states for which the move is not exact. Runs on every apply (it costs
+        microseconds): a cache keyed on the System object would let a changed System through."""
+        temperature = thermodynamic_state.temperature.value_in_unit(unit.kelvin)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"the thermodynamic state's temperature must be positive; got {temperature} K")
         check_shape_move_compatible(system)
-        if system.getNumParticles() != self.model.n_atoms:
-            raise ValueError(f"the System has {system.getNumParticles()} particles but the ArBG model has {self.model.n_atoms} atoms")
-        self._checked_systems.add(key)
+        check_system_matches_molecule(system, self.model.graph)
 
     @staticmethod
     def _reduced_potential(thermodynamic_state, context):
@@ -240,7 +244,7 @@ class ArBGMove(MCMCMove):
         """
         context_cache = self._get_context_cache(context_cache)
         context, _ = context_cache.get_context(thermodynamic_state)
-        self._check_system(context.getSystem())
+        self._check_state(thermodynamic_state, context.getSystem())
 
         x = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
         sampler_state.apply_to_context(context, ignore_velocities=True)
@@ -280,10 +284,9 @@ class ArBGMove(MCMCMove):
         self.proposal.__setstate__(state)
         self.n_attempts = int(state.get("n_attempts", 1))
         self.statistics = state
-        self._checked_systems = set()
 
     def __str__(self):
         return (
             f"ArBGMove({os.path.basename(self.proposal.model_path)}, n_attempts={self.n_attempts}, "
-            f"temperature={self.proposal.temperature}, accepted {self.n_accepted}/{self.n_proposed})"
+            f"proposal_temperature={self.proposal.proposal_temperature}, accepted {self.n_accepted}/{self.n_proposed})"
         )

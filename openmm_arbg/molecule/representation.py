@@ -8,7 +8,7 @@ on the +x axis, ``c`` in the xy-plane with y > 0. The Lebesgue measure factorise
 
 with the same rigid-body measure ``d^3 t dR`` for both representations, so a density ``q_z`` over
 model coordinates defines the shape density ``q(x) = q_z(z) / exp(log_volume(z))`` in the measure
-in which ``exp(-u(x))`` is the Boltzmann density (DESIGN section 3).
+in which ``exp(-u(x))`` is the Boltzmann density (``docs/design.md``).
 
 * :class:`CartesianRepresentation` (the ArBG paper's choice): ``z = (x_b, x_c, y_c, x_d, y_d,
   z_d, ...)`` and ``log_volume = 2 log x_b + log y_c``.
@@ -30,7 +30,6 @@ __all__ = [
     "place_in_frame",
     "to_local_frame",
     "build_representation",
-    "StereoChecker",
 ]
 
 # Coordinate kinds: the discretizer's support for each model coordinate.
@@ -38,6 +37,7 @@ UNBOUNDED = "unbounded"  # (-inf, inf)
 POSITIVE = "positive"  # (0, inf): bond lengths, x_b, y_c
 ANGLE = "angle"  # (0, pi): bond angles
 PERIODIC = "periodic"  # [-pi, pi): torsions
+COORDINATE_KINDS = [UNBOUNDED, POSITIVE, ANGLE, PERIODIC]
 
 _EPS = 1e-12
 
@@ -273,45 +273,3 @@ def build_representation(kind, graph, anchors=None):
     if kind not in classes:
         raise ValueError(f"representation must be one of {sorted(classes)}; got {kind!r}")
     return classes[kind](graph, anchors)
-
-
-class StereoChecker:
-    """Handedness of every tetrahedral centre (atom with four bonded neighbours).
-
-    A classical force field gives mirror images the same energy, but MD of one stereoisomer never
-    visits the other; the target is the Boltzmann distribution restricted to the reference's
-    stereochemistry (DESIGN section 3). Each centre's sign is that of the triple product of its
-    first three neighbours' bond vectors (neighbours in index order), recorded from a reference.
-
-    Parameters
-    ----------
-    graph : MolecularGraph
-    reference_signs : sequence of int, optional
-        +1/-1 per centre; set with :meth:`record`.
-    """
-
-    def __init__(self, graph, reference_signs=None):
-        self.graph = graph
-        self.centers = [i for i in range(graph.n_atoms) if len(graph.neighbors[i]) == 4]
-        self.reference_signs = None if reference_signs is None else np.asarray(reference_signs, dtype=int)
-
-    def signs(self, positions):
-        """Handedness (+1/-1) of each centre, shape (n, n_centers)."""
-        x = np.asarray(positions, dtype=float)
-        if not self.centers:
-            return np.zeros((len(x), 0), dtype=int)
-        c = np.array(self.centers)
-        nb = np.array([self.graph.neighbors[i][:3] for i in self.centers])
-        v = x[:, nb, :] - x[:, c, None, :]
-        return np.where(np.linalg.det(v) > 0, 1, -1)
-
-    def record(self, reference_positions):
-        """Record the handedness of a reference configuration (N, 3) nm."""
-        self.reference_signs = self.signs(np.asarray(reference_positions, dtype=float)[None])[0]
-        return self
-
-    def check(self, positions):
-        """Boolean mask, shape (n,): True where every centre has the reference handedness."""
-        if self.reference_signs is None:
-            raise RuntimeError("no reference stereochemistry recorded; call record(reference_positions)")
-        return (self.signs(positions) == self.reference_signs[None, :]).all(axis=1)

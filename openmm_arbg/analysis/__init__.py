@@ -1,0 +1,1 @@
+"""Free energies, the ArBG paper's metrics and plots, and peptide observables."""

@@ -1,0 +1,248 @@
+"""The ArBG network: a decoder-only causal transformer over model coordinates.
+
+The network holds only sizes and weights; everything about the molecule enters :meth:`forward`.
+Position ``t`` of a sequence reads the token (bin index) and continuous values of the preceding
+coordinate (a begin token at ``t = 0``) plus categorical features that say what the coordinate
+predicted at ``t`` is (element, coordinate kind and role, ...), and outputs logits over that
+coordinate's tokens. Positional information is either a learned table of ``max_positions``
+(any molecule with at most that many coordinates) or rotary embeddings (RoPE, any length).
+RMSNorm, SwiGLU, causal scaled-dot-product attention and a KV cache for sampling one coordinate at
+a time.
+
+A batch may hold molecules of different lengths, padded on the right: with causal attention a
+position never attends to later ones, so padding changes nothing at the real positions; the
+caller ignores the outputs at padded positions.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["NetworkConfig", "CausalTransformer", "POSITION_ENCODINGS"]
+
+POSITION_ENCODINGS = ("learned", "rope")
+
+
+@dataclass
+class NetworkConfig:
+    """Network size and shape (nothing about any molecule except table sizes).
+
+    Parameters
+    ----------
+    n_layer, n_head, d_model : int
+        Depth, attention heads, width.
+    d_hidden : int
+        SwiGLU hidden width (0: ``8/3 d_model`` rounded up to a multiple of 32).
+    dropout : float
+        Dropout probability while training (densities are always evaluated without dropout).
+    position_encoding : {"learned", "rope"}
+        A learned table of ``max_positions`` entries, or rotary embeddings (any length).
+    max_positions : int
+        Size of the learned position table (0: set to the first molecule's coordinate count).
+    vocab_size : int
+        Tokens per coordinate: bins + 2 tails (0: set from the first molecule's bins).
+    feature_sizes : list of int
+        Number of values of each categorical per-coordinate feature.
+    n_input_features : int
+        Continuous values of each coordinate fed to the next position.
+    """
+
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    d_hidden: int = 0
+    dropout: float = 0.0
+    position_encoding: str = "learned"
+    max_positions: int = 0
+    vocab_size: int = 0
+    feature_sizes: list = field(default_factory=list)
+    n_input_features: int = 3
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "d_model"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"network setting {name} must be a positive integer; got {getattr(self, name)!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding must be one of {POSITION_ENCODINGS}; got {self.position_encoding!r}")
+        if self.position_encoding == "rope" and (self.d_model // self.n_head) % 2:
+            raise ValueError("rotary position encoding needs an even head width d_model / n_head")
+        if not self.d_hidden:
+            self.d_hidden = 32 * ((8 * self.d_model // 3 + 31) // 32)
+        self.feature_sizes = [int(n) for n in self.feature_sizes]
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown network settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def _rotate(x, positions):
+    """Rotary position embedding of ``x`` (B, H, T, hd) at ``positions`` (B or 1, T)."""
+    half = x.shape[-1] // 2
+    freq = 1.0 / (10000.0 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half))
+    angle = positions[:, None, :, None].float() * freq  # (B, 1, T, half)
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.rope = cfg.position_encoding == "rope"
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, positions, cache=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rope:
+            q, k = _rotate(q, positions), _rotate(k, positions)
+        past = 0
+        if cache is not None:
+            if cache.get("k") is not None:
+                past = cache["k"].shape[2]
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        if past and T > 1:
+            raise ValueError("the KV cache takes one new position at a time after the first call")
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=(past == 0 and T > 1), dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
+        self.up = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
+        self.down = nn.Linear(cfg.d_hidden, cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x, positions, cache=None):
+        x = x + self.attn(self.norm1(x), positions, cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class CausalTransformer(nn.Module):
+    """Logits over the tokens of each coordinate given the preceding coordinates.
+
+    Parameters
+    ----------
+    cfg : NetworkConfig
+        ``vocab_size`` must be set (> 0); with learned positions, ``max_positions`` too.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.vocab_size < 3:
+            raise ValueError(f"vocab_size must be at least 3 (bins + 2 tails); got {cfg.vocab_size}")
+        if cfg.position_encoding == "learned" and cfg.max_positions < 1:
+            raise ValueError("a learned position table needs max_positions >= 1")
+        self.cfg = cfg
+        d = cfg.d_model
+        self.begin_token = cfg.vocab_size
+        self.token_embedding = nn.Embedding(cfg.vocab_size + 1, d)
+        self.value_embedding = nn.Linear(cfg.n_input_features, d)
+        if cfg.position_encoding == "learned":
+            self.position_embedding = nn.Embedding(cfg.max_positions, d)
+        self.feature_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in cfg.feature_sizes)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(d)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
+            if name.endswith("proj.weight") or name.endswith("down.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def n_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def check_inputs(self, n_coords, features):
+        """Raise ``ValueError`` if a molecule with ``n_coords`` coordinates and categorical
+        ``features`` (n_coords, F) cannot be read by this network."""
+        cfg = self.cfg
+        if cfg.position_encoding == "learned" and n_coords > cfg.max_positions:
+            raise ValueError(
+                f"the molecule has {n_coords} model coordinates but this network's learned position table has "
+                f"{cfg.max_positions}; use a network with position_encoding='rope' or a larger max_positions"
+            )
+        if features.shape[1] != len(cfg.feature_sizes):
+            raise ValueError(f"the molecule has {features.shape[1]} coordinate features; the network reads {len(cfg.feature_sizes)}")
+        for f, size in enumerate(cfg.feature_sizes):
+            if len(features) and int(features[:, f].max()) >= size:
+                raise ValueError(
+                    f"coordinate feature {f} takes value {int(features[:, f].max())}, beyond the network's {size} values"
+                )
+
+    def forward(self, prev_tokens, prev_values, features, positions, cache=None):
+        """Logits (unmasked) for the coordinates at ``positions``.
+
+        Parameters
+        ----------
+        prev_tokens : torch.LongTensor, shape (B, T)
+            Token of the preceding coordinate (``begin_token`` before coordinate 0).
+        prev_values : torch.Tensor, shape (B, T, n_input_features)
+            Continuous values of the preceding coordinate (zeros before coordinate 0).
+        features : torch.LongTensor, shape (B or 1, T, len(feature_sizes))
+            Categorical features of the coordinates predicted.
+        positions : torch.LongTensor, shape (B or 1, T)
+            Index of each predicted coordinate in its molecule.
+        cache : list of dict, optional
+            One dict per layer, filled and extended in place (KV cache, see :meth:`new_cache`).
+
+        Returns
+        -------
+        torch.Tensor, shape (B, T, vocab_size), float32
+        """
+        x = self.token_embedding(prev_tokens) + self.value_embedding(prev_values)
+        if self.cfg.position_encoding == "learned":
+            x = x + self.position_embedding(positions)
+        for f, emb in enumerate(self.feature_embeddings):
+            x = x + emb(features[..., f])
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, None if cache is None else cache[i])
+        return self.head(self.norm(x)).float()
+
+    def new_cache(self):
+        return [dict() for _ in self.blocks]

@@ -1,0 +1,61 @@
+"""Models and references shipped with the package, by name.
+
+Every file here was produced by the package's own commands (``docs/benchmarks.md`` gives them);
+nothing is downloaded.
+
+>>> from openmm_arbg.pretrained import list_pretrained
+>>> sorted(list_pretrained())
+['alanine_dipeptide_vacuum', 'alanine_dipeptide_vacuum_300K_600K']
+"""
+
+import json
+from importlib import resources
+
+__all__ = ["PRETRAINED", "REFERENCES", "list_pretrained", "pretrained_path", "reference_path", "load_reference"]
+
+PRETRAINED = {
+    "alanine_dipeptide_vacuum": (
+        "alanine_dipeptide_vacuum.safetensors",
+        "alanine dipeptide, vacuum (openmmtools, no constraints), 300 K; internal coordinates; trained on 20 ns "
+        "of MD plus 20 000 umbrella-sampling frames of phi > 0",
+    ),
+    "alanine_dipeptide_vacuum_300K_600K": (
+        "alanine_dipeptide_vacuum_300K_600K.safetensors",
+        "alanine dipeptide, vacuum, trained on 300 K and 600 K MD (a broader proposal)",
+    ),
+}
+
+REFERENCES = {
+    "alanine_dipeptide_vacuum_300K_umbrella": (
+        "alanine_dipeptide_vacuum_300K_umbrella.json",
+        "umbrella sampling on (phi, psi) + MBAR: populations and free energies with standard errors",
+    ),
+}
+
+
+def list_pretrained():
+    """Names and descriptions of the shipped models."""
+    return {name: description for name, (_, description) in PRETRAINED.items()}
+
+
+def _path(table, name, what):
+    if name not in table:
+        raise ValueError(f"no shipped {what} named {name!r}; choose one of {sorted(table)}")
+    return str(resources.files(__name__) / table[name][0])
+
+
+def pretrained_path(name):
+    """Path of a shipped model file."""
+    return _path(PRETRAINED, name, "model")
+
+
+def reference_path(name):
+    """Path of a shipped reference (JSON)."""
+    return _path(REFERENCES, name, "reference")
+
+
+def load_reference(name="alanine_dipeptide_vacuum_300K_umbrella"):
+    """A shipped reference: the ``result.json`` of ``arbg umbrella`` (populations and free
+    energies with standard errors, and the command that produced them)."""
+    with open(reference_path(name)) as f:
+        return json.load(f)

@@ -1,0 +1,1 @@
+"""Using a model exactly: OpenMM energies, importance sampling, Metropolis-Hastings moves."""

@@ -1,0 +1,1 @@
+"""Systems, capped peptides, Langevin MD, umbrella sampling and analytic test systems."""

@@ -1,0 +1,69 @@
+"""Small helpers shared across the package: atomic file writes, content hashes, bootstrap
+errors, and silencing pymbar's import banner."""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+__all__ = ["atomic_write", "write_json_atomic", "file_sha256", "bootstrap", "quiet_pymbar"]
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", newline=None):
+    """Open a temporary file beside ``path`` for writing; on success rename it over ``path``.
+
+    A reader never sees a half-written file and an interrupted write leaves the old file in place.
+    Yields the open file (text mode ``"w"`` or binary ``"wb"``); with ``mode=None`` it yields the
+    temporary file's path instead, for writers that open files themselves.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]  # keep the extension: some writers choose the format by it
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp" + suffix)
+    os.close(fd)
+    try:
+        if mode is None:
+            yield tmp
+        else:
+            with open(tmp, mode, newline=newline) as f:
+                yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path, data):
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=2)
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bootstrap(statistic, n_samples, n_bootstrap=200, rng=None):
+    """Bootstrap replicates of ``statistic(indices)`` over ``n_samples`` items resampled with
+    replacement; returns an array (n_bootstrap, ...)."""
+    rng = np.random.default_rng(rng)
+    return np.array([statistic(rng.integers(0, n_samples, n_samples)) for _ in range(int(n_bootstrap))])
+
+
+def quiet_pymbar():
+    """Silence pymbar's logger (it prints banners and solver chatter at INFO/WARNING)."""
+    logging.getLogger("pymbar").setLevel(logging.ERROR)
