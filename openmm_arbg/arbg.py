@@ -11,6 +11,7 @@ density, so ``-u(x) - log_prob(x)`` is the exact log importance weight up to one
 """
 
 import os
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -24,7 +25,48 @@ from .molecule.representation import build_representation, canonical_frame, plac
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph, check_same_molecule
 
-__all__ = ["ArBG", "as_positions_nm"]
+__all__ = ["ArBG", "ModelConfig", "as_positions_nm"]
+
+
+@dataclass
+class ModelConfig:
+    """How a model is fitted to a molecule (the network's size is :class:`NetworkConfig`).
+
+    Parameters
+    ----------
+    representation : {"internal", "cartesian"}
+        Model coordinates: Z-matrix internal coordinates or Cartesian coordinates in the anchor frame.
+    n_bins : int
+        Bins per coordinate.
+    margin : float
+        Fraction of each coordinate's data range added on both sides of its binned range.
+    seed : int
+        Seed of a new network's initial weights.
+    """
+
+    representation: str = "internal"
+    n_bins: int = 256
+    margin: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.representation not in ("internal", "cartesian"):
+            raise ValueError(f"representation must be 'internal' or 'cartesian'; got {self.representation!r}")
+        if isinstance(self.n_bins, bool) or int(self.n_bins) != self.n_bins or self.n_bins < 2:
+            raise ValueError(f"n_bins must be an integer >= 2; got {self.n_bins!r}")
+        if not (float(self.margin) >= 0 and np.isfinite(self.margin)):
+            raise ValueError(f"margin must be a finite number >= 0; got {self.margin!r}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
 
 
 def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):
