@@ -12,6 +12,16 @@ invariant under rigid motion, so constrained, periodic and position-restrained S
 refused. Proposals with the wrong stereochemistry are rejected, failed or NaN energies are
 rejected, velocities are left as they are.
 
+Partial resampling (``cuts``): an attempt draws a cut ``k`` from a fixed distribution
+(independent of the state), keeps the first ``k`` model coordinates of the current state and
+redraws the rest from the model's exact conditional, ``z'_>=k ~ q(. | z_<k)``, and accepts with
+
+    log alpha = [-u(x') - log q_k(x')] - [-u(x) - log q_k(x)],
+    log q_k(x) = log q(z_>=k | z_<k) - log|J(z)|   (``ArBG.log_prob(x, start=k)``),
+
+which is the Metropolis-Hastings ratio ``pi(z') q(z_>=k | z_<k) / (pi(z) q(z'_>=k | z_<k))`` with the
+target's Jacobian ``|J|`` moved into ``log q_k``. A cut of 0 is the whole-molecule move.
+
 Mix with ``openmmtools.mcmc.LangevinDynamicsMove`` in a ``SequenceMove`` or ``WeightedMove``:
 
 >>> move = SequenceMove([LangevinDynamicsMove(n_steps=500), ArBGMove("model.safetensors")])  # doctest: +SKIP
@@ -139,9 +149,21 @@ class ArBGProposal:
         x = np.concatenate(xs)
         return self.model.place(x, like), np.concatenate(lqs), np.concatenate(oks)
 
-    def log_prob(self, positions):
-        """Exact log density of the proposal at ``positions`` (n, N, 3) nm."""
-        return self.model.log_prob(positions, proposal_temperature=self.proposal_temperature)
+    def log_prob(self, positions, start=0):
+        """Exact log density of the proposal at ``positions`` (n, N, 3) nm; with ``start=k`` that
+        of the coordinates from ``k`` on given the others (see :meth:`ArBG.log_prob`)."""
+        return self.model.log_prob(positions, proposal_temperature=self.proposal_temperature, start=start)
+
+    def propose_partial(self, like, cut):
+        """One proposal that keeps the first ``cut`` model coordinates of ``like`` (N, 3) nm and
+        redraws the rest; returns positions (1, N, 3) placed in ``like``'s frame, the conditional
+        ``log_prob(x', start=cut)`` (1,) and the stereochemistry mask (1,)."""
+        z, _ = self.model.to_model_coordinates(like[None])
+        seed = int(np.random.randint(0, 2**62))
+        x, log_q = self.model.sample(
+            1, proposal_temperature=self.proposal_temperature, seed=seed, prefix=z[0, :cut].numpy()
+        )
+        return self.model.place(x, like), log_q, self.model.check_stereo(x)
 
     def __getstate__(self):
         return dict(model_path=self.model_path, model_sha256=self.model_sha256, proposal_temperature=self.proposal_temperature, buffer_size=self.buffer_size)
@@ -167,6 +189,12 @@ class ArBGMove(MCMCMove):
         Softmax temperature of the proposal (exact at any value; > 1 broadens the proposal).
     buffer_size : int
         Proposals drawn from the network per call.
+    cuts : sequence of int, optional
+        Partial resampling: each attempt keeps the first ``k`` model coordinates, ``k`` drawn
+        from ``cuts`` (0 <= k < number of model coordinates; 0 redraws the whole molecule).
+        Default: whole-molecule proposals only.
+    cut_probabilities : sequence of float, optional
+        Probabilities of ``cuts`` (default uniform).
 
     Attributes
     ----------
@@ -179,10 +207,11 @@ class ArBGMove(MCMCMove):
         The counters above (openmmtools synchronises these across MPI ranks).
     """
 
-    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256):
+    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256, cuts=None, cut_probabilities=None):
         super().__init__()
         self.proposal = ArBGProposal(model, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
         self.n_attempts = _positive_int(n_attempts, "n_attempts")
+        self._set_cuts(cuts, cut_probabilities)
         self.n_accepted = 0
         self.n_proposed = 0
         self.n_wrong_stereo = 0
@@ -211,6 +240,24 @@ class ArBGMove(MCMCMove):
         self.n_proposed = int(value.get("n_proposed", 0))
         self.n_wrong_stereo = int(value.get("n_wrong_stereo", 0))
         self.n_failed_energy = int(value.get("n_failed_energy", 0))
+
+    def _set_cuts(self, cuts, cut_probabilities):
+        if cuts is None:
+            if cut_probabilities is not None:
+                raise ValueError("cut_probabilities needs cuts")
+            self.cuts, self.cut_probabilities = None, None
+            return
+        D = self.model.n_coords
+        cuts = [int(k) for k in np.atleast_1d(cuts)]
+        if not cuts or any(not 0 <= k < D for k in cuts):
+            raise ValueError(f"cuts must be model-coordinate indices in [0, {D}); got {cuts}")
+        if cut_probabilities is None:
+            p = np.full(len(cuts), 1.0 / len(cuts))
+        else:
+            p = np.asarray(cut_probabilities, dtype=float)
+            if p.shape != (len(cuts),) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1) > 1e-9:
+                raise ValueError("cut_probabilities must be one non-negative probability per cut, summing to 1")
+        self.cuts, self.cut_probabilities = cuts, [float(v) for v in p]
 
     def reset_statistics(self):
         self.statistics = {}
@@ -249,6 +296,9 @@ class ArBGMove(MCMCMove):
         x = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
         sampler_state.apply_to_context(context, ignore_velocities=True)
         u_current = self._reduced_potential(thermodynamic_state, context)
+        if self.cuts is not None:
+            self._apply_partial(thermodynamic_state, sampler_state, context, x, u_current)
+            return
         log_q_current = float(self.proposal.log_prob(x[None])[0])
 
         proposals, log_q, right_handed = self.proposal.propose(self.n_attempts, x)
@@ -273,9 +323,36 @@ class ArBGMove(MCMCMove):
             sampler_state.positions = proposals[accepted_index] * unit.nanometer
         sampler_state.apply_to_context(context, ignore_velocities=True)
 
+    def _apply_partial(self, thermodynamic_state, sampler_state, context, x, u_current):
+        """Attempts one after another: each proposal depends on the state the last one left."""
+        accepted = False
+        for _ in range(self.n_attempts):
+            k = int(self.cuts[np.random.choice(len(self.cuts), p=self.cut_probabilities)])
+            if k == 0:
+                proposal, log_q, ok = self.proposal.propose(1, x)
+            else:
+                proposal, log_q, ok = self.proposal.propose_partial(x, k)
+            self.n_proposed += 1
+            if not ok[0]:
+                self.n_wrong_stereo += 1
+                continue
+            context.setPositions(proposal[0] * unit.nanometer)
+            u_prop = self._reduced_potential(thermodynamic_state, context)
+            if not math.isfinite(u_prop):
+                self.n_failed_energy += 1
+                continue
+            log_q_current = float(self.proposal.log_prob(x[None], start=k)[0])
+            log_alpha = (-u_prop - float(log_q[0])) - (-u_current - log_q_current)
+            if not math.isfinite(u_current) or np.log(np.random.random()) < log_alpha:
+                x, u_current, accepted = proposal[0], u_prop, True
+                self.n_accepted += 1
+        if accepted:
+            sampler_state.positions = x * unit.nanometer
+        sampler_state.apply_to_context(context, ignore_velocities=True)
+
     def __getstate__(self):
         state = self.proposal.__getstate__()
-        state.update(n_attempts=self.n_attempts)
+        state.update(n_attempts=self.n_attempts, cuts=self.cuts, cut_probabilities=self.cut_probabilities)
         state.update(self.statistics)
         return state
 
@@ -283,6 +360,7 @@ class ArBGMove(MCMCMove):
         self.proposal = ArBGProposal.__new__(ArBGProposal)
         self.proposal.__setstate__(state)
         self.n_attempts = int(state.get("n_attempts", 1))
+        self._set_cuts(state.get("cuts"), state.get("cut_probabilities"))
         self.statistics = state
 
     def __str__(self):
