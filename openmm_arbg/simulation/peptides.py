@@ -4,13 +4,28 @@ Geometry from PeptideBuilder (ideal bond lengths and angles, extended backbone, 
 bonds, L residues), caps made from the terminal glycines PeptideBuilder adds, hydrogens from
 OpenMM's ``Modeller.addHydrogens``. PDBFixer's missing-residue route is avoided: it can build
 D-residues. The result is checked: every residue L, every peptide bond trans.
+
+Builds are deterministic: the same sequence gives the same atom names, order and positions on
+every call. ``Modeller.addHydrogens`` starts new hydrogens at positions drawn from Python's global
+``random`` and minimises them on the default platform; the build draws them from a private,
+fixed-seed stream (the global stream is left as it was) and minimises on the Reference platform.
+The labelling of equivalent hydrogens (the three of a methyl or NH3+ group, the two of a CH2) is
+then made canonical: at every four-connected atom carrying two or more hydrogens, the triple
+product of the bond vectors to its first three neighbours (index order) is made positive by
+swapping the positions of its last two hydrogens if needed, a relabelling of identical particles
+that leaves the energy unchanged. So MD runs started from independent builds label methyl
+hydrogens alike.
 """
 
 import io
+import random
 
 import numpy as np
+import openmm
 
-__all__ = ["build_capped_peptide", "check_peptide_geometry", "ONE_LETTER"]
+__all__ = ["build_capped_peptide", "check_peptide_geometry", "canonicalise_equivalent_hydrogens", "ONE_LETTER"]
+
+_HYDROGEN_SEED = 20240531  # seed of the stream from which addHydrogens draws its starting positions
 
 ONE_LETTER = dict(
     A="ALA", R="ARG", N="ASN", D="ASP", C="CYS", Q="GLN", E="GLU", G="GLY", H="HIS", I="ILE",
@@ -64,9 +79,55 @@ def build_capped_peptide(sequence):
     pdbio.save(out)
     pdb = app.PDBFile(io.StringIO(out.getvalue()))
     modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.addHydrogens(app.ForceField("amber14-all.xml"))
-    check_peptide_geometry(modeller.topology, modeller.positions)
-    return modeller.topology, modeller.positions
+    _add_hydrogens_deterministically(modeller, app.ForceField("amber14-all.xml"))
+    positions = canonicalise_equivalent_hydrogens(modeller.topology, modeller.positions)
+    check_peptide_geometry(modeller.topology, positions)
+    return modeller.topology, positions
+
+
+def _add_hydrogens_deterministically(modeller, forcefield):
+    """``modeller.addHydrogens(forcefield)`` with a fixed random stream and the Reference platform;
+    Python's global random state is restored afterwards."""
+    import openmm
+
+    state = random.getstate()
+    try:
+        random.seed(_HYDROGEN_SEED)
+        modeller.addHydrogens(forcefield, platform=openmm.Platform.getPlatformByName("Reference"))
+    finally:
+        random.setstate(state)
+
+
+def canonicalise_equivalent_hydrogens(topology, positions):
+    """Positions with the hydrogens of each CH3/NH3+/CH2 group relabelled canonically.
+
+    At every atom with four bonded neighbours of which at least two are hydrogens, the triple
+    product ``det(x[n0] - x[c], x[n1] - x[c], x[n2] - x[c])`` of its neighbours in index order is
+    made positive by swapping the positions of its two highest-index hydrogens when it is
+    negative. Hydrogens bonded to the same atom are identical particles in the force fields used
+    here, so the energy does not change.
+
+    Returns
+    -------
+    openmm.unit.Quantity, (N, 3) nm
+    """
+    import openmm.unit as unit
+
+    x = np.array(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, dtype=float)
+    neighbours = [[] for _ in range(topology.getNumAtoms())]
+    for a, b in topology.bonds():
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    hydrogen = [a.element is not None and a.element.symbol == "H" for a in topology.atoms()]
+    for c, nb in enumerate(neighbours):
+        nb = sorted(nb)
+        hs = [n for n in nb if hydrogen[n]]
+        if len(nb) != 4 or len(hs) < 2:
+            continue
+        if np.linalg.det(x[nb[:3]] - x[c]) < 0:
+            i, j = hs[-2], hs[-1]
+            x[[i, j]] = x[[j, i]]
+    return unit.Quantity([openmm.Vec3(*row) for row in x], unit.nanometer)
 
 
 def _chirality_volume(x, n, ca, c, cb):
