@@ -10,8 +10,10 @@ Each model coordinate ``z_j`` is mapped to one of ``L + 2`` tokens:
 Given its token, ``z_j`` is uniform inside a bin (density ``1 / w_j``) or exponential in a tail
 (scale ``s_j``, truncated at the coordinate's bound where it has one), so the continuous density
 is ``P(token) * p(z | token)``, normalised and positive on the whole support. Periodic coordinates
-(torsions) use ``[-pi, pi)`` exactly, are wrapped before binning and have no tails. A tail that
-would lie outside the coordinate's bound (``lo_j`` equal to the bound) is masked out.
+(torsions) use ``[-pi, pi)`` exactly, are wrapped before binning and have no tails. Half torsions
+(``sign * torsion`` relative to a sibling substituent of a stereocentre, support ``(0, pi)``) are
+bounded like angles: tails truncated at both bounds, never wrapped. A tail that would lie
+outside the coordinate's bound (``lo_j`` equal to the bound) is masked out.
 
 All arithmetic is float64; log densities are in nats per unit of the coordinate (nm or rad).
 """
@@ -21,11 +23,17 @@ import math
 import numpy as np
 import torch
 
-from ..molecule.representation import ANGLE, PERIODIC, POSITIVE, UNBOUNDED
+from ..molecule.representation import ANGLE, HALF_TORSION, PERIODIC, POSITIVE, UNBOUNDED
 
 __all__ = ["Discretizer"]
 
-_BOUNDS = {UNBOUNDED: (-math.inf, math.inf), POSITIVE: (0.0, math.inf), ANGLE: (0.0, math.pi), PERIODIC: (-math.pi, math.pi)}
+_BOUNDS = {
+    UNBOUNDED: (-math.inf, math.inf),
+    POSITIVE: (0.0, math.inf),
+    ANGLE: (0.0, math.pi),
+    PERIODIC: (-math.pi, math.pi),
+    HALF_TORSION: (0.0, math.pi),
+}
 
 
 class Discretizer:
@@ -34,7 +42,8 @@ class Discretizer:
     Parameters
     ----------
     kinds : list of str
-        One of ``"unbounded"``, ``"positive"``, ``"angle"``, ``"periodic"`` per coordinate.
+        One of ``"unbounded"``, ``"positive"``, ``"angle"``, ``"periodic"``, ``"half_torsion"`` per
+        coordinate.
     lo, hi : array_like, shape (D,)
         Binned range of each coordinate (units of the coordinate).
     n_bins : int
@@ -106,6 +115,15 @@ class Discretizer:
             raise ValueError("fitting bin ranges needs at least 2 samples")
         if not np.isfinite(z).all():
             raise ValueError("cannot fit bin ranges: the data contain NaN or inf")
+        half = [j for j, kind in enumerate(kinds) if kind == HALF_TORSION]
+        if half:
+            outside = ((z[:, half] <= 0) | (z[:, half] >= math.pi)).any(axis=1)
+            if outside.any():
+                raise ValueError(
+                    f"{int(outside.sum())} of {len(z)} frames (first: frame {int(np.argmax(outside))}) have a "
+                    "stereocentre of the opposite handedness to the reference structure (a half torsion outside "
+                    "(0, pi)); the model's support excludes them. Remove those frames or choose another reference."
+                )
         zmin, zmax = z.min(0), z.max(0)
         span = np.maximum(zmax - zmin, 1e-6 * np.maximum(np.abs(zmax), 1e-3))
         m = margin * span

@@ -1,8 +1,11 @@
 """Categorical features that tell the network what each model coordinate is.
 
 Feature 0 is the element of the atom the coordinate places; feature 1 combines the coordinate's
-kind (its support: unbounded, positive, angle, periodic) and role (x/y/z axis, or bond/angle/
-torsion). The vocabularies are fixed, so one network reads every molecule.
+kind (its support: unbounded, positive, angle, periodic, half torsion) and role (x/y/z axis, or
+bond/angle/torsion) as ``kind_index * 3 + role``. The vocabularies are fixed, so one network reads
+every molecule; new kinds are appended to ``COORDINATE_KINDS``, so the ids of the older kinds, and
+the networks trained on them, stay valid (a network whose vocabulary predates a kind cannot read
+coordinates of that kind).
 """
 
 import torch

@@ -13,10 +13,16 @@ in which ``exp(-u(x))`` is the Boltzmann density (``docs/design.md``).
 * :class:`CartesianRepresentation` (the ArBG paper's choice): ``z = (x_b, x_c, y_c, x_d, y_d,
   z_d, ...)`` and ``log_volume = 2 log x_b + log y_c``.
 * :class:`InternalRepresentation` (bgflow's choice): a Z-matrix of bonds (nm), angles (rad) and
-  periodic torsions (rad), ``log_volume = sum_i 2 log r_i + log sin(theta_i)``.
+  periodic torsions (rad), ``log_volume = sum_i 2 log r_i + log sin(theta_i)``. With
+  ``stereo="relative-torsion"`` the handedness of every stereocentre is built in: the torsions of
+  the centre's substituents after the first are measured relative to a sibling substituent and
+  stored as ``sign * dihedral`` in ``(0, pi)`` (kind ``"half_torsion"``), so a density on the
+  coordinates lives on shapes with the reference's handedness only.
 
 All maps are batched torch functions in float64 so that Jacobians can be checked by autograd.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -30,6 +36,9 @@ __all__ = [
     "place_in_frame",
     "to_local_frame",
     "build_representation",
+    "COORDINATE_KINDS",
+    "HALF_TORSION",
+    "RELATIVE_TORSION",
 ]
 
 # Coordinate kinds: the discretizer's support for each model coordinate.
@@ -37,7 +46,11 @@ UNBOUNDED = "unbounded"  # (-inf, inf)
 POSITIVE = "positive"  # (0, inf): bond lengths, x_b, y_c
 ANGLE = "angle"  # (0, pi): bond angles
 PERIODIC = "periodic"  # [-pi, pi): torsions
-COORDINATE_KINDS = [UNBOUNDED, POSITIVE, ANGLE, PERIODIC]
+HALF_TORSION = "half_torsion"  # (0, pi): sign * torsion relative to a sibling substituent of a stereocentre
+# new kinds go at the end: a kind's index is part of the coordinate features of trained networks
+COORDINATE_KINDS = [UNBOUNDED, POSITIVE, ANGLE, PERIODIC, HALF_TORSION]
+
+RELATIVE_TORSION = "relative-torsion"  # InternalRepresentation's stereo scheme
 
 _EPS = 1e-12
 
@@ -189,31 +202,92 @@ class CartesianRepresentation(_Representation):
 
 
 class InternalRepresentation(_Representation):
-    """Z-matrix internal coordinates: bonds (nm), angles (rad), periodic torsions (rad).
+    """Z-matrix internal coordinates: bonds (nm), angles (rad), torsions (rad).
 
     Atom ``b`` has a bond to ``a``; ``c`` a bond to ``a`` and the angle ``c-a-b``; every later
     atom ``i`` (breadth-first from the anchors, heavy atoms first) a bond to its parent ``j``, an
     angle ``i-j-k`` and a torsion ``i-j-k-l`` with ``j, k, l`` placed before ``i``.
     ``log_volume = sum_i 2 log r_i + sum_i log sin(theta_i)``.
+
+    Stereochemistry by construction (``stereo="relative-torsion"``): for a row whose parent ``j``
+    is a stereocentre (:func:`~openmm_arbg.molecule.stereochemistry.find_stereocentres`) and that
+    has a sibling, a neighbour ``s`` of ``j`` other than ``k`` placed before ``i`` (the earliest
+    placed one), the torsion is ``i-j-k-s``. Its sign is the sign of
+    ``det(x_k - x_j, x_i - x_j, x_s - x_j)``, the handedness of the centre; the model coordinate is
+    ``sign_ref * dihedral`` with ``sign_ref`` the reference structure's sign, of kind
+    ``"half_torsion"`` with support ``(0, pi)``. The sign flip has Jacobian 1 and torsions add
+    nothing to ``log_volume``, so a density normalised on ``(0, pi)`` for these coordinates is a
+    normalised density on shapes whose stereocentres all have the reference's handedness, and
+    mirror images are outside the support. The first substituent placed from a centre keeps a
+    periodic torsion (it fixes the rotation about ``j-k``); each later one is placed on its own
+    side of the plane ``k-j-s``.
+
+    Parameters
+    ----------
+    graph : MolecularGraph or topology
+    anchors : (int, int, int), optional
+    stereo : {None, "relative-torsion"}
+        ``None``: every torsion periodic (the Z-matrix of the models shipped with openmm-arbg 0.2
+        and earlier, kept bit for bit). ``"relative-torsion"``: handedness by construction; needs
+        ``signs`` or ``reference_positions``.
+    stereocentres : sequence of int, optional
+        Default :func:`~openmm_arbg.molecule.stereochemistry.find_stereocentres`; stored models
+        keep their own.
+    signs : sequence of int, optional
+        +1/-1 per half-torsion row, in row order (as stored by :meth:`to_dict`).
+    reference_positions : array_like (N, 3) nm, optional
+        Structure whose handedness the coordinates encode (e.g. the first training frame).
     """
 
     kind = "internal"
 
-    def __init__(self, graph, anchors=None):
+    def __init__(self, graph, anchors=None, stereo=None, stereocentres=None, signs=None, reference_positions=None):
         super().__init__(graph, anchors)
-        self.zmatrix = self._build_zmatrix()
+        if stereo not in (None, RELATIVE_TORSION):
+            raise ValueError(f"stereo must be None or {RELATIVE_TORSION!r}; got {stereo!r}")
+        self.stereo = stereo
+        if stereo is None:
+            if stereocentres is not None or signs is not None or reference_positions is not None:
+                raise ValueError(f"stereocentres, signs and reference_positions need stereo={RELATIVE_TORSION!r}")
+            self.stereocentres = []
+        elif stereocentres is None:
+            from .stereochemistry import find_stereocentres
+
+            self.stereocentres = find_stereocentres(self.graph)
+        else:
+            self.stereocentres = sorted(int(c) for c in stereocentres)
+            bad = [c for c in self.stereocentres if not (0 <= c < self.n_atoms and len(self.graph.neighbors[c]) == 4)]
+            if bad:
+                raise ValueError(f"stereocentres must be atoms with four bonded neighbours; got {bad}")
+        self.zmatrix, half = self._build_zmatrix(set(self.stereocentres))
+        self.half_rows = [r for r, h in enumerate(half) if h]
+        if stereo is not None:
+            if signs is None:
+                if reference_positions is None:
+                    raise ValueError(
+                        f"stereo={RELATIVE_TORSION!r} needs the reference signs or reference_positions (N, 3) nm"
+                    )
+                signs = self._reference_signs(reference_positions)
+            signs = [int(s) for s in np.asarray(signs).reshape(-1)]
+            if len(signs) != len(self.half_rows) or any(s not in (-1, 1) for s in signs):
+                raise ValueError(f"expected one sign (+1 or -1) per half torsion ({len(self.half_rows)}); got {signs}")
+        self.signs = [] if signs is None else signs
+        sign_of_row = np.ones(len(self.zmatrix))
+        sign_of_row[self.half_rows] = self.signs
+        self._row_signs = torch.as_tensor(sign_of_row, dtype=torch.float64)
         a, b, c = self.anchors
         kinds, atoms, roles = [POSITIVE, POSITIVE, ANGLE], [b, c, c], [0, 0, 1]
-        for i, _, _, _ in self.zmatrix:
-            kinds += [POSITIVE, ANGLE, PERIODIC]
+        for (i, _, _, _), h in zip(self.zmatrix, half):
+            kinds += [POSITIVE, ANGLE, HALF_TORSION if h else PERIODIC]
             atoms += [i, i, i]
             roles += [0, 1, 2]
         self.coordinate_kinds, self.coordinate_atoms, self.coordinate_roles = kinds, atoms, roles
+        self.half_torsion_columns = [5 + 3 * r for r in self.half_rows]
 
-    def _build_zmatrix(self):
+    def _build_zmatrix(self, stereocentres):
         g = self.graph
         rank = {atom: r for r, atom in enumerate(self.order)}
-        rows = []
+        rows, half = [], []
         for r, i in enumerate(self.order[3:], start=3):
             j = int(self.parent[i])
 
@@ -222,12 +296,37 @@ class InternalRepresentation(_Representation):
 
             cands = [int(self.parent[j])] + g.neighbors[j]
             k = next((x for x in cands if placed(x, (i, j))), None)
-            cands = [int(self.parent[k])] + g.neighbors[k] + g.neighbors[j]
-            l = next((x for x in cands if placed(x, (i, j, k))), None)
+            siblings = [x for x in g.neighbors[j] if placed(x, (i, j, k))] if j in stereocentres else []
+            if siblings:  # torsion relative to the earliest placed sibling: carries the handedness
+                l = min(siblings, key=rank.__getitem__)
+            else:
+                cands = [int(self.parent[k])] + g.neighbors[k] + g.neighbors[j]
+                l = next((x for x in cands if placed(x, (i, j, k))), None)
             if k is None or l is None:  # pragma: no cover - impossible for a connected graph of >= 4 atoms
                 raise ValueError(f"cannot build a Z-matrix row for {g.describe_atom(i)}")
             rows.append((i, j, k, l))
-        return rows
+            half.append(bool(siblings))
+        return rows, half
+
+    def _reference_signs(self, reference_positions):
+        x = torch.as_tensor(np.asarray(reference_positions, dtype=np.float64).reshape(1, self.n_atoms, 3))
+        signs = []
+        for r in self.half_rows:
+            i, j, k, l = self.zmatrix[r]
+            phi = float(_dihedral(x[:, i], x[:, j], x[:, k], x[:, l])[0])
+            if not 1e-3 < abs(phi) < math.pi - 1e-3:
+                raise ValueError(
+                    f"the reference structure is flat at stereocentre {self.graph.describe_atom(j)}: the dihedral "
+                    f"{i}-{j}-{k}-{l} is {phi:.4g} rad, so its handedness is undefined"
+                )
+            signs.append(1 if phi > 0 else -1)
+        return signs
+
+    def to_dict(self):
+        d = super().to_dict()
+        if self.stereo is not None:
+            d.update(stereo=self.stereo, stereocentres=list(self.stereocentres), signs=list(self.signs))
+        return d
 
     def to_model_coordinates(self, positions):
         a, b, c = self.anchors
@@ -242,6 +341,8 @@ class InternalRepresentation(_Representation):
             bonds = torch.linalg.norm(x[:, i] - x[:, j], dim=-1)
             angles = _angle(x[:, i], x[:, j], x[:, k])
             torsions = _dihedral(x[:, i], x[:, j], x[:, k], x[:, l])
+            if self.half_rows:
+                torsions = torsions * self._row_signs.to(torsions)
             per_atom = torch.stack([bonds, angles, torsions], dim=-1).reshape(len(x), -1)
             z = torch.cat([torch.stack(cols, dim=1), per_atom], dim=1)
         else:
@@ -256,10 +357,20 @@ class InternalRepresentation(_Representation):
         pos[a] = z.new_zeros((n, 3))
         pos[b] = torch.stack([z[:, 0], zero, zero], dim=-1)
         pos[c] = torch.stack([z[:, 1] * torch.cos(z[:, 2]), z[:, 1] * torch.sin(z[:, 2]), zero], dim=-1)
+        half = set(self.half_rows)
         for row, (i, j, k, l) in enumerate(self.zmatrix):
             r, theta, phi = z[:, 3 + 3 * row], z[:, 4 + 3 * row], z[:, 5 + 3 * row]
+            if row in half:
+                phi = phi * float(self._row_signs[row])
             pos[i] = _place_atom(pos[j], pos[k], pos[l], r, theta, phi)
         return torch.stack(pos, dim=1), self.log_volume(z)
+
+    def in_support(self, positions):
+        """Boolean (n,): True where every half torsion of the positions (n, N, 3) is in (0, pi),
+        i.e. every stereocentre has the reference's handedness (always True without ``stereo``)."""
+        z, _ = self.to_model_coordinates(torch.as_tensor(positions, dtype=torch.float64))
+        h = z[:, self.half_torsion_columns]
+        return ((h > 0) & (h < math.pi)).all(dim=1)
 
     def log_volume(self, z):
         bonds = torch.cat([z[:, :2], z[:, 3::3]], dim=1)
@@ -267,9 +378,40 @@ class InternalRepresentation(_Representation):
         return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
 
 
-def build_representation(kind, graph, anchors=None):
-    """Make a representation by name: ``"internal"`` or ``"cartesian"``."""
+def build_representation(kind, graph, anchors=None, reference_positions=None):
+    """Make a representation by name, or rebuild a stored one.
+
+    Parameters
+    ----------
+    kind : str, dict or representation
+        ``"internal"`` or ``"cartesian"``; or a dict written by ``to_dict()`` (a checkpoint's
+        ``representation``), rebuilt exactly: a dict without ``"stereo"`` gives the Z-matrix with
+        every torsion periodic, as models trained before the relative-torsion scheme expect; or a
+        representation object, returned as it is.
+    graph : MolecularGraph or topology
+    anchors : (int, int, int), optional
+        Ignored for a dict that stores its anchors.
+    reference_positions : array_like (N, 3) nm, optional
+        With ``"internal"``: build the handedness of the reference's stereocentres into the
+        coordinates (``stereo="relative-torsion"``); without it, every torsion is periodic.
+        Ignored by ``"cartesian"``.
+    """
     classes = {"cartesian": CartesianRepresentation, "internal": InternalRepresentation}
+    if isinstance(kind, _Representation):
+        return kind
+    if isinstance(kind, dict):
+        d = dict(kind)
+        name = d.pop("kind", None)
+        if name not in classes:
+            raise ValueError(f"representation must be one of {sorted(classes)}; got {name!r}")
+        anchors = d.pop("anchors", anchors)
+        allowed = {"stereo", "stereocentres", "signs"} if name == "internal" else set()
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"unknown {name} representation settings {sorted(unknown)} (written by a newer openmm-arbg?)")
+        return classes[name](graph, anchors, **d)
     if kind not in classes:
         raise ValueError(f"representation must be one of {sorted(classes)}; got {kind!r}")
+    if kind == "internal" and reference_positions is not None:
+        return InternalRepresentation(graph, anchors, stereo=RELATIVE_TORSION, reference_positions=reference_positions)
     return classes[kind](graph, anchors)
