@@ -16,6 +16,13 @@ from openmm_arbg.molecule.topology import MolecularGraph
 from conftest import jittered
 
 
+def _build(kind, ms):
+    """``internal-stereo``: the internal representation with the reference's handedness built in."""
+    if kind == "internal-stereo":
+        return build_representation("internal", ms.topology, reference_positions=ms.positions_nm())
+    return build_representation(kind, ms.topology)
+
+
 def _rotation(omega):
     """exp([omega]_x): rotation with Haar density 1 at omega = 0."""
     K = torch.zeros(3, 3, dtype=omega.dtype)
@@ -24,11 +31,11 @@ def _rotation(omega):
     return torch.linalg.matrix_exp(K)
 
 
-@pytest.mark.parametrize("kind", ["cartesian", "internal"])
+@pytest.mark.parametrize("kind", ["cartesian", "internal", "internal-stereo"])
 @pytest.mark.parametrize("molecule", ["alanine", "toluene"])
 def test_round_trip(kind, molecule, request):
     ms = request.getfixturevalue(molecule)
-    rep = build_representation(kind, ms.topology)
+    rep = _build(kind, ms)
     x = torch.as_tensor(jittered(ms.positions_nm(), 8, 0.01))
     # random rigid motion: the model coordinates must not change
     R = _rotation(torch.tensor([0.3, -1.1, 2.0], dtype=torch.float64))
@@ -44,11 +51,11 @@ def test_round_trip(kind, molecule, request):
     assert torch.allclose(lv, lv_back)
 
 
-@pytest.mark.parametrize("kind", ["cartesian", "internal"])
+@pytest.mark.parametrize("kind", ["cartesian", "internal", "internal-stereo"])
 def test_log_volume_equals_jacobian_determinant(kind, alanine):
     """d^{3N}x = d^3t dR exp(log_volume) dz: the full Jacobian of (t, omega, z) -> x at t = 0,
     omega = 0 (Haar density 1 there) has log|det| equal to log_volume."""
-    rep = build_representation(kind, alanine.topology)
+    rep = _build(kind, alanine)
     x = torch.as_tensor(jittered(alanine.positions_nm(), 1, 0.01, seed=3))
     z, lv = rep.to_model_coordinates(x)
 
@@ -99,12 +106,16 @@ def test_internal_coordinate_kinds(alanine):
     assert kinds[:3] == ["positive", "positive", "angle"]
     assert kinds[3:6] == ["positive", "angle", "periodic"]
     assert len(kinds) == 60 and kinds.count("periodic") == 19
+    # with the handedness built in, the CA's C and HA are placed by half torsions relative to CB
+    stereo = build_representation("internal", alanine.topology, reference_positions=alanine.positions_nm())
+    assert stereo.coordinate_kinds.count("half_torsion") == 2 and stereo.coordinate_kinds.count("periodic") == 17
+    assert [stereo.zmatrix[r][1] for r in stereo.half_rows] == [8, 8]
 
 
 def test_mirror_image_is_flagged(alanine):
     x = alanine.positions_nm()
     checker = StereoChecker(MolecularGraph.from_topology(alanine.topology)).record(x)
-    assert len(checker.centers) >= 1
+    assert checker.centers == [8]  # only CA: the methyl carbons are not stereocentres
     mirror = x * np.array([1.0, 1.0, -1.0])
     assert checker.check(x[None]).all()
     assert not checker.check(mirror[None]).any()
