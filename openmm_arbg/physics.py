@@ -4,7 +4,7 @@ and what a System must satisfy for exact whole-molecule (shape) proposals."""
 import openmm
 import openmm.unit as unit
 
-__all__ = ["kT_kJ_per_mol", "default_platform", "check_shape_move_compatible", "check_system_matches_molecule"]
+__all__ = ["kT_kJ_per_mol", "default_platform", "fastest_platform", "platform_properties", "check_shape_move_compatible", "check_system_matches_molecule"]
 
 
 def kT_kJ_per_mol(temperature_K):
@@ -12,16 +12,70 @@ def kT_kJ_per_mol(temperature_K):
     return (unit.MOLAR_GAS_CONSTANT_R * temperature_K * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
 
 
-def default_platform(n_atoms):
-    """OpenMM platform name: Reference below 500 atoms (fastest for small molecules on CPU),
-    otherwise the fastest available."""
+_MEASURED = {}  # (System XML hash, threads) -> platform name
+
+
+def default_platform(n_atoms, system=None, positions=None):
+    """The OpenMM platform to use, by name.
+
+    With ``system`` and ``positions`` (nm) it is chosen by a measured speed test (cached per
+    System): 20 Langevin steps on each available platform among Reference, CPU (one thread per
+    worker, ``OPENMM_CPU_THREADS`` or 1), CUDA and OpenCL, the fastest wins. Here Reference wins for
+    a vacuum dipeptide and CPU is about 4x faster for a capped tri-peptide in implicit solvent.
+    Without them: Reference below 500 atoms, otherwise the fastest platform available.
+    """
+    if system is not None and positions is not None:
+        return fastest_platform(system, positions)
     if n_atoms < 500:
         return "Reference"
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    names = _available_platforms()
     for name in ("CUDA", "OpenCL", "CPU"):
         if name in names:
             return name
     return "Reference"
+
+
+def _available_platforms():
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def platform_properties(name):
+    """Properties for ``openmm.Context``: the CPU platform gets ``OPENMM_CPU_THREADS`` threads (1 by
+    default, since callers run one Context per worker process)."""
+    import os
+
+    return {"Threads": os.environ.get("OPENMM_CPU_THREADS", "1")} if name == "CPU" else {}
+
+
+def fastest_platform(system, positions, n_steps=20):
+    """Name of the platform that runs ``n_steps`` Langevin steps of ``system`` fastest (measured)."""
+    import hashlib
+    import time
+
+    import numpy as np
+
+    key = (hashlib.sha256(openmm.XmlSerializer.serialize(system).encode()).hexdigest(), platform_properties("CPU").get("Threads"))
+    if key in _MEASURED:
+        return _MEASURED[key]
+    x = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, dtype=float)
+    timings = {}
+    for name in ("Reference", "CPU", "CUDA", "OpenCL"):
+        if name not in _available_platforms():
+            continue
+        try:
+            integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtosecond)
+            context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(name), platform_properties(name))
+            context.setPositions(x.reshape(-1, 3))
+            integrator.step(2)  # kernels compiled, first-call costs paid
+            t0 = time.perf_counter()
+            integrator.step(n_steps)
+            context.getState(getEnergy=True)
+            timings[name] = time.perf_counter() - t0
+            del context, integrator
+        except Exception:  # a platform that cannot run this System is not a candidate
+            continue
+    _MEASURED[key] = min(timings, key=timings.get) if timings else "Reference"
+    return _MEASURED[key]
 
 
 def check_shape_move_compatible(system):

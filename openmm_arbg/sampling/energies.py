@@ -15,7 +15,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from ..physics import default_platform, kT_kJ_per_mol
+from ..physics import default_platform, kT_kJ_per_mol, platform_properties
 
 __all__ = ["ReducedPotential", "kT_kJ_per_mol"]
 
@@ -25,7 +25,7 @@ _WORKER = {}
 def _make_context(system, platform_name):
     integrator = openmm.VerletIntegrator(1.0 * unit.femtosecond)
     platform = openmm.Platform.getPlatformByName(platform_name)
-    return openmm.Context(system, integrator, platform)
+    return openmm.Context(system, integrator, platform, platform_properties(platform_name))
 
 
 def _energies_kj(context, positions):
@@ -60,7 +60,8 @@ class ReducedPotential:
     temperature : float, K, optional
         Only with a bare System.
     platform : str, optional
-        OpenMM platform; Reference below 500 atoms by default.
+        OpenMM platform; by default the fastest for this System, measured on the first positions
+        (:func:`openmm_arbg.physics.default_platform`).
     n_workers : int
         Worker processes (CPU). ``1`` evaluates in this process with one Context.
 
@@ -85,7 +86,7 @@ class ReducedPotential:
         self.system = system
         self.temperature = T
         self.beta = 1.0 / kT_kJ_per_mol(T)  # mol/kJ
-        self.platform = platform or default_platform(system.getNumParticles())
+        self.platform = platform  # None: chosen by a speed test on the first positions
         self.n_workers = max(1, int(n_workers))
         self._context = None
         self._pool = None
@@ -113,6 +114,8 @@ class ReducedPotential:
         if x.shape[1:] != (self.system.getNumParticles(), 3):
             raise ValueError(f"positions must have shape (n, {self.system.getNumParticles()}, 3); got {x.shape}")
         self.n_evaluations += len(x)
+        if self.platform is None:
+            self.platform = default_platform(len(x[0]), self.system, x[0])
         if self.n_workers == 1 or len(x) < 4 * self.n_workers:
             return _energies_kj(self._single_context(), x)
         chunks = np.array_split(x, 4 * self.n_workers)

@@ -61,7 +61,15 @@ class TrainingConfig:
     checkpoint_interval : int
         Steps between resumable checkpoints.
     max_time_s : float
-        Stop after this wall time in seconds (0: no limit). A stopped run resumes.
+        Stop after this wall time in seconds (0: no limit). A stopped run resumes. The cosine
+        schedule is not shortened: use ``time_budget_s`` to fit the schedule to a budget.
+    time_budget_s : float
+        If > 0, ``n_steps`` is set from the measured time of the first steps and a validation pass
+        so that the whole schedule (warm-up and cosine decay) fits this wall time in seconds. The
+        chosen ``n_steps`` is stored in the checkpoint, so a resumed run keeps it.
+    checkpoint_time_s : float
+        Also write a resumable checkpoint when this many seconds have passed since the last one
+        (an interruption loses at most this much work).
     seed : int
     """
 
@@ -79,7 +87,39 @@ class TrainingConfig:
     n_validation_blocks: int = 5
     checkpoint_interval: int = 500
     max_time_s: float = 0.0
+    time_budget_s: float = 0.0
+    checkpoint_time_s: float = 60.0
     seed: int = 0
+
+    def __post_init__(self):
+        positive = ("n_steps", "batch_size", "eval_interval", "checkpoint_interval", "n_validation_blocks")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"training setting {name} must be a positive integer; got {v!r}")
+        for name in ("warmup_steps", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"training setting {name} must be an integer >= 0; got {v!r}")
+        ranges = {
+            "learning_rate": (0, math.inf, False),
+            "weight_decay": (0, math.inf, True),
+            "min_lr_fraction": (0, 1, True),
+            "grad_clip": (0, math.inf, True),
+            "ema_decay": (0, 1, True),
+            "validation_fraction": (0, 1, True),
+            "max_time_s": (0, math.inf, True),
+            "time_budget_s": (0, math.inf, True),
+            "checkpoint_time_s": (0, math.inf, False),
+        }
+        for name, (lo, hi, closed) in ranges.items():
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (lo <= v if closed else lo < v)
+            ok = ok and (v < hi if name in ("ema_decay", "validation_fraction") else v <= hi)
+            if not ok:
+                bracket = "[" if closed else "("
+                close = ")" if name in ("ema_decay", "validation_fraction") else "]"
+                raise ValueError(f"training setting {name} must be a number in {bracket}{lo}, {hi}{close}; got {v!r}")
 
     @classmethod
     def from_dict(cls, d):
@@ -92,8 +132,10 @@ class TrainingConfig:
     def schedule_key(self):
         """Settings that must not change when a run is resumed."""
         d = asdict(self)
-        for k in ("max_time_s", "checkpoint_interval"):
+        for k in ("max_time_s", "checkpoint_interval", "checkpoint_time_s"):
             d.pop(k)
+        if self.time_budget_s:
+            d.pop("n_steps")  # chosen from the budget at the start and kept in the checkpoint
         return d
 
 
@@ -250,6 +292,7 @@ class Trainer:
         self.best_val = math.inf
         self.bad_evals = 0
         self.history = []
+        self._budget_fitted = False
         self.checkpoint_path = os.path.join(self.output_dir, "checkpoint.safetensors")
         self.model_path = os.path.join(self.output_dir, "model.safetensors")
         self.log_path = os.path.join(self.output_dir, "training_log.csv")
@@ -328,6 +371,7 @@ class Trainer:
             best_val=self.best_val if math.isfinite(self.best_val) else None,
             bad_evals=self.bad_evals,
             schedule=self.config.schedule_key(),
+            n_steps=self.config.n_steps,
             data_hash=self.data_hash,
             history=self.history,
             param_groups=[{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
@@ -381,6 +425,9 @@ class Trainer:
             self.ema = {k[len("trainer.ema.") :]: v.clone() for k, v in tensors.items() if k.startswith("trainer.ema.")}
         torch.set_rng_state(tensors["trainer.rng.torch"])
         self.step = int(meta["step"])
+        if self.config.time_budget_s and "n_steps" in meta:
+            self.config.n_steps = int(meta["n_steps"])
+            self._budget_fitted = True
         self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
         self.bad_evals = int(meta["bad_evals"])
         self.history = list(meta["history"])
@@ -394,6 +441,23 @@ class Trainer:
             writer.writerows(self.history)
 
     # ------------------------------------------------------------------ the loop
+    def _fit_schedule_to_budget(self, elapsed):
+        """Set ``n_steps`` so that the schedule ends within ``time_budget_s``, from the time of the
+        first steps (``elapsed`` for ``self.step`` steps) and of one validation pass."""
+        c = self.config
+        t0 = time.time()
+        self.validation_nll()
+        t_val = time.time() - t0
+        per_step = elapsed / self.step + t_val / c.eval_interval
+        remaining = c.time_budget_s - elapsed - t_val
+        n_steps = torch.tensor([max(self.step + 1, self.step + int(0.95 * remaining / per_step))])
+        if _is_distributed():
+            dist.broadcast(n_steps, src=0)  # every rank follows rank 0's schedule
+        c.n_steps = int(n_steps)
+        self._budget_fitted = True
+        if self.progress and self.rank == 0:
+            print(f"time budget {c.time_budget_s:.0f} s: {per_step * 1e3:.1f} ms per step -> n_steps = {c.n_steps}", flush=True)
+
     def fit(self, stop_after=None):
         """Train until ``n_steps``, early stopping or ``max_time_s``; returns the history (list of
         dict: step, lr, train_nll, val_nll per coordinate, elapsed_s).
@@ -406,6 +470,7 @@ class Trainer:
         os.makedirs(self.output_dir, exist_ok=True)
         module = self.ddp if self.ddp is not None else self.net
         start_time = time.time()
+        last_checkpoint = start_time
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
         bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
         running, count = 0.0, 0
@@ -437,6 +502,9 @@ class Trainer:
                         if v.dtype.is_floating_point:
                             self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
             self.step += 1
+            if c.time_budget_s and not self._budget_fitted and self.step >= 10:
+                self._fit_schedule_to_budget(time.time() - start_time)
+                bar.total = c.n_steps
             running += loss.item()
             count += 1
             bar.update(1)
@@ -467,8 +535,14 @@ class Trainer:
                 self._write_log()
                 if c.patience and self.bad_evals >= c.patience:
                     stopped_early = True
-            if self.step % c.checkpoint_interval == 0 or self.step == c.n_steps or stopped_early:
+            if (
+                self.step % c.checkpoint_interval == 0
+                or self.step == c.n_steps
+                or stopped_early
+                or time.time() - last_checkpoint > c.checkpoint_time_s
+            ):
                 self._save_checkpoint()
+                last_checkpoint = time.time()
             if stopped_early:
                 break
             if (c.max_time_s and time.time() - start_time > c.max_time_s) or (
