@@ -124,7 +124,8 @@ class ArBG:
     ----------
     topology : openmm.app.Topology, mdtraj.Topology or MolecularGraph
         The molecule (bonds are required; one connected molecule, no solvent).
-    representation : {"internal", "cartesian"}
+    representation : str, dict or representation object
+        ``"internal"`` or ``"cartesian"``, a stored ``to_dict()``, or a built representation.
     discretizer : Discretizer
         Bins of every model coordinate.
     stereo : StereoChecker
@@ -188,14 +189,21 @@ class ArBG:
             Seed of a new network's initial weights.
         """
         graph = MolecularGraph.from_topology(topology)
-        rep = build_representation(representation, graph, anchors)
         if isinstance(network, CausalTransformer) and int(n_bins) + 2 != network.cfg.vocab_size:
             raise ValueError(f"n_bins={n_bins} but the shared network reads {network.cfg.vocab_size - 2} bins per coordinate")
         x = as_positions_nm(training_positions, graph.n_atoms, graph, "training positions")
-        z, _ = rep.to_model_coordinates(torch.as_tensor(x))
-        discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)
         ref = x[0] if reference_positions is None else as_positions_nm(reference_positions, graph.n_atoms, graph)[0]
         stereo = StereoChecker(graph).record(ref)
+        wrong = ~stereo.check(x)
+        if wrong.any():
+            raise ValueError(
+                f"{int(wrong.sum())} of {len(x)} training frames (first: frame {int(np.argmax(wrong))}) have a stereocentre "
+                "of the other handedness than the reference: the frames mix stereoisomers or list atoms in another order"
+            )
+        # the handedness of each stereocentre is built into the coordinates (internal representation)
+        rep = build_representation(representation, graph, anchors, reference_positions=ref)
+        z, _ = rep.to_model_coordinates(torch.as_tensor(x))
+        discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)
         if not isinstance(network, CausalTransformer):
             cfg = network if isinstance(network, NetworkConfig) else NetworkConfig.from_dict(dict(network or {}))
             cfg = NetworkConfig.from_dict(
@@ -209,7 +217,7 @@ class ArBG:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 network = CausalTransformer(cfg)
-        return cls(graph, representation, discretizer, stereo, network, rep.anchors)
+        return cls(graph, rep, discretizer, stereo, network, rep.anchors)
 
     @classmethod
     def load(cls, path, topology=None, device="cpu"):
@@ -240,11 +248,11 @@ class ArBG:
             network = CausalTransformer(NetworkConfig.from_dict(config["network"]))
             model = cls(
                 graph,
-                mol["representation"]["kind"],
+                mol["representation"],
                 Discretizer.from_state_dict(mol["discretizer"]),
-                StereoChecker(graph, mol["stereo_signs"]),
+                StereoChecker.from_dict(graph, mol["stereo_signs"]),
                 network,
-                mol["representation"]["anchors"],
+                mol["representation"].get("anchors"),
                 config.get("metadata", {}),
             )
             model.load_network_weights(tensors)
@@ -445,7 +453,7 @@ class ArBG:
                 "fingerprint": self.fingerprint(),
                 "representation": self.representation.to_dict(),
                 "discretizer": self.discretizer.state_dict(),
-                "stereo_signs": [int(s) for s in self.stereo.reference_signs],
+                "stereo_signs": self.stereo.to_dict(),
             },
             "network": self.network.cfg.to_dict(),
             "metadata": self.metadata,
