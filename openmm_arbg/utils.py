@@ -1,5 +1,5 @@
-"""Small helpers shared across the package: atomic file writes, content hashes, bootstrap
-errors, and silencing pymbar's import banner."""
+"""Small helpers shared across the package: atomic file writes, settings files of resumable
+runs, content hashes, bootstrap errors, and silencing pymbar's import banner."""
 
 import contextlib
 import hashlib
@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json_atomic", "file_sha256", "bootstrap", "quiet_pymbar"]
+__all__ = ["atomic_write", "write_json_atomic", "check_settings_file", "file_sha256", "bootstrap", "quiet_pymbar"]
 
 
 @contextlib.contextmanager
@@ -46,6 +46,33 @@ def write_json_atomic(path, data):
     """Write ``data`` as indented JSON, atomically."""
     with atomic_write(path) as f:
         json.dump(data, f, indent=2)
+
+
+def check_settings_file(path, settings, what="a run"):
+    """The settings file of a resumable run: refuse to mix runs with different settings.
+
+    If ``path`` exists, its JSON must agree with ``settings`` on every key of ``settings`` (it may
+    hold more, e.g. progress counters) and is returned; otherwise ``settings`` is written there
+    (atomically) and returned.
+
+    Raises
+    ------
+    ValueError
+        Naming the settings that differ.
+    """
+    if not os.path.exists(path):
+        write_json_atomic(path, settings)
+        return dict(settings)
+    with open(path) as f:
+        stored = json.load(f)
+    changed = sorted(key for key in settings if stored.get(key) != settings[key])
+    if changed:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise ValueError(
+            f"{folder} holds {what} with other settings ({', '.join(changed)}); use another output folder, or "
+            "delete it to start over"
+        )
+    return stored
 
 
 def file_sha256(path):

@@ -1,28 +1,104 @@
-"""Observables of peptides: backbone dihedrals and the alanine dipeptide basins."""
+"""Observables of molecules: dihedral angles, backbone (phi, psi), and the alanine dipeptide basins
+and regions (the package's one definition of them)."""
 
 import numpy as np
 
-__all__ = ["backbone_dihedrals", "alanine_dipeptide_basins", "phi_sign_changes", "BASINS"]
+__all__ = [
+    "dihedrals",
+    "dihedral_indices",
+    "backbone_dihedral_indices",
+    "backbone_dihedrals",
+    "alanine_dipeptide_basins",
+    "dihedral_regions",
+    "phi_sign_changes",
+    "BASINS",
+]
 
 BASINS = ("beta", "alpha_R", "phi>0")
 
 
+def _as_mdtraj(topology):
+    import mdtraj
+
+    from ..molecule.topology import MolecularGraph
+
+    if isinstance(topology, mdtraj.Topology):
+        return topology
+    if isinstance(topology, MolecularGraph):
+        return topology.to_mdtraj()
+    return mdtraj.Topology.from_openmm(topology)
+
+
+def backbone_dihedral_indices(topology):
+    """Atom quadruples of the backbone dihedrals: ``(phi, psi)``, two int arrays (n_phi, 4) and
+    (n_psi, 4), as mdtraj defines them (a residue has phi if the previous one has a C, psi if the
+    next one has an N)."""
+    from mdtraj.geometry.dihedral import indices_phi, indices_psi
+
+    top = _as_mdtraj(topology)
+    return np.asarray(indices_phi(top), dtype=int).reshape(-1, 4), np.asarray(indices_psi(top), dtype=int).reshape(-1, 4)
+
+
+def dihedrals(positions, topology_or_indices):
+    """Dihedral angles in rad, shape (n_frames, m), with mdtraj's and OpenMM's (IUPAC) sign.
+
+    Parameters
+    ----------
+    positions : array_like (n, N, 3) or (N, 3), nm
+    topology_or_indices : array_like of int (m, 4), or a topology (mdtraj, OpenMM or MolecularGraph)
+        Atom quadruples; for a topology, its backbone phi dihedrals followed by its psi dihedrals
+        (:func:`backbone_dihedral_indices`).
+    """
+    if isinstance(topology_or_indices, (list, tuple, np.ndarray)):
+        idx = np.asarray(topology_or_indices, dtype=int).reshape(-1, 4)
+    else:
+        idx = np.concatenate(backbone_dihedral_indices(topology_or_indices))
+    x = np.asarray(positions, dtype=np.float64)
+    x = x.reshape((-1,) + x.shape[-2:])
+    b1 = x[:, idx[:, 1]] - x[:, idx[:, 0]]
+    b2 = x[:, idx[:, 2]] - x[:, idx[:, 1]]
+    b3 = x[:, idx[:, 3]] - x[:, idx[:, 2]]
+    c1 = np.cross(b2, b3)
+    c2 = np.cross(b1, b2)
+    p1 = (b1 * c1).sum(-1) * np.sqrt((b2 * b2).sum(-1))
+    p2 = (c1 * c2).sum(-1)
+    return np.arctan2(p1, p2)
+
+
+def dihedral_indices(topology, names):
+    """Atom quadruples (m, 4) from names: ``"phi"`` or ``"psi"`` (the first residue that has one)
+    or ``"i,j,k,l"`` (0-based atom indices). Raises ``ValueError`` for anything else."""
+    top = _as_mdtraj(topology)
+    phi, psi = backbone_dihedral_indices(top)
+    out = []
+    for name in names:
+        if name in ("phi", "psi"):
+            idx = phi if name == "phi" else psi
+            if len(idx) == 0:
+                raise ValueError(f"the molecule has no backbone {name} dihedral; give atom indices as i,j,k,l")
+            out.append([int(a) for a in idx[0]])
+            continue
+        try:
+            atoms = [int(a) for a in str(name).split(",")]
+        except ValueError:
+            atoms = []
+        if len(atoms) != 4 or not all(0 <= a < top.n_atoms for a in atoms):
+            raise ValueError(f"dihedral {name!r}: give phi, psi, or four atom indices (0-based, < {top.n_atoms}) as i,j,k,l")
+        out.append(atoms)
+    return np.array(out, dtype=int).reshape(-1, 4)
+
+
 def backbone_dihedrals(positions, topology):
-    """Backbone (phi, psi) in degrees, arrays of shape (n_frames, n_residues_with_both).
+    """Backbone (phi, psi) in degrees, arrays of shape (n_frames, n_phi) and (n_frames, n_psi).
 
     Parameters
     ----------
     positions : array_like (n, N, 3) nm
-    topology : mdtraj.Topology or openmm.app.Topology
+    topology : mdtraj.Topology, openmm.app.Topology or MolecularGraph
     """
-    import mdtraj
-
-    if not isinstance(topology, mdtraj.Topology):
-        topology = mdtraj.Topology.from_openmm(topology)
-    traj = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32).reshape(-1, topology.n_atoms, 3), topology)
-    _, phi = mdtraj.compute_phi(traj)
-    _, psi = mdtraj.compute_psi(traj)
-    return np.degrees(phi), np.degrees(psi)
+    phi, psi = backbone_dihedral_indices(topology)
+    angles = np.degrees(dihedrals(positions, np.concatenate([phi, psi])))
+    return angles[:, : len(phi)], angles[:, len(phi) :]
 
 
 def alanine_dipeptide_basins(phi_deg, psi_deg):
@@ -32,6 +108,34 @@ def alanine_dipeptide_basins(phi_deg, psi_deg):
     psi = np.asarray(psi_deg).reshape(-1)
     basin = np.where(phi >= 0, 2, np.where((psi >= -120) & (psi <= 50), 1, 0))
     return basin
+
+
+def dihedral_regions(names):
+    """Regions of dihedral space worth reporting, as indicator functions of dihedral values.
+
+    Parameters
+    ----------
+    names : list of str
+        What each column of the values is (``"phi"``, ``"psi"`` or atom indices), as given to
+        :func:`dihedral_indices`.
+
+    Returns
+    -------
+    dict
+        Region name -> callable mapping values (n, len(names)) in rad to a bool array (n,):
+        ``"phi>0"`` when phi is among the names, and the alanine dipeptide basins
+        (:data:`BASINS`) when phi and psi both are.
+    """
+    names = list(names)
+    regions = {}
+    if "phi" in names:
+        j = names.index("phi")
+        regions["phi>0"] = lambda v: np.asarray(v)[:, j] >= 0
+        if "psi" in names:
+            m = names.index("psi")
+            for b, basin in enumerate(BASINS):
+                regions[basin] = lambda v, b=b: alanine_dipeptide_basins(np.degrees(np.asarray(v)[:, j]), np.degrees(np.asarray(v)[:, m])) == b
+    return regions
 
 
 def phi_sign_changes(phi_deg):

@@ -9,7 +9,6 @@ Output folder layout (one folder per temperature)::
     chunks/             frames of completed chunks until the run completes
 """
 
-import json
 import os
 
 import numpy as np
@@ -18,9 +17,56 @@ import openmm.app as app
 import openmm.unit as unit
 
 from ..physics import default_platform
-from ..utils import write_json_atomic
+from ..utils import atomic_write, check_settings_file, write_json_atomic
 
-__all__ = ["run_md", "load_md"]
+__all__ = ["run_md", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
+
+
+def steps_from_ps(duration_ps, report_ps, timestep_fs, what="the run"):
+    """MD steps and steps between frames from times in ps; the run is a whole number of frames.
+
+    Raises ``ValueError`` (naming ``what``) if the run is shorter than one frame interval.
+    """
+    n_steps = int(round(duration_ps * 1e3 / timestep_fs))
+    report = int(round(report_ps * 1e3 / timestep_fs))
+    if report <= 0:
+        raise ValueError(f"the frame interval ({report_ps} ps) is shorter than one time step ({timestep_fs} fs)")
+    n_steps -= n_steps % report
+    if n_steps <= 0:
+        raise ValueError(f"{what} is shorter than one frame interval ({report_ps} ps)")
+    return n_steps, report
+
+
+def langevin_settings(
+    molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
+):
+    """The settings of a Langevin run as stored in its ``settings.json`` (checked, with defaults
+    filled in: the system's temperature, the default platform)."""
+    n_steps, report_interval = int(n_steps), int(report_interval)
+    if n_steps <= 0 or report_interval <= 0 or n_steps % report_interval:
+        raise ValueError(f"n_steps ({n_steps}) must be a positive multiple of report_interval ({report_interval})")
+    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else float(temperature)
+    return dict(
+        system=molecular_system.name,
+        n_atoms=molecular_system.n_atoms,
+        temperature_K=T,
+        n_steps=n_steps,
+        report_interval=report_interval,
+        equilibration_steps=int(equilibration_steps),
+        timestep_fs=float(timestep_fs),
+        friction_per_ps=float(friction_per_ps),
+        seed=int(seed),
+        platform=platform or default_platform(molecular_system.n_atoms),
+    )
+
+
+def langevin_integrator(settings, seed):
+    """``LangevinMiddleIntegrator`` for :func:`langevin_settings` (temperature, friction, time step)."""
+    integrator = openmm.LangevinMiddleIntegrator(
+        settings["temperature_K"] * unit.kelvin, settings["friction_per_ps"] / unit.picosecond, settings["timestep_fs"] * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(int(seed))
+    return integrator
 
 
 def run_md(
@@ -70,45 +116,23 @@ def run_md(
 
     if molecular_system.system.getNumConstraints() > 0:
         raise ValueError("training MD must be unconstrained; build the system with constraints=None")
-    n_steps, report_interval = int(n_steps), int(report_interval)
-    if n_steps <= 0 or report_interval <= 0 or n_steps % report_interval:
-        raise ValueError(f"n_steps ({n_steps}) must be a positive multiple of report_interval ({report_interval})")
-    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else float(temperature)
-    platform = platform or default_platform(molecular_system.n_atoms)
+    settings = langevin_settings(
+        molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
+    )
+    settings["chunk_frames"] = chunk_frames
+    T, n_steps, report_interval, platform = settings["temperature_K"], settings["n_steps"], settings["report_interval"], settings["platform"]
     os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
     settings_path = os.path.join(output_dir, "settings.json")
-    settings = dict(
-        system=molecular_system.name,
-        n_atoms=molecular_system.n_atoms,
-        temperature_K=T,
-        n_steps=n_steps,
-        report_interval=report_interval,
-        timestep_fs=timestep_fs,
-        friction_per_ps=friction_per_ps,
-        seed=seed,
-        platform=platform,
-        chunk_frames=chunk_frames,
-        equilibration_steps=equilibration_steps,
-    )
-    done = dict(completed_chunks=0, complete=False)
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            old = json.load(f)
-        if {k: old.get(k) for k in settings} != settings:
-            raise ValueError(
-                f"{output_dir} holds a run with other settings ({settings_path}); use another output folder or "
-                "delete it to start over"
-            )
-        done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
+    old = check_settings_file(settings_path, settings, "an MD run")
+    done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
     pdb_path = os.path.join(output_dir, "topology.pdb")
     dcd_path = os.path.join(output_dir, "trajectory.dcd")
     if done["complete"] and os.path.exists(dcd_path):
         return mdtraj.load(dcd_path, top=pdb_path)
-    with open(pdb_path, "w") as f:
+    with atomic_write(pdb_path) as f:
         app.PDBFile.writeFile(molecular_system.topology, molecular_system.positions, f)
 
-    integrator = openmm.LangevinMiddleIntegrator(T * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(int(seed) + 1)
+    integrator = langevin_integrator(settings, int(seed) + 1)
     context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
     state_path = os.path.join(output_dir, "state.xml")
     n_frames = n_steps // report_interval
@@ -141,11 +165,11 @@ def run_md(
             bar.update(1)
         if not np.isfinite(xyz).all():
             raise RuntimeError(f"MD blew up in chunk {chunk} (NaN positions); use a smaller time step")
-        np.save(os.path.join(output_dir, "chunks", f"chunk_{chunk:06d}.npy"), xyz)
+        with atomic_write(os.path.join(output_dir, "chunks", f"chunk_{chunk:06d}.npy"), "wb") as f:
+            np.save(f, xyz)
         state = context.getState(getPositions=True, getVelocities=True)
-        with open(state_path + ".tmp", "w") as f:
+        with atomic_write(state_path) as f:
             f.write(openmm.XmlSerializer.serialize(state))
-        os.replace(state_path + ".tmp", state_path)
         done["completed_chunks"] = chunk + 1
         write_json_atomic(settings_path, dict(settings, **done))
     bar.close()
@@ -154,8 +178,8 @@ def run_md(
     top = mdtraj.Topology.from_openmm(molecular_system.topology)
     traj = mdtraj.Trajectory(xyz, top)
     traj.time = np.arange(1, len(xyz) + 1) * report_interval * timestep_fs * 1e-3  # ps
-    traj.save_dcd(dcd_path + ".tmp.dcd")
-    os.replace(dcd_path + ".tmp.dcd", dcd_path)
+    with atomic_write(dcd_path, mode=None) as tmp:
+        traj.save_dcd(tmp)
     done["complete"] = True
     write_json_atomic(settings_path, dict(settings, **done))
     for c in range(n_chunks):

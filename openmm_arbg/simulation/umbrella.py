@@ -18,7 +18,6 @@ so ``u_k(x) = beta * bias_k(dihedrals(x))`` up to a term common to all states.
 """
 
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -28,12 +27,11 @@ import openmm
 import openmm.unit as unit
 from scipy.special import logsumexp
 
-from ..physics import kT_kJ_per_mol
-from ..utils import write_json_atomic
-from ..physics import default_platform
+from ..analysis.observables import dihedral_regions, dihedrals as compute_dihedrals
 from ..molecule.topology import MolecularGraph
-
-logging.getLogger("pymbar").setLevel(logging.ERROR)
+from ..physics import kT_kJ_per_mol
+from ..utils import atomic_write, check_settings_file
+from .md import langevin_integrator, langevin_settings
 
 __all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
@@ -56,20 +54,6 @@ def dihedral_grid(n_per_dihedral, n_dihedrals=2):
 def _angular_distance(a, b):
     d = np.abs(np.asarray(a) - np.asarray(b)) % (2 * math.pi)
     return np.minimum(d, 2 * math.pi - d)
-
-
-def _compute_dihedrals(xyz, dihedrals):
-    """Dihedral angles (rad), shape (n_frames, n_dihedrals), IUPAC sign as OpenMM and mdtraj."""
-    import mdtraj
-
-    # mdtraj's geometry kernels need only a topology with the right number of atoms
-    top = mdtraj.Topology()
-    ch = top.add_chain()
-    res = top.add_residue("X", ch)
-    for _ in range(xyz.shape[1]):
-        top.add_atom("X", mdtraj.element.carbon, res)
-    traj = mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32), top)
-    return mdtraj.compute_dihedrals(traj, np.asarray(dihedrals, dtype=int), periodic=False).astype(np.float64)
 
 
 def free_energy_from_probability(p, dp):
@@ -111,7 +95,7 @@ def _rotate_dihedrals(positions_nm, neighbors, dihedrals, targets):
         moving = _side_of_bond(neighbors, b, c)
         if moving is None:
             continue  # a ring bond: leave it to the restraint
-        current = _compute_dihedrals(x[None], [[a, b, c, d]])[0, 0]
+        current = compute_dihedrals(x, [[a, b, c, d]])[0, 0]
         angle = float(target - current)
         axis = (x[c] - x[b]) / np.linalg.norm(x[c] - x[b])
         k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
@@ -124,10 +108,7 @@ def _simulate_window(system, positions_nm, settings, seed, stereo):
     """Pull, equilibrate and run one window; positions of every saved frame (nm), or None if the
     dynamics blew up (non-finite or exploding coordinates, or a stereocentre inverted)."""
     T = settings["temperature_K"]
-    integrator = openmm.LangevinMiddleIntegrator(
-        T * unit.kelvin, settings["friction_per_ps"] / unit.picosecond, settings["timestep_fs"] * unit.femtosecond
-    )
-    integrator.setRandomNumberSeed(seed)
+    integrator = langevin_integrator(settings, seed)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(settings["platform"]))
     context.setPositions([openmm.Vec3(*map(float, p)) for p in positions_nm])
     context.setParameter("k_umbrella", settings["pull_k"])
@@ -175,14 +156,12 @@ def _run_window(job):
             f"umbrella window {i} (centre {np.degrees(centre).round(1).tolist()} deg) blew up {_MAX_TRIES} times; "
             "use a smaller time step (--timestep-fs) or a softer restraint (--k)"
         )
-    values = _compute_dihedrals(xyz, dihedrals)
+    values = compute_dihedrals(xyz, dihedrals)
     out = {"dihedrals": values, "centre": np.asarray(centre, dtype=float), "attempts": attempt + 1}
     if settings["save_positions"]:
         out["positions"] = xyz
-    path = _window_path(output_dir, i)
-    with open(path + ".tmp", "wb") as f:
+    with atomic_write(_window_path(output_dir, i), "wb") as f:
         np.savez(f, **out)
-    os.replace(path + ".tmp", path)
     return i
 
 
@@ -253,43 +232,21 @@ def run_umbrella(
 
     dihedrals = np.asarray(dihedrals, dtype=int).reshape(-1, 4)
     centres = np.asarray(centres, dtype=float).reshape(-1, len(dihedrals))
-    n_steps, report_interval = int(n_steps), int(report_interval)
-    if n_steps <= 0 or report_interval <= 0 or n_steps % report_interval:
-        raise ValueError(f"n_steps ({n_steps}) must be a positive multiple of report_interval ({report_interval})")
     if k <= 0:
         raise ValueError(f"k must be positive (kJ/mol/rad^2), got {k}")
-    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else float(temperature)
-    settings = dict(
-        system=molecular_system.name,
-        n_atoms=molecular_system.n_atoms,
-        temperature_K=T,
+    settings = langevin_settings(
+        molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
+    )
+    settings.update(
         dihedrals=dihedrals.tolist(),
         centres=centres.tolist(),
         k=float(k),
         pull_k=float(10 * k if pull_k is None else pull_k),
         pull_steps=int(pull_steps),
-        n_steps=n_steps,
-        report_interval=report_interval,
-        equilibration_steps=int(equilibration_steps),
-        timestep_fs=float(timestep_fs),
-        friction_per_ps=float(friction_per_ps),
-        seed=int(seed),
-        platform=platform or default_platform(molecular_system.n_atoms),
         save_positions=bool(save_positions),
     )
     os.makedirs(output_dir, exist_ok=True)
-    settings_path = os.path.join(output_dir, "settings.json")
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            old = json.load(f)
-        if old != settings:
-            changed = sorted(key for key in settings if old.get(key) != settings[key])
-            raise ValueError(
-                f"{output_dir} holds umbrella windows run with other settings ({', '.join(changed)}); use another "
-                "output folder, or delete it to start over"
-            )
-    else:
-        write_json_atomic(settings_path, settings)
+    check_settings_file(os.path.join(output_dir, "settings.json"), settings, "umbrella windows")
 
     system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)
@@ -459,3 +416,77 @@ class UmbrellaResult:
             log_w = np.where(inside, log_w, -np.inf)
         picks = resample(log_w, int(n), method="systematic", rng=rng)
         return np.concatenate(self.positions)[picks]
+
+    def region_free_energies(self, names):
+        """Unbiased probability and free energy of the regions :func:`~openmm_arbg.analysis.observables.dihedral_regions`
+        defines for these dihedrals (``phi>0``; the alanine dipeptide basins with phi and psi).
+
+        Parameters
+        ----------
+        names : list of str
+            What each restrained dihedral is (``"phi"``, ``"psi"`` or atom indices), in order.
+
+        Returns
+        -------
+        dict
+            Region name -> dict with ``probability``, ``probability_error``, ``free_energy_kT``
+            (``F(region) - F(rest)``) and ``free_energy_error_kT``.
+        """
+        out = {}
+        for name, indicator in dihedral_regions(names).items():
+            p, dp = self.probability(indicator)
+            f, df = free_energy_from_probability(p, dp)
+            out[name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
+        return out
+
+    def summary(self, names, command=None):
+        """What was run and what MBAR makes of it (the ``result.json`` of ``arbg umbrella``): system,
+        temperature, windows, frames, MBAR frames, and :meth:`region_free_energies`."""
+        n_unc = self.n_uncorrelated
+        out = dict(
+            system=self.settings.get("system"),
+            temperature_K=self.settings["temperature_K"],
+            windows=len(n_unc),
+            frames=int(sum(len(v) for v in self.dihedrals)),
+            mbar_frames=int(n_unc.sum()),
+            min_mbar_frames_per_window=int(n_unc.min()),
+            mbar_samples_per_window=self.max_samples_per_window,
+        )
+        if command is not None:
+            out["command"] = command
+        out.update(self.region_free_energies(names))
+        return out
+
+    def export(self, path, topology, n, region="all", names=None, rng=None):
+        """Write ``n`` frames resampled from the unbiased distribution (:meth:`resample`) to a
+        trajectory file (atomically; the format from the extension, e.g. ``frames.dcd``).
+
+        Parameters
+        ----------
+        path : str
+        topology : openmm.app.Topology or mdtraj.Topology
+        n : int
+        region : str
+            ``"all"``, or a region of :func:`~openmm_arbg.analysis.observables.dihedral_regions`
+            (e.g. ``"phi>0"``) to restrict the frames to.
+        names : list of str, optional
+            What each restrained dihedral is (needed for a region).
+        rng : numpy.random.Generator or int, optional
+        """
+        import mdtraj
+
+        indicator = None
+        if region not in (None, "all"):
+            regions = dihedral_regions(names or [])
+            if region not in regions:
+                raise ValueError(
+                    f"region {region!r} is not defined for the dihedrals {list(names or [])}; defined: {['all', *regions]} "
+                    "(phi>0 needs phi, the alanine dipeptide basins need phi and psi)"
+                )
+            indicator = regions[region]
+        xyz = self.resample(n, indicator, rng=rng)
+        if not isinstance(topology, mdtraj.Topology):
+            topology = mdtraj.Topology.from_openmm(topology)
+        with atomic_write(path, mode=None) as tmp:
+            mdtraj.Trajectory(xyz.astype(np.float32), topology).save(tmp)
+        return path
