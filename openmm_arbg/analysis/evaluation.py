@@ -9,11 +9,26 @@
 
 Optimal transport uses POT (``ot``). Exact transport between n and m points needs an n x m cost
 matrix: ``max_points`` subsamples (evenly, without replacement) and the number used is reported.
+
+:func:`evaluate` runs them all for a model against reference frames (what ``arbg evaluate`` and
+the demo report), with the warnings of :mod:`openmm_arbg.analysis.diagnostics` and the plots;
+:func:`evaluation_table` formats the result as Markdown.
 """
+
+import os
 
 import numpy as np
 
-__all__ = ["energy_w2", "torus_w2", "tica_w2", "dihedral_features", "ramachandran_plot", "energy_histogram_plot"]
+__all__ = [
+    "evaluate",
+    "evaluation_table",
+    "energy_w2",
+    "torus_w2",
+    "tica_w2",
+    "dihedral_features",
+    "ramachandran_plot",
+    "energy_histogram_plot",
+]
 
 
 def _subsample(x, max_points, rng):
@@ -55,10 +70,9 @@ def torus_w2(angles_a, angles_b, max_points=5000, rng=0):
 
 def dihedral_features(positions, topology):
     """cos and sin of every backbone phi and psi: (n, 4 * n_dihedral_pairs)."""
-    from .observables import backbone_dihedrals
+    from .observables import dihedrals
 
-    phi, psi = backbone_dihedrals(positions, topology)
-    ang = np.radians(np.concatenate([phi, psi], axis=1))
+    ang = dihedrals(positions, topology)
     return np.concatenate([np.cos(ang), np.sin(ang)], axis=1)
 
 
@@ -148,3 +162,116 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def evaluate(
+    model,
+    reference_positions,
+    reduced_potential,
+    n_proposals,
+    proposal_temperature=1.0,
+    lag=100,
+    max_points=5000,
+    structural=True,
+    seed=0,
+    output_dir=None,
+    reference_label="reference MD",
+):
+    """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
+
+    Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and
+    compares them with the reference: ESS, E-W2 (reduced energies), and, with ``structural``,
+    T-W2 (backbone phi/psi on the torus) and TICA-W2 (TICA of the reference's dihedral features).
+
+    Parameters
+    ----------
+    model : openmm_arbg.ArBG
+    reference_positions : array_like (n, N, 3) nm
+        Reference frames of the target, in time order (e.g. long MD; TICA needs the time order).
+    reduced_potential : openmm_arbg.sampling.energies.ReducedPotential
+        The target.
+    n_proposals : int
+    proposal_temperature : float
+    lag : int
+        TICA lag in reference frames.
+    max_points : int
+        Points per set for exact optimal transport (T-W2, TICA-W2).
+    structural : bool
+        Compute T-W2 and TICA-W2 (skipped, with a note, for a molecule without backbone dihedrals).
+    seed : int
+    output_dir : str, optional
+        Write ``ramachandran.png`` and ``energies.png`` there.
+    reference_label : str
+        Name of the reference in plots.
+
+    Returns
+    -------
+    dict
+        ``n_proposals``, ``n_reference``, ``ess``, ``ess_fraction``, ``pareto_k``,
+        ``wrong_handed_fraction``, ``e_w2`` (kT), ``t_w2`` (rad) and ``t_w2_points``, ``tica_w2``
+        and ``tica_w2_points`` (``nan``/0 when not computed), ``lag``, ``warnings`` (list of str),
+        ``plots`` (list of paths), and the :class:`~openmm_arbg.sampling.importance.ImportanceSamplingResult`
+        as ``result``, the resampled indices as ``resampled`` and the reference's reduced energies as
+        ``reference_reduced_potentials``.
+    """
+    from ..arbg import as_positions_nm
+    from ..sampling.importance import importance_sample, resample
+    from .diagnostics import diagnostics_of, warning_lines
+    from .observables import backbone_dihedrals
+
+    ref = as_positions_nm(reference_positions, model.n_atoms, model.graph, "reference positions")
+    result = importance_sample(model, reduced_potential, n_proposals, proposal_temperature=proposal_temperature, seed=seed)
+    picks = resample(result.log_weights, n_proposals, rng=seed)
+    u_ref = reduced_potential(ref)
+    x_rs, u_rs = result.positions[picks], result.reduced_potentials[picks]
+    top = model.topology
+    out = dict(diagnostics_of(result), n_proposals=int(n_proposals), n_reference=len(ref), ess=result.ess, lag=int(lag))
+    out["e_w2"] = energy_w2(u_rs, u_ref[np.isfinite(u_ref)])
+    out.update(t_w2=float("nan"), t_w2_points=0, tica_w2=float("nan"), tica_w2_points=0)
+    warnings = warning_lines(result)
+    if (~np.isfinite(u_ref)).any():
+        warnings.append(f"{int((~np.isfinite(u_ref)).sum())} reference frames have no finite energy (left out of E-W2)")
+    phi_r, psi_r = backbone_dihedrals(ref, top)
+    has_backbone = phi_r.shape[1] > 0 and psi_r.shape[1] > 0
+    if structural and not has_backbone:
+        warnings.append("the molecule has no backbone phi and psi: T-W2 and TICA-W2 are not computed")
+    elif structural:
+        phi_s, psi_s = backbone_dihedrals(x_rs, top)
+        out["t_w2"], out["t_w2_points"] = torus_w2(
+            np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), max_points, seed
+        )
+        out["tica_w2"], out["tica_w2_points"] = tica_w2(dihedral_features(ref, top), dihedral_features(x_rs, top), lag, max_points, seed)
+    out["plots"] = []
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        if has_backbone:
+            phi_p, psi_p = backbone_dihedrals(result.positions, top)
+            finite = result.log_weights[np.isfinite(result.log_weights)]
+            w = np.exp(result.log_weights - (finite.max() if len(finite) else 0.0))
+            out["plots"].append(ramachandran_plot(
+                [(reference_label, phi_r[:, 0], psi_r[:, 0], None), ("proposals", phi_p[:, 0], psi_p[:, 0], None),
+                 ("reweighted", phi_p[:, 0], psi_p[:, 0], w)],
+                os.path.join(output_dir, "ramachandran.png"),
+            ))
+        out["plots"].append(energy_histogram_plot(
+            [(reference_label, u_ref, None), ("proposals", result.reduced_potentials, None), ("resampled", u_rs, None)],
+            os.path.join(output_dir, "energies.png"),
+        ))
+    out.update(warnings=warnings, result=result, resampled=picks, reference_reduced_potentials=u_ref)
+    return out
+
+
+def evaluation_table(metrics):
+    """The metrics of :func:`evaluate` as a Markdown table (str)."""
+    rows = [
+        ("proposals (energy evaluations)", f"{metrics['n_proposals']}"),
+        ("ESS/N", f"{100 * metrics['ess_fraction']:.2f} %"),
+        ("Pareto k", f"{metrics['pareto_k']:.2f}"),
+        ("E-W2 (kT)", f"{metrics['e_w2']:.3f}"),
+    ]
+    if metrics.get("t_w2_points"):
+        rows.append(("T-W2 (rad)", f"{metrics['t_w2']:.3f} ({metrics['t_w2_points']} points)"))
+    if metrics.get("tica_w2_points"):
+        rows.append(("TICA-W2", f"{metrics['tica_w2']:.3f} ({metrics['tica_w2_points']} points, lag {metrics['lag']} frames)"))
+    rows.append(("reference frames", f"{metrics['n_reference']}"))
+    return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"

@@ -6,20 +6,30 @@ All free energies are dimensionless (kT of the state they refer to).
   weights, bootstrap error.
 * :func:`basin_free_energy_from_chain`: the same from a correlated chain (MD or MCMC) of basin
   labels, error from the statistical inefficiency (pymbar.timeseries) of the delta-method series.
+* :func:`populations_from_chain`: state populations from a correlated chain of labels, errors
+  from the statistical inefficiency.
 * :func:`state_free_energies`: ``f_k`` of thermodynamic states relative to the normalised model
   (the model is a state with reduced potential ``-log q`` and free energy 0), by EXP for each
   state and by MBAR with the model as an extra state.
+* :func:`alanine_dipeptide_analysis`: the alanine dipeptide basins' populations and free
+  energies from a chain or from importance weights (the package's one place for them).
 """
 
-import logging
 import math
 
 import numpy as np
 from scipy.special import logsumexp
 
-logging.getLogger("pymbar").setLevel(logging.ERROR)
+from ..utils import bootstrap
 
-__all__ = ["basin_free_energy_from_weights", "basin_free_energy_from_chain", "state_free_energies"]
+__all__ = [
+    "basin_free_energy_from_weights",
+    "basin_free_energy_from_chain",
+    "populations_from_chain",
+    "state_free_energies",
+    "alanine_dipeptide_analysis",
+    "ALANINE_FREE_ENERGIES",
+]
 
 
 def _log_sum(log_w, mask):
@@ -46,13 +56,7 @@ def basin_free_energy_from_weights(log_w, in_a, in_b, n_bootstrap=500, rng=None)
     log_w = np.asarray(log_w, dtype=float)
     a, b = np.asarray(in_a, dtype=bool), np.asarray(in_b, dtype=bool)
     est = -(_log_sum(log_w, b) - _log_sum(log_w, a))
-    rng = np.random.default_rng(rng)
-    n = len(log_w)
-    boots = []
-    for _ in range(int(n_bootstrap)):
-        idx = rng.integers(0, n, n)
-        boots.append(-(_log_sum(log_w[idx], b[idx]) - _log_sum(log_w[idx], a[idx])))
-    boots = np.asarray(boots)
+    boots = bootstrap(lambda idx: -(_log_sum(log_w[idx], b[idx]) - _log_sum(log_w[idx], a[idx])), len(log_w), n_bootstrap, rng)
     finite = np.isfinite(boots)
     if not np.isfinite(est) or finite.mean() < 0.95:
         return float(est), math.inf
@@ -79,6 +83,31 @@ def basin_free_energy_from_chain(in_a, in_b):
     f = b / pb - a / pa
     g = timeseries.statistical_inefficiency(f) if f.std() > 0 else 1.0
     return float(-math.log(pb / pa)), float(f.std(ddof=1) * math.sqrt(g / len(f)))
+
+
+def populations_from_chain(labels, n_states):
+    """Populations of states ``0 .. n_states - 1`` in a time series of labels, with standard errors
+    ``std * sqrt(g / n)`` from the statistical inefficiency ``g`` of each indicator (pymbar).
+
+    Returns
+    -------
+    list of (float, float)
+        Population and error per state; the error is ``nan`` for a state never or always visited.
+    """
+    from pymbar import timeseries
+
+    labels = np.asarray(labels).reshape(-1)
+    out = []
+    for k in range(int(n_states)):
+        series = (labels == k).astype(float)
+        p = float(series.mean()) if len(series) else math.nan
+        if 0 < p < 1:
+            g = timeseries.statistical_inefficiency(series)
+            err = float(series.std(ddof=1) * math.sqrt(g / len(series)))
+        else:
+            err = math.nan
+        out.append((p, err))
+    return out
 
 
 def state_free_energies(reduced_potentials, log_q):
@@ -118,3 +147,49 @@ def state_free_energies(reduced_potentials, log_q):
     mbar = pymbar.MBAR(u_kn, N_k, initial_f_k=np.concatenate([[0.0], exp]))
     result = mbar.compute_free_energy_differences(compute_uncertainty=True)
     return dict(exp=exp, dexp=dexp, mbar=result["Delta_f"][0, 1:], dmbar=result["dDelta_f"][0, 1:])
+
+
+ALANINE_FREE_ENERGIES = ("F(alpha_R) - F(beta)", "F(phi>0) - F(beta)", "F(phi>0) - F(phi<0)")
+
+
+def alanine_dipeptide_analysis(positions, topology, log_weights=None, rng=None):
+    """Alanine dipeptide's basins (:func:`~openmm_arbg.analysis.observables.alanine_dipeptide_basins`):
+    populations and free energies, from a chain or from importance weights.
+
+    Parameters
+    ----------
+    positions : array_like (n, N, 3), nm
+        Frames of a chain (MD or MCMC, in time order), or importance-sampling proposals.
+    topology : mdtraj.Topology, openmm.app.Topology or MolecularGraph
+        Alanine dipeptide (its backbone phi and psi are used).
+    log_weights : array_like (n,), optional
+        Importance weights of the proposals; without them ``positions`` are a chain.
+    rng : numpy.random.Generator or int, optional
+        Bootstrap of the weighted estimates.
+
+    Returns
+    -------
+    dict
+        ``populations``: basin name (:data:`BASINS`) -> (probability, error); ``free_energies``:
+        label (:data:`ALANINE_FREE_ENERGIES`) -> (kT, error); ``basins``: the label of every frame.
+        Errors come from the statistical inefficiency for a chain and from bootstrap resamples for
+        weighted samples.
+    """
+    from ..sampling.importance import weighted_mean
+    from .observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals
+
+    phi, psi = backbone_dihedrals(positions, topology)
+    if phi.shape[1] != 1 or psi.shape[1] != 1:
+        raise ValueError(f"alanine dipeptide has one phi and one psi dihedral; this molecule has {phi.shape[1]} and {psi.shape[1]}")
+    basin = alanine_dipeptide_basins(phi, psi)
+    pairs = dict(zip(ALANINE_FREE_ENERGIES, [(basin == 0, basin == 1), (basin == 0, basin == 2), (basin < 2, basin == 2)]))
+    if log_weights is None:
+        populations = populations_from_chain(basin, len(BASINS))
+        free_energies = {label: basin_free_energy_from_chain(a, b) for label, (a, b) in pairs.items()}
+    else:
+        rng = np.random.default_rng(rng)
+        one_hot = (basin[:, None] == np.arange(len(BASINS))[None, :]).astype(float)
+        mean, err = weighted_mean(one_hot, log_weights, rng=rng)
+        populations = list(zip(mean.tolist(), np.broadcast_to(err, mean.shape).tolist()))
+        free_energies = {label: basin_free_energy_from_weights(log_weights, a, b, rng=rng) for label, (a, b) in pairs.items()}
+    return dict(populations=dict(zip(BASINS, populations)), free_energies=free_energies, basins=basin)

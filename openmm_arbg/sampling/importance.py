@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
+from ..utils import bootstrap
+
 __all__ = [
     "log_importance_weights",
     "effective_sample_size",
@@ -134,15 +136,16 @@ def weighted_mean(values, log_w, n_bootstrap=200, rng=None):
     log_w = np.asarray(log_w, dtype=float)
     w = normalized_weights(log_w)
     mean = np.tensordot(w, v, axes=(0, 0))
-    rng = np.random.default_rng(rng)
-    boots = []
-    n = len(w)
-    for _ in range(int(n_bootstrap)):
-        idx = rng.integers(0, n, n)
+
+    dropped = np.full(np.shape(mean), np.nan)  # a resample without any valid sample
+
+    def replicate(idx):
         lw = log_w[idx]
-        if not np.isfinite(lw).any():
-            continue
-        boots.append(np.tensordot(normalized_weights(lw), v[idx], axes=(0, 0)))
+        return np.tensordot(normalized_weights(lw), v[idx], axes=(0, 0)) if np.isfinite(lw).any() else dropped
+
+    boots = bootstrap(replicate, len(w), n_bootstrap, rng)
+    if len(boots):
+        boots = boots[~np.isnan(boots.reshape(len(boots), -1)).all(axis=1)]
     stderr = np.std(boots, axis=0, ddof=1) if len(boots) > 1 else np.full_like(np.asarray(mean), np.inf)
     return mean, stderr
 
