@@ -18,47 +18,40 @@ import time
 
 import numpy as np
 
+from .analysis.free_energy import alanine_dipeptide_analysis
+from .analysis.observables import BASINS, backbone_dihedrals, phi_sign_changes
 from .pretrained import load_reference, pretrained_path
-from .analysis.observables import BASINS, alanine_dipeptide_basins, backbone_dihedrals, phi_sign_changes
 
 __all__ = ["run_demo"]
 
-
-def _populations_with_errors(basin):
-    from pymbar import timeseries
-
-    out = []
-    for k in range(len(BASINS)):
-        series = (basin == k).astype(float)
-        p = series.mean()
-        if 0 < p < 1:
-            g = timeseries.statistical_inefficiency(series)
-            err = series.std(ddof=1) * math.sqrt(g / len(series))
-        else:
-            err = float("nan")
-        out.append((p, err))
-    return out
+PHI = "F(phi>0) - F(phi<0)"
 
 
 def _fmt(p, err):
     return f"{100 * p:.2f} ± {100 * err:.2f} %" if math.isfinite(err) else f"{100 * p:.2f} % (no error: basin not visited or always)"
 
 
-def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposals=10000, mcmc_iterations=400, seed=0):
-    """Run the demo and write ``output/report.md``; returns the report text."""
-    import openmm
+def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposals=10000, mcmc_iterations=400, seed=0, threads=None):
+    """Run the demo and write ``output/report.md``; returns the report text.
+
+    ``threads``: torch CPU threads (default: 2, or 1 on a single core).
+    """
     import openmm.unit as unit
     import torch
-    from openmmtools import cache, mcmc, states
+    from openmmtools import states
 
-    from . import ArBG, ArBGMove
+    from . import ArBG
+    from .analysis.diagnostics import warning_lines
+    from .analysis.evaluation import evaluate
+    from .sampling.chain import run_chain
     from .sampling.energies import ReducedPotential
     from .sampling.importance import importance_sample
     from .simulation.md import run_md
     from .simulation.systems import alanine_dipeptide_vacuum
     from .training import Trainer, TrainingConfig
+    from .utils import atomic_write
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(int(threads) if threads else max(1, min(2, os.cpu_count() or 1)))
     os.makedirs(output, exist_ok=True)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     lines = ["# openmm-arbg demo: alanine dipeptide, vacuum, 300 K", ""]
@@ -66,14 +59,18 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
     t_start = time.time()
 
+    def warnings_of(result):  # report lines
+        found = warning_lines(result)
+        return [f"**Warning:** {line}." for line in found] + ([""] if found else [])
+
     # 1. MD -----------------------------------------------------------------------------------
     say(f"[1/4] Langevin MD, {md_ns:g} ns (training data and baseline)")
     t0 = time.time()
     n_steps = int(md_ns * 1e6)
     traj = run_md(ms, os.path.join(output, "md"), n_steps=n_steps, report_interval=100, seed=seed, progress=not quiet)
     md_time = time.time() - t0
-    phi_md, psi_md = backbone_dihedrals(traj.xyz, ms.topology)
-    md_pops = _populations_with_errors(alanine_dipeptide_basins(phi_md, psi_md))
+    phi_md, _ = backbone_dihedrals(traj.xyz, ms.topology)
+    md = alanine_dipeptide_analysis(traj.xyz, ms.topology)
     md_transitions = phi_sign_changes(phi_md)
     lines += [
         f"## 1. Langevin MD: {md_ns:g} ns = {n_steps:,} steps (energy evaluations), {traj.n_frames} frames, {md_time:.0f} s",
@@ -103,6 +100,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         "",
         f"Importance sampling, {small_is.summary()}",
         "",
+        *warnings_of(small_is),
     ]
 
     # 3. importance sampling with the shipped model ---------------------------------------------
@@ -110,35 +108,21 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
     model = ArBG.load(pretrained_path("alanine_dipeptide_vacuum"), topology=ms.topology)
     t0 = time.time()
     with ReducedPotential(thermo, n_workers=2) as u:
-        result = importance_sample(model, u, n_proposals, seed=seed)
-        is_time = time.time() - t0
-        u_md = u(traj.xyz[:: max(1, traj.n_frames // 10000)].astype(np.float64))
-    phi_is, psi_is = backbone_dihedrals(result.positions, ms.topology)
-    basin_is = alanine_dipeptide_basins(phi_is, psi_is)
-    is_pops = [result.expectation((basin_is == k).astype(float), rng=seed) for k in range(len(BASINS))]
-    from .analysis.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot
-    from .sampling.importance import resample
-
-    picks = resample(result.log_weights, rng=seed)
-    weights = np.exp(result.log_weights - np.max(result.log_weights))
-    ramachandran_plot(
-        [("Langevin MD", phi_md[:, 0], psi_md[:, 0], None), ("ArBG proposals", phi_is[:, 0], psi_is[:, 0], None),
-         ("reweighted", phi_is[:, 0], psi_is[:, 0], weights)],
-        os.path.join(output, "ramachandran.png"),
-    )
-    energy_histogram_plot(
-        [("Langevin MD", u_md, None), ("ArBG proposals", result.reduced_potentials, None),
-         ("resampled", result.reduced_potentials[picks], None)],
-        os.path.join(output, "energies.png"),
-    )
-    e_w2 = energy_w2(result.reduced_potentials[picks], u_md)
+        metrics = evaluate(
+            model, traj.xyz[:: max(1, traj.n_frames // 10000)], u, n_proposals, structural=False, seed=seed, output_dir=output,
+            reference_label="Langevin MD",
+        )
+    is_time = time.time() - t0
+    result = metrics["result"]
+    is_ = alanine_dipeptide_analysis(result.positions, ms.topology, result.log_weights, rng=seed)
     lines += [
         f"## 3. Importance sampling with the shipped model ({model.n_parameters():,} parameters, trained 24 min on one CPU thread "
         "on 20 ns of MD plus 20 000 umbrella-sampling frames of phi > 0)",
         "",
         f"{result.summary()} [{is_time:.0f} s]",
         "",
-        f"E-W2 between resampled proposals and the MD frames: {e_w2:.3f} kT.",
+        *warnings_of(result),
+        f"E-W2 between resampled proposals and the MD frames: {metrics['e_w2']:.3f} kT.",
         "",
         "![Ramachandran: MD, proposals, reweighted](ramachandran.png)",
         "",
@@ -148,34 +132,26 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
 
     # 4. ArBGMove + Langevin vs Langevin --------------------------------------------------------
     say(f"[4/4] ArBGMove + Langevin, {mcmc_iterations} iterations")
-    np.random.seed(seed)
-    arbg_move = ArBGMove(pretrained_path("alanine_dipeptide_vacuum"), n_attempts=25, buffer_size=1000)
-    langevin = mcmc.LangevinDynamicsMove(n_steps=25, timestep=1.0 * unit.femtosecond, collision_rate=1.0 / unit.picosecond)
-    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, arbg_move]))
-    context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
-    xs = []
-    t0 = time.time()
-    for _ in range(mcmc_iterations):
-        sampler.run(1, context_cache=context_cache)
-        xs.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
-    mc_time = time.time() - t0
-    phi_mc, psi_mc = backbone_dihedrals(np.array(xs), ms.topology)
-    mc_pops = _populations_with_errors(alanine_dipeptide_basins(phi_mc, psi_mc))
-    mc_evals = mcmc_iterations * (25 + 25)
+    chain = run_chain(
+        pretrained_path("alanine_dipeptide_vacuum"), thermo, ms.positions, mcmc_iterations, n_attempts=25, langevin_steps=25,
+        buffer_size=1000, platform="Reference", seed=seed,
+    )
+    phi_mc, _ = backbone_dihedrals(chain.positions, ms.topology)
+    mc = alanine_dipeptide_analysis(chain.positions, ms.topology)
+    mc_evals = chain.n_energy_evaluations
     mc_transitions = phi_sign_changes(phi_mc)
     md_rate = md_transitions / n_steps
     mc_rate = mc_transitions / mc_evals
     ratio = (mc_rate / md_rate) if md_transitions else float("inf")
     ref = load_reference()
     n_equal = max(1, int(round(mc_evals / 100)))  # MD at the chain's number of energy evaluations (frames 100 steps apart)
-    md_short = alanine_dipeptide_basins(phi_md[:n_equal], psi_md[:n_equal])
-    md_short_pops = _populations_with_errors(md_short)
+    md_short = alanine_dipeptide_analysis(traj.xyz[:n_equal], ms.topology)
     lines += [
         f"## 4. ArBGMove + Langevin (25 MH attempts + 25 Langevin steps per iteration, {mcmc_iterations} iterations)",
         "",
-        f"Acceptance {100 * arbg_move.acceptance_rate:.1f} % of {arbg_move.n_proposed} proposals "
-        f"(wrong-handed {arbg_move.n_wrong_stereo}, failed energies {arbg_move.n_failed_energy}); {mc_time:.0f} s.",
+        f"{chain.summary()}.",
         "",
+        *warnings_of(chain),
         "| sampler | energy evaluations | phi = 0 crossings | crossings per 10^6 evaluations |",
         "| --- | --- | --- | --- |",
         f"| Langevin MD (frames every 100 steps) | {n_steps:,} | {md_transitions} | {1e6 * md_rate:.1f} |",
@@ -190,21 +166,19 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         f"| importance sampling, {n_proposals:,} | ArBGMove + Langevin, {mc_evals:,} | reference (umbrella + MBAR) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for k, name in enumerate(BASINS):
+    for name in BASINS:
         lines.append(
-            f"| {name} | {_fmt(*md_pops[k])} | {_fmt(*md_short_pops[k])} | {_fmt(is_pops[k][0], is_pops[k][1])} "
-            f"| {_fmt(*mc_pops[k])} | {_fmt(ref[name]['probability'], ref[name]['probability_error'])} |"
+            f"| {name} | {_fmt(*md['populations'][name])} | {_fmt(*md_short['populations'][name])} | {_fmt(*is_['populations'][name])} "
+            f"| {_fmt(*mc['populations'][name])} | {_fmt(ref[name]['probability'], ref[name]['probability_error'])} |"
         )
 
     # free energy of phi > 0 against phi < 0, every estimator, against the reference
-    from .analysis.free_energy import basin_free_energy_from_chain, basin_free_energy_from_weights
-
     f_ref, df_ref = ref["phi>0"]["free_energy_kT"], ref["phi>0"]["free_energy_error_kT"]
     estimates = [
-        (f"Langevin MD, {n_steps:,} evaluations", basin_free_energy_from_chain(phi_md[:, 0] < 0, phi_md[:, 0] >= 0)),
-        (f"Langevin MD, first {100 * n_equal:,} evaluations", basin_free_energy_from_chain(md_short < 2, md_short == 2)),
-        (f"importance sampling, {n_proposals:,} evaluations", basin_free_energy_from_weights(result.log_weights, basin_is < 2, basin_is == 2, rng=seed)),
-        (f"ArBGMove + Langevin, {mc_evals:,} evaluations", basin_free_energy_from_chain(phi_mc[:, 0] < 0, phi_mc[:, 0] >= 0)),
+        (f"Langevin MD, {n_steps:,} evaluations", md["free_energies"][PHI]),
+        (f"Langevin MD, first {100 * n_equal:,} evaluations", md_short["free_energies"][PHI]),
+        (f"importance sampling, {n_proposals:,} evaluations", is_["free_energies"][PHI]),
+        (f"ArBGMove + Langevin, {mc_evals:,} evaluations", mc["free_energies"][PHI]),
     ]
     lines += [
         "",
@@ -234,7 +208,7 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         f"Total time {time.time() - t_start:.0f} s.",
     ]
     report = "\n".join(lines) + "\n"
-    with open(os.path.join(output, "report.md"), "w") as f:
+    with atomic_write(os.path.join(output, "report.md")) as f:
         f.write(report)
     say("")
     say(report)

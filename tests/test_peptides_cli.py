@@ -47,20 +47,32 @@ def test_command_line_md_train_sample(tmp_path, capsys):
     traj = md / "310K" / "trajectory.dcd"
     top = md / "310K" / "topology.pdb"
     config = tmp_path / "train.yaml"
-    config.write_text("steps: 10\nbatch-size: 32\nlayers: 1\nd_model: 32\nheads: 2\neval-interval: 5\nquiet: true\n")
-    args = ["train", "--config", str(config), "--trajectories", str(traj), "--topology", str(top), "--output", str(tmp_path / "model")]
+    config.write_text("n_steps: 10\nbatch_size: 32\nn_layer: 1\nd_model: 32\nn_head: 2\neval_interval: 5\nquiet: true\n")
+    args = ["train", "--config", str(config), "--trajectories", str(traj), "--topology", str(top), "--output", str(tmp_path / "model"), "--threads", "1"]
     assert main(args) == 0
     assert main(args) == 0  # run again: resumes from the finished checkpoint, nothing breaks
-    assert main(["sample", "--model", str(tmp_path / "model" / "model.safetensors"), "--system", "peptide:AA", "--n", "50", "--output", str(tmp_path / "s.dcd")]) == 0
+    from openmm_arbg import ArBG
+
+    model_path = str(tmp_path / "model" / "model.safetensors")
+    trained = ArBG.load(model_path)
+    assert trained.network.cfg.n_layer == 1 and trained.network.cfg.d_model == 32  # the YAML's settings
+    assert trained.metadata["command"].startswith("arbg train --config")
+    capsys.readouterr()
+    # without --system the target is the built-in system of the model's molecule (here peptide:AA)
+    assert main(["sample", "--model", model_path, "--n", "50", "--output", str(tmp_path / "s.dcd")]) == 0
     out = capsys.readouterr().out
-    assert "50 proposals: ESS" in out and (tmp_path / "s.dcd").exists()
+    assert "using ace-aa-nme" in out and "50 proposals: ESS" in out and (tmp_path / "s.dcd").exists()
+    assert main(["sample", "--model", model_path, "--no-weights", "--n", "5"]) == 0
+    assert "5 samples" in capsys.readouterr().out
     # a newcomer's mistakes get one-line errors and exit code 2
     assert main(["train", "--trajectories", str(traj), "--topology", str(tmp_path / "missing.pdb")]) == 2
-    assert main(["sample", "--model", str(tmp_path / "model" / "model.safetensors"), "--system", "alanine_dipeptide_vacuum"]) == 2
+    assert main(["sample", "--model", model_path, "--system", "alanine_dipeptide_vacuum"]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "does not match" in err
-    with pytest.raises(SystemExit):
-        main(["train", "--config", str(config)])  # no trajectories
+    assert main(["train", "--config", str(config)]) == 2  # no trajectories
+    assert "missing --trajectories, --topology" in capsys.readouterr().err
+    assert main(["train", "--layers", "2", "--trajectories", str(traj), "--topology", str(top)]) == 2
+    assert "--layers is now --n-layer" in capsys.readouterr().err
 
 
 def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
@@ -70,7 +82,8 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     args = ["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--iterations", "20", "--attempts", "5", "--langevin-steps", "10", "--output", str(out), "--quiet"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "ArBGMove acceptance" in text and "F(alpha_R) - F(beta)" in text and out.exists()
+    assert "using alanine_dipeptide_vacuum" in text and "ArBGMove acceptance" in text and out.exists()
+    assert "F(alpha_R)" not in text  # the general chain command knows nothing of alanine's basins
     from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
     import openmm.app as app
 
@@ -79,6 +92,7 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     with open(pdb, "w") as f:
         app.PDBFile.writeFile(ms.topology, ms.positions, f)
     assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb)]) == 0
-    assert "F(phi>0) - F(beta)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "F(phi>0) - F(beta)" in text and "F(alpha_R) - F(beta)" in text and "P(beta)" in text
     assert main(["free-energy"]) == 2
     assert main(["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--system", "peptide:AA", "--iterations", "1"]) == 2

@@ -1,0 +1,75 @@
+"""The ``arbg`` command line: ``md``, ``train``, ``sample``, ``mcmc``, ``free-energy``,
+``evaluate``, ``umbrella`` and ``demo``, one module each. Commands parse options and call the
+library; nothing here computes science.
+
+Every command takes ``--config file.yaml`` (keys are the options' names with underscores, checked
+like the options; the command line wins) and ``--threads`` (torch CPU threads).
+"""
+
+import sys
+
+from . import common, demo, evaluate, free_energy, mcmc, md, sample, train, umbrella
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, free_energy, evaluate, umbrella, demo)}
+
+
+def build_parser():
+    """The ``arbg`` parser: one subparser per module of :data:`COMMANDS`."""
+    parser = common.ArgumentParser(
+        prog="arbg",
+        description="Autoregressive Boltzmann Generators for OpenMM: generate MD, train a model on it, and sample "
+        "Boltzmann-distributed conformations exactly (importance sampling / Metropolis-Hastings).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.ArgumentParser)
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        common.add_common_options(p)
+        module.add_arguments(p)
+    return parser
+
+
+def _parse(parser, argv):
+    """Options from the command line over a ``--config`` file; usage errors exit with code 2."""
+    args = parser.parse_args(argv)
+    if not args.command:
+        return args, None
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    args = common.apply_config(sub, args, argv[1:])
+    module = COMMANDS[args.command]
+    missing = [k for k in getattr(module, "REQUIRED", ()) if not getattr(args, k, None)]
+    if missing:
+        sub.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (an option or a key of --config)")
+    if hasattr(module, "validate"):
+        module.validate(args, sub)
+    args.argv = argv[1:]
+    return args, module
+
+
+def main(argv=None):
+    """Run ``arbg`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0, or 2 for a
+    usage error (printed with the usage) or a failure the user can fix (printed as one line)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser()
+    try:
+        args, module = _parse(parser, argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if module is None:
+        parser.print_help()
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        module.run(args)
+    except (ValueError, OSError, MemoryError, RuntimeError) as exc:
+        print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""What every ``arbg`` command shares: the parser class, ``--config`` YAML files checked like
+flags, ``--threads``, options generated from dataclass fields, the system of a model, and
+printing warnings."""
+
+import argparse
+import dataclasses
+import difflib
+import re
+import sys
+
+__all__ = [
+    "ArgumentParser",
+    "add_common_options",
+    "add_dataclass_options",
+    "dataclass_values",
+    "apply_config",
+    "system_for_model",
+    "print_warnings",
+    "temperature_K",
+    "target_for_model",
+]
+
+# flags that were renamed; an unrecognised old one gets a hint
+RENAMED = {}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with hints for renamed options."""
+
+    def error(self, message):
+        if "unrecognized arguments" in message:
+            hints = [f"{old} is now {new}" for old, new in RENAMED.items() if re.search(rf"(^|\s){re.escape(old)}(=|\s|$)", message)]
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
+def add_common_options(parser):
+    parser.add_argument("--config", help="YAML file of settings: keys are the option names with underscores (e.g. batch_size); "
+                        "options on the command line win")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+
+
+# ---------------------------------------------------------------------- options from dataclasses
+def _docstring_parameters(cls):
+    """Parameter descriptions and types of a numpy-style class docstring: name -> (type text, description)."""
+    doc = cls.__doc__ or ""
+    match = re.search(r"\n\s*Parameters\n\s*-+\n(.*?)(\n\s*\n\s*[A-Z][a-z]+\n\s*-+\n|$)", doc, re.S)
+    if not match:
+        return {}
+    lines = match.group(1).split("\n")
+    indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+    out, names, kind, text = {}, [], "", []
+
+    def flush():
+        description = " ".join(text)
+        parts = description.rstrip(".").split(", ")  # "a, b : int / A, B." describes a and b in turn
+        for i, name in enumerate(names):
+            out[name] = (kind, parts[i] if len(names) > 1 and len(parts) == len(names) else description)
+
+    for line in lines:
+        if not line.strip():
+            continue
+        if len(line) - len(line.lstrip()) == indent:
+            flush()
+            head, _, kind = line.strip().partition(" : ")
+            names, text = [n.strip() for n in head.split(",")], []
+        else:
+            text.append(line.strip())
+    flush()
+    return out
+
+
+def _field_default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def add_dataclass_options(parser, classes, skip=()):
+    """Add a ``--field-name`` option for every field of the dataclasses, in an argument group per
+    class; a name several classes share gets one option, which sets them all. Types come from the
+    defaults, choices from a ``{"a", "b"}`` type in the docstring, help from its parameter
+    descriptions. Every option's default is None: :func:`dataclass_values` leaves the fields not
+    given at the dataclass's defaults."""
+    options = {}  # field name -> (group, kwargs, help parts)
+    for cls in classes:
+        docs = _docstring_parameters(cls)
+        group = parser.add_argument_group(f"{cls.__name__} settings ({cls.__module__})")
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            kind, text = docs.get(f.name, ("", ""))
+            if f.name in options:
+                options[f.name][2].append(f"also sets {cls.__name__}.{f.name}" + (f": {text}" if text else ""))
+                continue
+            default = _field_default(f)
+            kwargs = dict(dest=f.name, default=None)
+            choices = re.findall(r'"([^"]+)"', kind) if kind.startswith("{") else []
+            if isinstance(default, bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, (list, tuple)):
+                kwargs.update(nargs="*", type=type(default[0]) if default else str)
+            else:
+                kwargs["type"] = type(default) if default is not None else str
+                if choices:
+                    kwargs["choices"] = choices
+            options[f.name] = (group, kwargs, [(text or f.name.replace("_", " ")).rstrip(".") + f" (default {default!r})"])
+    for name, (group, kwargs, parts) in options.items():
+        group.add_argument("--" + name.replace("_", "-"), help="; ".join(parts).replace("%", "%%"), **kwargs)
+
+
+def dataclass_values(cls, args, names=None):
+    """The dataclass built from the options of :func:`add_dataclass_options` that were given
+    (the others keep the dataclass's defaults)."""
+    names = names if names is not None else [f.name for f in dataclasses.fields(cls)]
+    return cls(**{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+
+
+# ---------------------------------------------------------------------- YAML
+def _is_flag(action):
+    return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction))
+
+
+def _convert(parser, action, value, where):
+    """One YAML value for ``action``, checked and converted as the command line would."""
+    typ = action.type or str
+    if value is None:
+        parser.error(f"{where} has no value")
+    if isinstance(value, (list, dict)):
+        parser.error(f"{where} must be a single value; got {value!r}")
+    if isinstance(value, bool) and typ is not bool:
+        parser.error(f"{where} must be {_type_name(typ)}; got {value!r}")
+    try:
+        if typ is int and isinstance(value, float):
+            raise ValueError
+        converted = typ(value) if (isinstance(value, str) or typ is not str) else str(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        parser.error(f"{where} must be {_type_name(typ)}; got {value!r}")
+    if action.choices is not None and converted not in action.choices:
+        parser.error(f"{where} must be one of {', '.join(map(str, action.choices))}; got {value!r}")
+    return converted
+
+
+def _type_name(typ):
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+def apply_config(parser, args, argv):
+    """Settings from ``args.config`` (YAML) under those given on the command line.
+
+    Keys are the options' dest names (``batch_size`` for ``--batch-size``). An unknown key or a
+    value of the wrong type is a usage error (exit code 2) that names the key.
+    """
+    if not getattr(args, "config", None):
+        return args
+    import yaml
+
+    path = args.config
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except OSError as exc:
+        parser.error(f"cannot read the config file {path}: {exc.strerror or exc}")
+    except yaml.YAMLError as exc:
+        parser.error(f"{path} is not valid YAML: {exc}")
+    values = values or {}
+    if not isinstance(values, dict):
+        parser.error(f"{path} must hold a mapping of setting names to values")
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    namespace = argparse.Namespace()
+    for key, value in values.items():
+        if key not in actions:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), actions, n=1)
+            parser.error(
+                f"{path}: unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; known settings: {', '.join(sorted(actions))}"
+            )
+        action, where = actions[key], f"{path}: {key}"
+        if _is_flag(action):
+            if not isinstance(value, bool):
+                parser.error(f"{where} must be true or false; got {value!r}")
+            converted = value if not isinstance(action, argparse._StoreFalseAction) else not value
+        elif action.nargs in ("+", "*"):
+            items = value if isinstance(value, list) else [value]
+            if action.nargs == "+" and not items:
+                parser.error(f"{where} needs at least one value")
+            converted = [_convert(parser, action, v, where) for v in items]
+        else:
+            converted = _convert(parser, action, value, where)
+        setattr(namespace, key, converted)
+    namespace = parser.parse_args(argv, namespace=namespace)
+    namespace.command = args.command
+    return namespace
+
+
+# ---------------------------------------------------------------------- systems
+def _peptide_name(graph):
+    """``peptide:SEQUENCE`` if the molecule is Ace-<standard residues>-Nme, else None."""
+    from ..simulation.peptides import ONE_LETTER
+
+    three = {v: k for k, v in ONE_LETTER.items()}
+    three.update(HID="H", HIE="H", HIP="H", CYX="C", ASH="D", GLH="E", LYN="K")
+    residues = []
+    for atom in graph.atoms:
+        key = (atom["chain"], atom["resSeq"], atom["resname"])
+        if not residues or residues[-1] != key:
+            residues.append(key)
+    names = [r[2] for r in residues]
+    if len(names) < 3 or names[0] != "ACE" or names[-1] != "NME" or not all(n in three for n in names[1:-1]):
+        return None
+    return "peptide:" + "".join(three[n] for n in names[1:-1])
+
+
+def system_for_model(model, name=None, option="--system", out=None):
+    """The MolecularSystem to run a model against: ``name`` if given (checked to be the model's
+    molecule), otherwise the built-in system whose molecule is the model's (same fingerprint);
+    a ``ValueError`` asking for ``option`` if there is none."""
+    from ..molecule.topology import MolecularGraph
+    from ..simulation.systems import SYSTEMS, build_system
+
+    if name:
+        ms = build_system(name)
+        model.check_topology(ms.topology)
+        return ms
+    candidates = list(SYSTEMS)
+    peptide = _peptide_name(model.graph)
+    if peptide:
+        candidates.append(peptide)
+    matches = []
+    for candidate in candidates:
+        ms = build_system(candidate)
+        if MolecularGraph.from_topology(ms.topology).fingerprint() == model.fingerprint():
+            matches.append(ms)
+    if not matches:
+        raise ValueError(
+            f"the model's molecule ({model.n_atoms} atoms) is none of the built-in systems ({', '.join(candidates)}); "
+            f"give the target with {option} (a system name or peptide:SEQUENCE)"
+        )
+    others = [m.name for m in matches[1:]]
+    print(
+        f"{option} not given: using {matches[0].name}, the built-in system of the model's molecule"
+        + (f" (also: {', '.join(others)})" if others else ""),
+        file=out or sys.stdout,
+    )
+    return matches[0]
+
+
+def print_warnings(lines, out=None):
+    """Print warning lines (from :func:`openmm_arbg.analysis.diagnostics.warning_lines`)."""
+    for line in lines:
+        print(f"warning: {line}", file=out or sys.stdout)
+
+
+def temperature_K(args, molecular_system):
+    """``--temperature`` if given, else the system's temperature, in K."""
+    import openmm.unit as unit
+
+    return args.temperature or molecular_system.temperature.value_in_unit(unit.kelvin)
+
+
+def target_for_model(model, args):
+    """(MolecularSystem, temperature in K) of ``--system`` (default: the model's molecule's
+    built-in system, :func:`system_for_model`) and ``--temperature``."""
+    ms = system_for_model(model, args.system)
+    return ms, temperature_K(args, ms)

@@ -1,0 +1,101 @@
+"""Train an ArBG on trajectories by maximum likelihood (arbg train).
+
+The settings are the fields of ModelConfig (openmm_arbg.arbg), NetworkConfig
+(openmm_arbg.model.network; less vocab_size, feature_sizes and n_input_features, which come from
+the data) and TrainingConfig (openmm_arbg.training): field_name is the option --field-name and
+the key field_name of a --config YAML file. --seed sets the seed of both the model and the
+training. An existing checkpoint in --output is resumed unless --restart.
+"""
+
+import os
+
+from .common import RENAMED, add_dataclass_options, dataclass_values
+
+NAME = "train"
+HELP = "train an ArBG on trajectories by maximum likelihood"
+REQUIRED = ("trajectories", "topology")
+DERIVED_NETWORK_FIELDS = ("vocab_size", "feature_sizes", "n_input_features")  # set from the data
+
+RENAMED.update({
+    "--steps": "--n-steps",
+    "--lr": "--learning-rate",
+    "--layers": "--n-layer",
+    "--heads": "--n-head",
+    "--bins": "--n-bins",
+    "--max-minutes": "--max-time-s (in seconds)",
+})
+
+
+def _classes():
+    from ..arbg import ModelConfig
+    from ..model.network import NetworkConfig
+    from ..training import TrainingConfig
+
+    return ModelConfig, NetworkConfig, TrainingConfig
+
+
+def add_arguments(p):
+    p.add_argument("--trajectories", nargs="+", help="trajectory files mdtraj reads (DCD, XTC, H5, ...)")
+    p.add_argument("--topology", help="topology file (PDB) of the molecule")
+    p.add_argument("--stride", type=int, default=1, help="use every n-th frame (default %(default)s)")
+    p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_options(p, _classes(), skip=DERIVED_NETWORK_FIELDS)
+
+
+def settings(args):
+    """(ModelConfig, NetworkConfig, TrainingConfig) from the parsed options; ``ValueError`` for
+    values the dataclasses refuse."""
+    model_cls, network_cls, training_cls = _classes()
+    network_names = [n for n in network_cls.__dataclass_fields__ if n not in DERIVED_NETWORK_FIELDS]
+    return dataclass_values(model_cls, args), dataclass_values(network_cls, args, network_names), dataclass_values(training_cls, args)
+
+
+def validate(args, parser):
+    try:
+        settings(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+
+
+def run(args):
+    import shlex
+
+    import mdtraj
+
+    from ..arbg import ArBG
+    from ..molecule.topology import MolecularGraph
+    from ..training import Trainer, load_trajectories
+
+    model_config, network_config, config = settings(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: DistributedDataParallel
+        import torch.distributed as dist
+
+        dist.init_process_group(backend="nccl" if str(args.device).startswith("cuda") else "gloo")
+        if str(args.device).startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if not os.path.isfile(args.topology):
+        raise FileNotFoundError(f"topology file {args.topology} does not exist")
+    top = mdtraj.load_topology(args.topology)
+    graph = MolecularGraph.from_topology(top)
+    x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
+    print(f"{len(x)} frames of {graph.n_atoms} atoms from {len(args.trajectories)} file(s)")
+    model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
+    if args.restart:
+        for name in ("checkpoint.safetensors", "model.safetensors", "training_log.csv"):
+            if os.path.exists(os.path.join(args.output, name)):
+                os.remove(os.path.join(args.output, name))
+    elif os.path.exists(os.path.join(args.output, "checkpoint.safetensors")):
+        print(f"resuming from {os.path.join(args.output, 'checkpoint.safetensors')}")
+    model.to(args.device)
+    model.metadata["command"] = shlex.join(["arbg", "train", *args.argv])
+    print(model)
+    trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet)
+    history = trainer.fit()
+    last = history[-1] if history else {}
+    print(
+        f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "
+        f"best model -> {trainer.model_path}; log -> {trainer.log_path}"
+    )

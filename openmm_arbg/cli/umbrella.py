@@ -1,0 +1,93 @@
+"""Umbrella sampling on dihedrals + MBAR: region probabilities and free energies in
+result.json, and optionally frames resampled from the unbiased distribution (arbg umbrella;
+openmm_arbg.simulation.umbrella.run_umbrella)."""
+
+from ..analysis.observables import BASINS
+
+NAME = "umbrella"
+HELP = "umbrella sampling on dihedrals + MBAR: a converged reference for rare basins"
+REGIONS = ("all", "phi>0") + tuple(b for b in BASINS if b != "phi>0")
+
+
+def add_arguments(p):
+    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
+    p.add_argument("--dihedrals", nargs="+", default=["phi", "psi"],
+                   help="restrained dihedrals: phi, psi or i,j,k,l atom indices (default: phi psi)")
+    p.add_argument("--windows", type=int, default=18, help="windows per dihedral on a regular grid (default %(default)s)")
+    p.add_argument("--k", type=float, default=100.0, help="restraint force constant in kJ/mol/rad^2 (default %(default)s)")
+    p.add_argument("--ps", type=float, default=200.0, help="production ps per window (default %(default)s)")
+    p.add_argument("--report-ps", type=float, default=0.1, help="ps between saved frames (default %(default)s)")
+    p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps per window before saving (default %(default)s)")
+    p.add_argument("--timestep-fs", type=float, default=1.0, help="(default %(default)s)")
+    p.add_argument("--temperature", type=float, help="K (default: the system's)")
+    p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
+    p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mbar-samples", type=int, default=200,
+                   help="decorrelated frames per window used by MBAR, at most (default %(default)s)")
+    p.add_argument("--export", type=int, default=0,
+                   help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
+    p.add_argument("--export-region", choices=REGIONS, default="all", help="restrict --export to a region (default %(default)s)")
+    p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def validate(args, parser):
+    if args.export and not args.save_positions:
+        parser.error("--export draws frames from the windows' positions: add --save-positions")
+
+
+def run(args):
+    import os
+    import shlex
+
+    from ..analysis.observables import dihedral_indices, dihedral_regions
+    from ..simulation.md import steps_from_ps
+    from ..simulation.systems import build_system
+    from ..simulation.umbrella import dihedral_grid, run_umbrella
+    from ..utils import write_json_atomic
+    from .common import temperature_K
+
+    ms = build_system(args.system)
+    dihedrals = dihedral_indices(ms.topology, args.dihedrals)
+    T = temperature_K(args, ms)
+    n_steps, report = steps_from_ps(args.ps, args.report_ps, args.timestep_fs, f"--ps {args.ps}")
+    if args.export_region != "all" and args.export_region not in dihedral_regions(args.dihedrals):  # before any window runs
+        raise ValueError(f"--export-region {args.export_region} is not defined for --dihedrals {' '.join(args.dihedrals)}")
+    result = run_umbrella(
+        ms,
+        dihedrals,
+        dihedral_grid(args.windows, len(dihedrals)),
+        args.output,
+        k=args.k,
+        n_steps=n_steps,
+        report_interval=report,
+        equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)),
+        temperature=T,
+        timestep_fs=args.timestep_fs,
+        seed=args.seed,
+        platform=args.platform,
+        n_workers=args.workers,
+        save_positions=args.save_positions,
+        max_samples_per_window=args.mbar_samples,
+        progress=not args.quiet,
+    )
+    summary = result.summary(args.dihedrals, command=shlex.join(["arbg", "umbrella", *args.argv]))
+    summary["system"] = args.system
+    print(
+        f"MBAR over {summary['windows']} windows, {summary['mbar_frames']} decorrelated frames (at most {args.mbar_samples} per "
+        f"window, fewest {summary['min_mbar_frames_per_window']}), {T:g} K:"
+    )
+    for name in dihedral_regions(args.dihedrals):
+        r = summary[name]
+        print(
+            f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
+            f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT"
+        )
+    path = os.path.join(args.output, "result.json")
+    write_json_atomic(path, summary)
+    print(f"-> {path}")
+    if args.export:
+        frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
+        print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
