@@ -10,7 +10,7 @@ import sys
 
 from . import common, demo, evaluate, free_energy, mcmc, md, sample, train, umbrella
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "parse_args", "COMMANDS"]
 
 COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, free_energy, evaluate, umbrella, demo)}
 
@@ -30,8 +30,11 @@ def build_parser():
     return parser
 
 
-def _parse(parser, argv):
-    """Options from the command line over a ``--config`` file; usage errors exit with code 2."""
+def parse_args(argv, parser=None):
+    """The options of ``argv`` over those of its ``--config`` file, checked: returns the namespace
+    and the command's module (None without a command). Usage errors raise ``SystemExit(2)``
+    after printing the usage and the error."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         return args, None
@@ -53,7 +56,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     try:
-        args, module = _parse(parser, argv)
+        args, module = parse_args(argv, parser)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if module is None:
