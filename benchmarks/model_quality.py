@@ -12,17 +12,15 @@ the proposal time. Energies: OpenMM Reference platform, alanine dipeptide vacuum
 import argparse
 import time
 
-import numpy as np
-import openmm
 import openmm.unit as unit
 import torch
-from openmmtools import cache, states
+from openmmtools import states
 
 from openmm_arbg import ArBG
-from openmm_arbg.analysis.observables import alanine_dipeptide_basins, backbone_dihedrals
+from openmm_arbg.analysis.free_energy import alanine_dipeptide_analysis
+from openmm_arbg.sampling.chain import run_chain
 from openmm_arbg.sampling.energies import ReducedPotential
 from openmm_arbg.sampling.importance import importance_sample
-from openmm_arbg.sampling.mcmc import ArBGMove
 from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 
@@ -34,15 +32,9 @@ def evaluate(path, n, mh_attempts, seed, workers):
     with ReducedPotential(thermo, n_workers=workers) as u:
         res = importance_sample(model, u, n, seed=seed)
     t_is = time.time() - t0
-    phi, psi = backbone_dihedrals(res.positions, ms.topology)
-    basin = alanine_dipeptide_basins(phi, psi)
-    p_pos, dp_pos = res.expectation((basin == 2).astype(float), rng=seed)
-    np.random.seed(seed)
-    move = ArBGMove(path, n_attempts=100, buffer_size=1000)
-    ss = states.SamplerState(ms.positions)
-    cc = cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
-    for _ in range(max(1, mh_attempts // 100)):
-        move.apply(thermo, ss, cc)
+    p_pos, dp_pos = alanine_dipeptide_analysis(res.positions, ms.topology, res.log_weights, rng=seed)["populations"]["phi>0"]
+    chain = run_chain(model, thermo, ms.positions, max(1, mh_attempts // 100), n_attempts=100, buffer_size=1000, platform="Reference",
+                      keep_positions=False, seed=seed)
     lz, dlz = res.log_partition_function()
     return dict(
         model=path,
@@ -55,8 +47,8 @@ def evaluate(path, n, mh_attempts, seed, workers):
         log_z_err=dlz,
         p_phi_pos=p_pos,
         p_phi_pos_err=dp_pos,
-        acceptance=move.acceptance_rate,
-        mh_attempts=move.n_proposed,
+        acceptance=chain.acceptance_rate,
+        mh_attempts=chain.statistics["n_proposed"],
         seconds=t_is,
     )
 

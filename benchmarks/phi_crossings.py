@@ -15,11 +15,11 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
-from openmmtools import cache, mcmc, states
+from openmmtools import states
 
-from openmm_arbg import ArBGMove
 from openmm_arbg.analysis.observables import backbone_dihedrals, phi_sign_changes
 from openmm_arbg.pretrained import pretrained_path
+from openmm_arbg.sampling.chain import run_chain
 from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
 
 
@@ -54,20 +54,14 @@ def main():
     n_md = phi_sign_changes(phi_md)
 
     # ArBGMove + Langevin
-    np.random.seed(args.seed)
-    move = ArBGMove(args.model or pretrained_path("alanine_dipeptide_vacuum"), n_attempts=args.attempts, buffer_size=2000)
-    langevin = mcmc.LangevinDynamicsMove(n_steps=args.langevin_steps, timestep=1 * unit.femtosecond, collision_rate=1 / unit.picosecond)
-    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, move]))
-    cc = cache.ContextCache(platform=platform)
-    t0 = time.time()
-    ys = []
-    for _ in range(args.iterations):
-        sampler.run(1, context_cache=cc)
-        ys.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
-    t_mc = time.time() - t0
-    phi_mc, psi_mc = backbone_dihedrals(np.array(ys), ms.topology)
+    phi = {"phi": lambda x: backbone_dihedrals(x, ms.topology)[0][:, 0]}
+    chain = run_chain(args.model or pretrained_path("alanine_dipeptide_vacuum"), thermo, ms.positions, args.iterations,
+                      n_attempts=args.attempts, langevin_steps=args.langevin_steps, buffer_size=2000, platform="Reference",
+                      observables=phi, keep_positions=False, seed=args.seed)
+    t_mc = chain.wall_time_s
+    phi_mc = chain.observables["phi"]
     n_mc = phi_sign_changes(phi_mc)
-    evals_mc = args.iterations * (args.attempts + args.langevin_steps)
+    evals_mc = chain.n_energy_evaluations
 
     rate_md, rate_mc = n_md / args.md_steps, n_mc / evals_mc
     print("| sampler | energy evaluations | wall s | phi=0 crossings | per 10^6 evaluations | per wall second | P(phi>0) |")
@@ -77,7 +71,7 @@ def main():
     per_eval = rate_mc / rate_md if n_md else float("inf")
     per_second = (n_mc / t_mc) / (n_md / t_md) if n_md else float("inf")
     print(f"\nratio ArBG/MD: {per_eval:.0f}x per energy evaluation, {per_second:.1f}x per wall second; "
-          f"ArBGMove acceptance {100 * move.acceptance_rate:.1f}% of {move.n_proposed}")
+          f"ArBGMove acceptance {100 * chain.acceptance_rate:.1f}% of {chain.statistics['n_proposed']}")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,14 @@ import openmm.unit as unit
 import torch
 from openmmtools import cache, mcmc, multistate, states
 
-from openmm_arbg import ArBG, ArBGMove
+from openmm_arbg import ArBG
 from openmm_arbg.analysis.observables import backbone_dihedrals
-from openmm_arbg.pretrained import pretrained_path
+from openmm_arbg.pretrained import pretrained_path, reference_path
+from openmm_arbg.sampling.chain import run_chain
 from openmm_arbg.sampling.energies import ReducedPotential
 from openmm_arbg.sampling.importance import importance_sample
 from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
+from openmm_arbg.utils import write_json_atomic
 
 T = 300.0
 
@@ -100,21 +102,11 @@ def run_pt(ms, n_evaluations, seed, n_replicas=4, t_max=600.0, steps_per_iterati
 
 def run_arbg_mcmc(ms, model_path, n_evaluations, seed, attempts=25, langevin_steps=25):
     """P(phi > 0) from an MCMCSampler chain of ArBGMove + Langevin, observed after every iteration."""
-    np.random.seed(seed)
     n_iter = max(1, n_evaluations // (attempts + langevin_steps))
-    move = ArBGMove(model_path, n_attempts=attempts, buffer_size=min(1000, n_iter * attempts))
-    langevin = mcmc.LangevinDynamicsMove(n_steps=langevin_steps, timestep=1 * unit.femtosecond, collision_rate=1 / unit.picosecond)
-    thermo = states.ThermodynamicState(ms.system, T * unit.kelvin)
-    sampler = mcmc.MCMCSampler(thermo, states.SamplerState(ms.positions), mcmc.SequenceMove([langevin, move]))
-    cc = cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
-    sampler.minimize(context_cache=cc)
-    t0 = time.time()
-    xs = []
-    for _ in range(n_iter):
-        sampler.run(1, context_cache=cc)
-        xs.append(sampler.sampler_state.positions.value_in_unit(unit.nanometer))
-    wall = time.time() - t0
-    return float(np.mean(_phi_positive(xs, ms.topology))), wall, n_iter * (attempts + langevin_steps), move.acceptance_rate
+    chain = run_chain(model_path, states.ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, n_iter, n_attempts=attempts,
+                      langevin_steps=langevin_steps, buffer_size=min(1000, n_iter * attempts), platform="Reference", minimize=True,
+                      observables={"phi>0": lambda x: _phi_positive(x, ms.topology)}, keep_positions=False, seed=seed)
+    return float(np.mean(chain.observables["phi>0"])), chain.wall_time_s, chain.n_energy_evaluations, chain.acceptance_rate
 
 
 def run_is_pool(ms, model_path, n_total, seed):
@@ -177,12 +169,9 @@ def main():
                         row = dict(p=est, wall_s=wall, evaluations=ev, acceptance=acc)
                     rows.append(dict(budget=b, repeat=r, **row))
                     print(method, rows[-1], flush=True)
-        with open(os.path.join(args.output, f"{method}.json"), "w") as f:
-            json.dump(dict(method=method, model=model_path if method in ("arbg", "is") else None, rows=rows), f, indent=1)
+        write_json_atomic(os.path.join(args.output, f"{method}.json"), dict(method=method, model=model_path if method in ("arbg", "is") else None, rows=rows))
     if args.report:
-        from importlib import resources
-
-        ref = args.reference or str(resources.files("openmm_arbg") / "data" / "alanine_dipeptide_vacuum_300K_umbrella.json")
+        ref = args.reference or reference_path("alanine_dipeptide_vacuum_300K_umbrella")
         report(args.output, ref)
 
 
