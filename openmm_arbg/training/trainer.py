@@ -441,14 +441,14 @@ class Trainer:
             writer.writerows(self.history)
 
     # ------------------------------------------------------------------ the loop
-    def _fit_schedule_to_budget(self, elapsed):
-        """Set ``n_steps`` so that the schedule ends within ``time_budget_s``, from the time of the
-        first steps (``elapsed`` for ``self.step`` steps) and of one validation pass."""
+    def _fit_schedule_to_budget(self, elapsed, step_time):
+        """Set ``n_steps`` so that the schedule ends within ``time_budget_s``, from the measured
+        time of a step (after warm-up) and of one validation pass; ``elapsed`` seconds are spent."""
         c = self.config
         t0 = time.time()
         self.validation_nll()
         t_val = time.time() - t0
-        per_step = elapsed / self.step + t_val / c.eval_interval
+        per_step = step_time + t_val / c.eval_interval
         remaining = c.time_budget_s - elapsed - t_val
         n_steps = torch.tensor([max(self.step + 1, self.step + int(0.95 * remaining / per_step))])
         if _is_distributed():
@@ -471,6 +471,7 @@ class Trainer:
         module = self.ddp if self.ddp is not None else self.net
         start_time = time.time()
         last_checkpoint = start_time
+        first_step = self.step
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
         bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
         running, count = 0.0, 0
@@ -502,9 +503,12 @@ class Trainer:
                         if v.dtype.is_floating_point:
                             self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
             self.step += 1
-            if c.time_budget_s and not self._budget_fitted and self.step >= 10:
-                self._fit_schedule_to_budget(time.time() - start_time)
-                bar.total = c.n_steps
+            if c.time_budget_s and not self._budget_fitted:
+                if self.step == first_step + 5:  # the first steps pay for warm-up (CUDA kernels, caches)
+                    timing_start = time.time()
+                elif self.step == first_step + 25:
+                    self._fit_schedule_to_budget(time.time() - start_time, (time.time() - timing_start) / 20)
+                    bar.total = c.n_steps
             running += loss.item()
             count += 1
             bar.update(1)
