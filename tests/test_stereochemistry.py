@@ -371,23 +371,11 @@ def test_fit_refuses_wrong_handed_frames():
 
 # ---------------------------------------------------------------------------- the model
 def _untrained_model(ms):
-    """An untrained model with handedness built in: from_data (which passes the reference to the
-    representation) when it does, else the same built by hand."""
-    from openmm_arbg.model.network import CausalTransformer, NetworkConfig
-
+    """An untrained model: from_data builds the reference's handedness into the coordinates."""
     x = jittered(ms.positions_nm(), 64, 0.005, seed=1)
     model = ArBG.from_data(ms.topology, x, network=TINY_NETWORK, seed=0)
-    if model.representation.to_dict().get("stereo") == "relative-torsion":
-        return model
-    g = MolecularGraph.from_topology(ms.topology)
-    rep = build_representation("internal", g, reference_positions=x[0])
-    z, _ = rep.to_model_coordinates(torch.as_tensor(x))
-    disc = Discretizer.fit(z.numpy(), rep.coordinate_kinds, 256, 0.1)
-    cfg = NetworkConfig.from_dict(
-        dict(TINY_NETWORK, vocab_size=disc.vocab_size, max_positions=rep.n_coords, feature_sizes=FEATURE_SIZES)
-    )
-    torch.manual_seed(0)
-    return ArBG(g, rep.to_dict(), disc, StereoChecker(g).record(x[0]), CausalTransformer(cfg), rep.anchors)
+    assert model.representation.to_dict()["stereo"] == "relative-torsion"
+    return model
 
 
 @pytest.mark.parametrize("molecule", ["aaa", "ti"])
