@@ -201,7 +201,9 @@ class ArBG:
                 "of the other handedness than the reference: the frames mix stereoisomers or list atoms in another order"
             )
         # the handedness of each stereocentre is built into the coordinates (internal representation)
-        rep = build_representation(representation, graph, anchors, reference_positions=ref)
+        # a shared network from before the relative-torsion scheme reads no half-torsion features
+        stereo_ok = not isinstance(network, CausalTransformer) or network.cfg.feature_sizes[1] >= FEATURE_SIZES[1]
+        rep = build_representation(representation, graph, anchors, reference_positions=ref if stereo_ok else None)
         z, _ = rep.to_model_coordinates(torch.as_tensor(x))
         discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)
         if not isinstance(network, CausalTransformer):

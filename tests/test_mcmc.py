@@ -176,12 +176,21 @@ def test_refuses_constrained_periodic_and_restrained_systems(chain, untrained):
 
 
 def test_wrong_handed_proposals_are_rejected(alanine, tmp_path):
-    """Alanine dipeptide with an untrained internal-coordinate model: most proposals invert a
-    stereocentre; none may be accepted."""
+    """Alanine dipeptide with an untrained model over the Z-matrix without built-in handedness
+    (every torsion periodic, as the 0.1 models): most proposals invert CA; none may be accepted.
+    (Models built by from_data carry the handedness in their coordinates and never invert it.)"""
+    import torch
+
     from conftest import jittered
+    from openmm_arbg.model.discretizer import Discretizer
+    from openmm_arbg.molecule.representation import build_representation
 
     frames = jittered(alanine.positions_nm(), 100, 0.003)
     model = ArBG.from_data(alanine.topology, frames, n_bins=16, network=TINY_NETWORK)
+    legacy = build_representation("internal", model.graph)
+    z, _ = legacy.to_model_coordinates(torch.as_tensor(frames))
+    bins = Discretizer.fit(z.numpy(), legacy.coordinate_kinds, 16)
+    model = ArBG(model.graph, legacy.to_dict(), bins, model.stereo, model.network, legacy.anchors)
     model.save(tmp_path / "ala.safetensors")
     np.random.seed(0)
     move = ArBGMove(str(tmp_path / "ala.safetensors"), n_attempts=100, buffer_size=100)

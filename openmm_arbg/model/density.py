@@ -236,8 +236,30 @@ class AutoregressiveDensity(nn.Module):
         u = torch.rand(n, dtype=torch.float64, device=state.z.device, generator=generator).clamp(1e-12, 1 - 1e-12)
         zj, log_within = self.discretizer.dequantize(tok, u, j)
         log_qj = logp.gather(-1, tok[:, None])[:, 0] + log_within
-        state.z[:, j] = zj
         state.log_q += log_qj
+        self._advance(state, tok, zj)
+        return zj, log_qj
+
+    @torch.no_grad()
+    def fix(self, state, values):
+        """Set the next coordinate of every molecule in ``state`` to ``values`` (scalar or (n,))
+        instead of drawing it; ``state.log_q`` is unchanged, so after the remaining :meth:`step`
+        calls it is the density of the drawn coordinates given the fixed ones."""
+        j = state.position
+        if j >= self.n_coords:
+            raise ValueError("every coordinate has been generated")
+        v = torch.as_tensor(values, dtype=torch.float64, device=state.z.device).expand(len(state)).clone()
+        v = self.discretizer.wrap(v[:, None], slice(j, j + 1))[:, 0]
+        tok, log_within = self.discretizer.tokenize(v[:, None], cols=slice(j, j + 1))
+        if not bool(torch.isfinite(log_within).all()):
+            raise ValueError(f"a value fixed for coordinate {j} lies outside its support")
+        self._advance(state, tok[:, 0], v)
+
+    def _advance(self, state, tok, zj):
+        """Record coordinate ``state.position`` (tokens ``tok``, values ``zj``) and compute the
+        logits of the next one."""
+        j, D = state.position, self.n_coords
+        state.z[:, j] = zj
         state.position = j + 1
         if j + 1 < D:
             prev_tok = tok[:, None]
@@ -251,7 +273,6 @@ class AutoregressiveDensity(nn.Module):
                     state.logits = self._logits(*state.inputs, slice(0, j + 2))[:, -1]
         else:
             state.logits = None
-        return zj, log_qj
 
     @torch.no_grad()
     def sample(self, n, proposal_temperature=1.0, generator=None, kv_cache=True, prefix=None):

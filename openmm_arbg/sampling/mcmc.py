@@ -352,7 +352,9 @@ class ArBGMove(MCMCMove):
 
     def __getstate__(self):
         state = self.proposal.__getstate__()
-        state.update(n_attempts=self.n_attempts, cuts=self.cuts, cut_probabilities=self.cut_probabilities)
+        state.update(n_attempts=self.n_attempts)
+        if self.cuts is not None:  # plain lists for openmmtools' YAML storage
+            state.update(cuts=list(self.cuts), cut_probabilities=list(self.cut_probabilities))
         state.update(self.statistics)
         return state
 
