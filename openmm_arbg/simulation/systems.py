@@ -4,6 +4,7 @@ All systems are built without holonomic constraints (a proposal that violates a 
 be projected by the next Langevin step, which breaks detailed balance; ``docs/design.md``).
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ __all__ = [
     "alanine_dipeptide_implicit",
     "capped_peptide",
     "build_system",
+    "load_system",
+    "system_from_pdb",
     "SYSTEMS",
 ]
 
@@ -95,10 +98,83 @@ SYSTEMS = {
 }
 
 
-def build_system(name):
-    """A system by name (see ``SYSTEMS``) or a capped peptide as ``peptide:SEQUENCE``."""
-    if name.startswith("peptide:"):
-        return capped_peptide(name.split(":", 1)[1])
+def load_system(system_xml, pdb, temperature=300.0):
+    """A user's own System: a serialized ``openmm.System`` (XML) with a PDB of the same molecule.
+
+    Parameters
+    ----------
+    system_xml : str
+        ``openmm.XmlSerializer.serialize(system)`` written to a file.
+    pdb : str
+        Topology (with bonds: CONECT records or standard residues) and starting positions.
+    temperature : float, K
+
+    Raises ``ValueError`` if the PDB is not the System's molecule (particle count, masses against
+    elements).
+    """
+    from ..molecule.topology import MolecularGraph
+    from ..physics import check_system_matches_molecule
+
+    for path in (system_xml, pdb):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with open(system_xml) as f:
+            system = openmm.XmlSerializer.deserialize(f.read())
+    except Exception as exc:
+        raise ValueError(f"{system_xml} is not a serialized OpenMM System ({exc})") from None
+    if not isinstance(system, openmm.System):
+        raise ValueError(f"{system_xml} holds a {type(system).__name__}, not an openmm.System")
+    structure = app.PDBFile(pdb)
+    check_system_matches_molecule(system, MolecularGraph.from_topology(structure.topology))
+    name = os.path.splitext(os.path.basename(system_xml))[0]
+    return MolecularSystem(name, system, structure.topology, structure.positions, float(temperature) * unit.kelvin)
+
+
+def system_from_pdb(pdb, forcefield_files=("amber14-all.xml", "implicit/obc1.xml"), temperature=300.0):
+    """A System for a PDB from OpenMM force-field files: NoCutoff, no constraints (the PDB must
+    have hydrogens; one molecule, no solvent)."""
+    if not os.path.isfile(pdb):
+        raise FileNotFoundError(f"{pdb} does not exist")
+    structure = app.PDBFile(pdb)
+    try:
+        ff = app.ForceField(*forcefield_files)
+        system = ff.createSystem(structure.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    except Exception as exc:
+        raise ValueError(f"cannot parameterise {pdb} with {list(forcefield_files)}: {exc}") from None
+    name = os.path.splitext(os.path.basename(pdb))[0]
+    return MolecularSystem(name, system, structure.topology, structure.positions, float(temperature) * unit.kelvin)
+
+
+def build_system(name, temperature=None):
+    """A system from a specification string.
+
+    * a built-in name (see ``SYSTEMS``);
+    * ``peptide:SEQUENCE``: a capped peptide (amber14 + OBC1, 310 K);
+    * ``system.xml:structure.pdb``: a user's serialized OpenMM System with its PDB;
+    * ``structure.pdb`` or ``structure.pdb:ff1.xml,ff2.xml``: a PDB parameterised with OpenMM
+      force-field files (default amber14-all + implicit/obc1).
+
+    ``temperature`` (K) overrides the system's default (300 K for user systems).
+    """
+    name = str(name)
+    head, _, tail = name.partition(":")
+    T = {} if temperature is None else {"temperature": temperature}
+    if head == "peptide":
+        return capped_peptide(tail, **T)
+    if head.endswith(".xml"):
+        if not tail.endswith(".pdb"):
+            raise ValueError(f"a System XML needs its structure: write {head}:structure.pdb")
+        return load_system(head, tail, **T)
+    if head.endswith(".pdb"):
+        files = tuple(f for f in tail.split(",") if f) or ("amber14-all.xml", "implicit/obc1.xml")
+        return system_from_pdb(head, files, **T)
     if name not in SYSTEMS:
-        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)} or 'peptide:SEQUENCE' (e.g. peptide:AAA)")
-    return SYSTEMS[name]()
+        raise ValueError(
+            f"unknown system {name!r}; choose one of {sorted(SYSTEMS)}, 'peptide:SEQUENCE' (e.g. peptide:AAA), "
+            "'system.xml:structure.pdb' or 'structure.pdb[:forcefield.xml,...]'"
+        )
+    ms = SYSTEMS[name]()
+    if temperature is not None:
+        ms.temperature = float(temperature) * unit.kelvin
+    return ms
