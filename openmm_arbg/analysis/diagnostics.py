@@ -34,35 +34,23 @@ def diagnostics_of(result):
     return out
 
 
+_MESSAGES = {  # warn below the threshold for ESS/N and acceptance, above it for the others
+    "ess_fraction": "ESS/N is {pct:.2f} % (< {tpct:g} %): the weighted estimates rest on a few samples; train the model longer or on more data, or draw more proposals",
+    "pareto_k": "Pareto k of the importance weights is {v:.2f} (> {t}): the weights are heavy-tailed and the error bars are too small; use more proposals or a better model",
+    "acceptance_rate": "ArBGMove acceptance is {pct:.2f} % (< {tpct:g} %): model proposals hardly ever move the chain; the model does not cover this target well (try a proposal temperature above 1 or a better model)",
+    "wrong_handed_fraction": "{pct:.1f} % of proposals have a wrong-handed stereocentre (> {tpct:g} %): they are wasted (weight 0, rejected); the model was trained on too little data around them",
+}
+_BELOW = ("ess_fraction", "acceptance_rate")
+
+
 def warning_lines(result):
     """Warning lines (str, without a prefix) for the diagnostics of ``result`` that cross their
     thresholds (:data:`THRESHOLDS`); empty if none does. ``result`` is anything
     :func:`diagnostics_of` reads."""
     d = diagnostics_of(result)
     lines = []
-    ess = d.get("ess_fraction")
-    if ess is not None and ess < THRESHOLDS["ess_fraction"]:
-        lines.append(
-            f"ESS/N is {100 * ess:.2f} % (< {100 * THRESHOLDS['ess_fraction']:g} %): the weighted estimates rest on a "
-            "few samples; train the model longer or on more data, or draw more proposals"
-        )
-    k = d.get("pareto_k")
-    if k is not None and k > THRESHOLDS["pareto_k"]:
-        lines.append(
-            f"Pareto k of the importance weights is {k:.2f} (> {THRESHOLDS['pareto_k']}): the weights are heavy-tailed "
-            "and the error bars are too small; use more proposals or a better model"
-        )
-    acc = d.get("acceptance_rate")
-    if acc is not None and math.isfinite(acc) and acc < THRESHOLDS["acceptance_rate"]:
-        lines.append(
-            f"ArBGMove acceptance is {100 * acc:.2f} % (< {100 * THRESHOLDS['acceptance_rate']:g} %): model proposals "
-            "hardly ever move the chain; the model does not cover this target well (try a proposal temperature "
-            "above 1 or a better model)"
-        )
-    wrong = d.get("wrong_handed_fraction")
-    if wrong is not None and wrong > THRESHOLDS["wrong_handed_fraction"]:
-        lines.append(
-            f"{100 * wrong:.1f} % of proposals have a wrong-handed stereocentre (> {100 * THRESHOLDS['wrong_handed_fraction']:g} %): "
-            "they are wasted (weight 0, rejected); the model was trained on too little data around them"
-        )
+    for key, message in _MESSAGES.items():
+        v, t = d.get(key), THRESHOLDS[key]
+        if v is not None and math.isfinite(v) and (v < t if key in _BELOW else v > t):
+            lines.append(message.format(v=v, t=t, pct=100 * v, tpct=100 * t))
     return lines

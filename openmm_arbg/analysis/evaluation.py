@@ -164,19 +164,8 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
     return path
 
 
-def evaluate(
-    model,
-    reference_positions,
-    reduced_potential,
-    n_proposals,
-    proposal_temperature=1.0,
-    lag=100,
-    max_points=5000,
-    structural=True,
-    seed=0,
-    output_dir=None,
-    reference_label="reference MD",
-):
+def evaluate(model, reference_positions, reduced_potential, n_proposals, proposal_temperature=1.0, lag=100, max_points=5000,
+             structural=True, seed=0, output_dir=None, reference_label="reference MD"):
     """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
 
     Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and

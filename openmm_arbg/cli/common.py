@@ -11,6 +11,7 @@ import sys
 __all__ = [
     "ArgumentParser",
     "add_common_options",
+    "add_options",
     "add_dataclass_options",
     "dataclass_values",
     "apply_config",
@@ -39,6 +40,30 @@ def add_common_options(parser):
     parser.add_argument("--config", help="YAML file of settings: keys are the option names with underscores (e.g. batch_size); "
                         "options on the command line win")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+
+
+# options several commands take, by name: (flags, add_argument keywords)
+SHARED_OPTIONS = {
+    "model": (("--model",), dict(help="model file (model.safetensors)")),
+    "target": (("--system",), dict(help="target: a system name or peptide:SEQUENCE (default: the built-in system of the model's molecule)")),
+    "system": (("--system",), dict(default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")),
+    "temperature": (("--temperature",), dict(type=float, help="target temperature in K (default: the system's)")),
+    "proposal_temperature": (("--proposal-temperature",), dict(
+        type=float, default=1.0, help="softmax temperature of the proposal; results stay exact at any value (default %(default)s)")),
+    "workers": (("--workers",), dict(type=int, default=2, help="processes for OpenMM energies (default %(default)s)")),
+    "platform": (("--platform",), dict(default=None, help="OpenMM platform (default: Reference for small molecules)")),
+    "timestep_fs": (("--timestep-fs",), dict(type=float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
+    "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
+    "quiet": (("--quiet",), dict(action="store_true", help="no progress bar")),
+}
+
+
+def add_options(parser, *names, **changes):
+    """Add shared options (:data:`SHARED_OPTIONS`) by name; ``changes`` maps a name to keywords
+    that replace its defaults (e.g. ``workers=dict(default=1)``)."""
+    for name in names:
+        flags, kwargs = SHARED_OPTIONS[name]
+        parser.add_argument(*flags, **dict(kwargs, **changes.get(name, {})))
 
 
 # ---------------------------------------------------------------------- options from dataclasses

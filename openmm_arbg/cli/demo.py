@@ -2,6 +2,8 @@
 and ArBGMove with the shipped model, every estimate against the shipped reference (arbg demo;
 openmm_arbg.demo.run_demo)."""
 
+from .common import add_options
+
 NAME = "demo"
 HELP = "the quick-start job on alanine dipeptide (a few minutes on 2 cores)"
 
@@ -9,7 +11,7 @@ HELP = "the quick-start job on alanine dipeptide (a few minutes on 2 cores)"
 def add_arguments(p):
     p.add_argument("--output", default="arbg_demo", help="output folder (default %(default)s)")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, "seed")
     p.add_argument("--quiet", action="store_true", help="print only the report")
 
 

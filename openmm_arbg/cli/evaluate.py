@@ -1,24 +1,23 @@
 """The ArBG paper's metrics of a model against reference frames (ESS, E-W2, T-W2, TICA-W2), a
 Markdown table and plots (arbg evaluate; openmm_arbg.analysis.evaluation.evaluate)."""
 
+from .common import add_options
+
 NAME = "evaluate"
 HELP = "the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots"
 REQUIRED = ("model", "reference", "topology")
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model file")
+    add_options(p, "model")
     p.add_argument("--reference", help="reference trajectory (e.g. long MD), in time order")
     p.add_argument("--topology", help="topology file of the reference trajectory")
-    p.add_argument("--system", help="target system (default: the built-in system of the model's molecule)")
-    p.add_argument("--temperature", type=float, help="target temperature in K (default: the system's)")
+    add_options(p, "target", "temperature", "proposal_temperature")
     p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
-    p.add_argument("--proposal-temperature", type=float, default=1.0, help="softmax temperature of the model (default %(default)s)")
     p.add_argument("--stride", type=int, default=1, help="reference frame stride (default %(default)s)")
     p.add_argument("--lag", type=int, default=100, help="TICA lag in (strided) reference frames (default %(default)s)")
     p.add_argument("--max-points", type=int, default=5000, help="points per set for exact optimal transport (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="processes for OpenMM energies (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, "workers", "seed")
     p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots (default %(default)s)")
 
 

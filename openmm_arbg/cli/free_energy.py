@@ -2,6 +2,8 @@
 or by importance sampling with a model (arbg free-energy;
 openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
+from .common import add_options
+
 NAME = "free-energy"
 HELP = "alanine dipeptide basin free energies from a trajectory or by importance sampling"
 
@@ -10,12 +12,9 @@ def add_arguments(p):
     p.add_argument("--trajectory", help="MD or MCMC trajectory (chain estimate)")
     p.add_argument("--topology", help="topology file of --trajectory")
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
-    p.add_argument("--model", help="model file (importance-sampling estimate)")
-    p.add_argument("--system", help="target system of --model (default: the built-in system of the model's molecule)")
-    p.add_argument("--temperature", type=float, help="K (default: the system's)")
+    add_options(p, "model", "target", "temperature", model=dict(help="model file (importance-sampling estimate)"))
     p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="processes for OpenMM energies (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, "workers", "seed")
 
 
 def validate(args, parser):

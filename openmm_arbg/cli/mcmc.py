@@ -1,25 +1,23 @@
 """A chain of ArBGMove (+ Langevin) in an openmmtools MCMCSampler, written as a trajectory
 (arbg mcmc; openmm_arbg.sampling.chain.run_chain)."""
 
+from .common import add_options
+
 NAME = "mcmc"
 HELP = "sample a system with ArBGMove (+ Langevin) in an openmmtools MCMCSampler"
 REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model file")
-    p.add_argument("--system", help="target system (default: the built-in system of the model's molecule)")
-    p.add_argument("--temperature", type=float, help="K (default: the system's)")
-    p.add_argument("--iterations", type=int, default=1000, help="(default %(default)s)")
+    add_options(p, "model", "target", "temperature")
+    p.add_argument("--iterations", type=int, default=1000, help="chain iterations, each Langevin steps then ArBG attempts (default %(default)s)")
     p.add_argument("--attempts", type=int, default=10, help="ArBG Metropolis-Hastings attempts per iteration (default %(default)s)")
     p.add_argument("--langevin-steps", type=int, default=100, help="Langevin steps per iteration, before the attempts (0: ArBG moves only; default %(default)s)")
-    p.add_argument("--timestep-fs", type=float, default=1.0, help="Langevin time step (default %(default)s)")
     p.add_argument("--collision-rate-per-ps", type=float, default=1.0, help="Langevin collision rate (default %(default)s)")
-    p.add_argument("--proposal-temperature", type=float, default=1.0, help="softmax temperature of the proposal (exact at any value)")
-    p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
-    p.add_argument("--seed", type=int, default=0, help="seeds numpy's global generator (openmmtools' convention)")
+    add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed",
+                seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"))
     p.add_argument("--output", default="arbg_mcmc.dcd", help="trajectory file of the chain (default %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, "quiet")
 
 
 def run(args):
@@ -36,18 +34,9 @@ def run(args):
     model = ArBG.load(args.model)
     ms, T = target_for_model(model, args)
     chain = run_chain(
-        model,
-        ThermodynamicState(ms.system, T * unit.kelvin),
-        ms.positions,
-        args.iterations,
-        n_attempts=args.attempts,
-        langevin_steps=args.langevin_steps,
-        proposal_temperature=args.proposal_temperature,
-        timestep_fs=args.timestep_fs,
-        collision_rate_per_ps=args.collision_rate_per_ps,
-        platform=args.platform,
-        seed=args.seed,
-        progress=not args.quiet,
+        model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, n_attempts=args.attempts,
+        langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
+        collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
     )
     with atomic_write(args.output, mode=None) as tmp:
         mdtraj.Trajectory(chain.positions, mdtraj.Topology.from_openmm(ms.topology)).save(tmp)

@@ -3,22 +3,22 @@
 
 import os
 
+from .common import add_options
+
 NAME = "md"
 HELP = "run unconstrained Langevin MD to make training data"
 
 
 def add_arguments(p):
-    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
+    add_options(p, "system")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
                    help="temperatures in K, one run each (default: the system's, 300 K for alanine dipeptide, 310 K for peptides)")
     p.add_argument("--ns", type=float, default=1.0, help="simulated time per temperature in ns (default %(default)s)")
     p.add_argument("--report-ps", type=float, default=0.2, help="ps between saved frames (default %(default)s)")
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps of dynamics before the first saved frame (default %(default)s)")
-    p.add_argument("--timestep-fs", type=float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")
-    p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, "timestep_fs", "platform", "seed")
     p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, "quiet")
 
 
 def run(args):
@@ -32,15 +32,7 @@ def run(args):
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:
         out = os.path.join(args.output, f"{T:g}K")
         traj = run_md(
-            ms,
-            out,
-            n_steps=n_steps,
-            report_interval=report,
-            temperature=T,
-            timestep_fs=args.timestep_fs,
-            seed=args.seed,
-            platform=args.platform,
-            equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)),
-            progress=not args.quiet,
+            ms, out, n_steps=n_steps, report_interval=report, temperature=T, timestep_fs=args.timestep_fs, seed=args.seed,
+            platform=args.platform, equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), progress=not args.quiet,
         )
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")

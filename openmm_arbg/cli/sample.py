@@ -2,22 +2,21 @@
 (Boltzmann-distributed) population against the target system (arbg sample;
 openmm_arbg.sampling.importance.importance_sample)."""
 
+from .common import add_options
+
 NAME = "sample"
 HELP = "draw conformations; importance weights and ESS against the target system"
 REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model file (model.safetensors)")
+    add_options(p, "model")
     p.add_argument("--n", type=int, default=1000, help="number of proposals (default %(default)s)")
-    p.add_argument("--system", help="target system (default: the built-in system of the model's molecule)")
+    add_options(p, "target", "temperature", "proposal_temperature", "workers", workers=dict(default=1))
     p.add_argument("--no-weights", action="store_true", help="only draw conformations: no target, no energies, no weights")
-    p.add_argument("--temperature", type=float, help="target temperature in K (default: the system's)")
-    p.add_argument("--proposal-temperature", type=float, default=1.0, help="softmax temperature of the model (default %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="processes for OpenMM energies (default %(default)s)")
     p.add_argument("--resample", action="store_true", help="write a resampled (Boltzmann-distributed) population")
     p.add_argument("--output", help="write samples to this trajectory file (e.g. samples.dcd)")
-    p.add_argument("--seed", type=int, default=None)
+    add_options(p, "seed", seed=dict(default=None, help="random seed (default: none)"))
 
 
 def validate(args, parser):

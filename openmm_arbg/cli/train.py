@@ -9,7 +9,7 @@ training. An existing checkpoint in --output is resumed unless --restart.
 
 import os
 
-from .common import RENAMED, add_dataclass_options, dataclass_values
+from .common import RENAMED, add_dataclass_options, add_options, dataclass_values
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
@@ -41,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, "quiet")
     add_dataclass_options(p, _classes(), skip=DERIVED_NETWORK_FIELDS)
 
 

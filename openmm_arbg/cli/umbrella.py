@@ -3,6 +3,7 @@ result.json, and optionally frames resampled from the unbiased distribution (arb
 openmm_arbg.simulation.umbrella.run_umbrella)."""
 
 from ..analysis.observables import BASINS
+from .common import add_options
 
 NAME = "umbrella"
 HELP = "umbrella sampling on dihedrals + MBAR: a converged reference for rare basins"
@@ -10,7 +11,7 @@ REGIONS = ("all", "phi>0") + tuple(b for b in BASINS if b != "phi>0")
 
 
 def add_arguments(p):
-    p.add_argument("--system", default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")
+    add_options(p, "system")
     p.add_argument("--dihedrals", nargs="+", default=["phi", "psi"],
                    help="restrained dihedrals: phi, psi or i,j,k,l atom indices (default: phi psi)")
     p.add_argument("--windows", type=int, default=18, help="windows per dihedral on a regular grid (default %(default)s)")
@@ -18,19 +19,15 @@ def add_arguments(p):
     p.add_argument("--ps", type=float, default=200.0, help="production ps per window (default %(default)s)")
     p.add_argument("--report-ps", type=float, default=0.1, help="ps between saved frames (default %(default)s)")
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps per window before saving (default %(default)s)")
-    p.add_argument("--timestep-fs", type=float, default=1.0, help="(default %(default)s)")
-    p.add_argument("--temperature", type=float, help="K (default: the system's)")
-    p.add_argument("--platform", default=None, help="OpenMM platform (default: Reference for small molecules)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
+    add_options(p, "timestep_fs", "temperature", "platform", "workers", "seed", workers=dict(help="worker processes, one window each (default %(default)s)"))
     p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mbar-samples", type=int, default=200,
                    help="decorrelated frames per window used by MBAR, at most (default %(default)s)")
     p.add_argument("--export", type=int, default=0,
                    help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
     p.add_argument("--export-region", choices=REGIONS, default="all", help="restrict --export to a region (default %(default)s)")
     p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, "quiet")
 
 
 def validate(args, parser):
@@ -56,22 +53,10 @@ def run(args):
     if args.export_region != "all" and args.export_region not in dihedral_regions(args.dihedrals):  # before any window runs
         raise ValueError(f"--export-region {args.export_region} is not defined for --dihedrals {' '.join(args.dihedrals)}")
     result = run_umbrella(
-        ms,
-        dihedrals,
-        dihedral_grid(args.windows, len(dihedrals)),
-        args.output,
-        k=args.k,
-        n_steps=n_steps,
-        report_interval=report,
-        equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)),
-        temperature=T,
-        timestep_fs=args.timestep_fs,
-        seed=args.seed,
-        platform=args.platform,
-        n_workers=args.workers,
-        save_positions=args.save_positions,
-        max_samples_per_window=args.mbar_samples,
-        progress=not args.quiet,
+        ms, dihedrals, dihedral_grid(args.windows, len(dihedrals)), args.output, k=args.k, n_steps=n_steps, report_interval=report,
+        equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), temperature=T, timestep_fs=args.timestep_fs,
+        seed=args.seed, platform=args.platform, n_workers=args.workers, save_positions=args.save_positions,
+        max_samples_per_window=args.mbar_samples, progress=not args.quiet,
     )
     summary = result.summary(args.dihedrals, command=shlex.join(["arbg", "umbrella", *args.argv]))
     summary["system"] = args.system

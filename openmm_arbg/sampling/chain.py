@@ -64,25 +64,9 @@ class ChainResult:
         )
 
 
-def run_chain(
-    model,
-    thermodynamic_state,
-    positions,
-    n_iterations,
-    n_attempts=10,
-    langevin_steps=0,
-    proposal_temperature=1.0,
-    buffer_size=256,
-    timestep_fs=1.0,
-    collision_rate_per_ps=1.0,
-    platform=None,
-    minimize=False,
-    observables=None,
-    keep_positions=True,
-    block_size=1000,
-    seed=None,
-    progress=False,
-):
+def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10, langevin_steps=0, proposal_temperature=1.0,
+              buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
+              keep_positions=True, block_size=1000, seed=None, progress=False):
     """Run ``n_iterations`` of [Langevin dynamics, then ``n_attempts`` ArBGMove attempts].
 
     Parameters

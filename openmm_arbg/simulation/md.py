@@ -69,20 +69,8 @@ def langevin_integrator(settings, seed):
     return integrator
 
 
-def run_md(
-    molecular_system,
-    output_dir,
-    n_steps,
-    report_interval=100,
-    temperature=None,
-    timestep_fs=1.0,
-    friction_per_ps=1.0,
-    seed=0,
-    platform=None,
-    chunk_frames=1000,
-    equilibration_steps=10000,
-    progress=True,
-):
+def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperature=None, timestep_fs=1.0,
+           friction_per_ps=1.0, seed=0, platform=None, chunk_frames=1000, equilibration_steps=10000, progress=True):
     """Run Langevin MD and write frames every ``report_interval`` steps; resume if possible.
 
     Parameters

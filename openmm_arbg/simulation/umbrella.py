@@ -165,27 +165,10 @@ def _run_window(job):
     return i
 
 
-def run_umbrella(
-    molecular_system,
-    dihedrals,
-    centres,
-    output_dir,
-    k=100.0,
-    n_steps=100000,
-    report_interval=100,
-    equilibration_steps=10000,
-    pull_k=None,
-    pull_steps=2000,
-    temperature=None,
-    timestep_fs=1.0,
-    friction_per_ps=1.0,
-    seed=0,
-    platform=None,
-    n_workers=1,
-    save_positions=False,
-    max_samples_per_window=200,
-    progress=True,
-):
+def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_steps=100000, report_interval=100,
+                 equilibration_steps=10000, pull_k=None, pull_steps=2000, temperature=None, timestep_fs=1.0,
+                 friction_per_ps=1.0, seed=0, platform=None, n_workers=1, save_positions=False, max_samples_per_window=200,
+                 progress=True):
     """Run harmonic umbrella windows on dihedrals; resume if ``output_dir`` holds finished windows.
 
     Parameters
