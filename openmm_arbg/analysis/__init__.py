@@ -1,1 +1,2 @@
-"""Free energies, the ArBG paper's metrics and plots, and peptide observables."""
+"""Free energies, the ArBG paper's metrics and plots, warnings from sampling diagnostics, and
+observables (dihedrals, the alanine dipeptide basins)."""
