@@ -42,11 +42,13 @@ def add_common_options(parser):
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
 
 
+SYSTEM_FORMS = "a built-in system name, peptide:SEQUENCE, system.xml:structure.pdb or structure.pdb[:forcefield.xml,...]"
+
 # options several commands take, by name: (flags, add_argument keywords)
 SHARED_OPTIONS = {
     "model": (("--model",), dict(help="model file (model.safetensors)")),
-    "target": (("--system",), dict(help="target: a system name or peptide:SEQUENCE (default: the built-in system of the model's molecule)")),
-    "system": (("--system",), dict(default="alanine_dipeptide_vacuum", help="system name or peptide:SEQUENCE (default %(default)s)")),
+    "target": (("--system",), dict(help=f"target: {SYSTEM_FORMS} (default: the built-in system of the model's molecule)")),
+    "system": (("--system",), dict(default="alanine_dipeptide_vacuum", help=f"{SYSTEM_FORMS} (default %(default)s)")),
     "temperature": (("--temperature",), dict(type=float, help="target temperature in K (default: the system's)")),
     "proposal_temperature": (("--proposal-temperature",), dict(
         type=float, default=1.0, help="softmax temperature of the proposal; results stay exact at any value (default %(default)s)")),
@@ -262,7 +264,7 @@ def system_for_model(model, name=None, option="--system", out=None):
     if not matches:
         raise ValueError(
             f"the model's molecule ({model.n_atoms} atoms) is none of the built-in systems ({', '.join(candidates)}); "
-            f"give the target with {option} (a system name or peptide:SEQUENCE)"
+            f"give the target with {option} ({SYSTEM_FORMS})"
         )
     others = [m.name for m in matches[1:]]
     print(
