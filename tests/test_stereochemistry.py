@@ -192,7 +192,12 @@ def test_legacy_signs_are_converted_exactly(alanine, ti):
         recorded = StereoChecker(g).record(x)
         legacy = _legacy_signs(g, x)
         np.testing.assert_array_equal(StereoChecker(g, legacy).reference_signs, recorded.reference_signs)
-        np.testing.assert_array_equal(StereoChecker.from_dict(g, legacy).reference_signs, recorded.reference_signs)
+        # a 0.1 checkpoint's plain list keeps every four-connected atom (methyls too), same signs on the real ones
+        legacy_checker = StereoChecker.from_dict(g, legacy)
+        assert set(recorded.centers) <= set(legacy_checker.centers)
+        keep = [legacy_checker.centers.index(c) for c in recorded.centers]
+        np.testing.assert_array_equal(legacy_checker.reference_signs[keep], recorded.reference_signs)
+        assert legacy_checker.check(x[None]).all()
         again = StereoChecker.from_dict(g, recorded.to_dict())
         np.testing.assert_array_equal(again.reference_signs, recorded.reference_signs)
         assert again.centers == recorded.centers
@@ -200,9 +205,12 @@ def test_legacy_signs_are_converted_exactly(alanine, ti):
         StereoChecker(g, [1] * (len(recorded.centers) + 1))
 
 
-def test_shipped_model_checks_only_its_real_stereocentre():
+def test_shipped_model_keeps_its_target():
+    """The 0.1 models were trained on one labelling of the methyl hydrogens and checked every
+    four-connected atom; they keep that target (exact for observables invariant under permuting
+    equivalent atoms), so their numbers stay the same."""
     model = ArBG.from_pretrained("alanine_dipeptide_vacuum")
-    assert model.stereo.centers == [8]
+    assert model.stereo.centers == [1, 8, 10, 18]
     assert "stereo" not in model.representation.to_dict()
     assert HALF_TORSION not in model.representation.coordinate_kinds
 
@@ -388,3 +396,30 @@ def test_untrained_model_draws_only_right_handed_shapes(molecule, request):
     np.testing.assert_allclose(model.log_prob(x), log_q, atol=1e-5)
     mirror = x * np.array([1.0, 1.0, -1.0])
     assert np.isneginf(model.log_prob(mirror)).all()
+
+
+def test_equivalent_atoms_are_permuted_without_changing_the_energy(alanine):
+    """The hydrogens of the three methyl groups of alanine dipeptide are the interchangeable
+    atoms; relabelling them leaves every energy as it is and every real stereocentre as it is."""
+    import openmm
+    import openmm.unit as unit
+
+    from openmm_arbg.molecule.stereochemistry import StereoChecker, equivalent_atom_groups, permute_equivalent_atoms
+    from openmm_arbg.molecule.topology import MolecularGraph
+
+    graph = MolecularGraph.from_topology(alanine.topology)
+    groups = equivalent_atom_groups(graph)
+    assert [len(atoms) for _, atoms in groups] == [3, 3, 3]
+    assert all(graph.elements[c] == "C" and all(graph.elements[a] == "H" for a in atoms) for c, atoms in groups)
+    x = np.repeat(alanine.positions_nm()[None], 20, axis=0)
+    y = permute_equivalent_atoms(x, groups, rng=1)
+    assert np.abs(y - x).max() > 0.05  # some hydrogens did move to another's place
+    ctx = openmm.Context(alanine.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies = []
+    for frame in (x[0], *y):
+        ctx.setPositions(frame * unit.nanometer)
+        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert np.ptp(energies) < 1e-6
+    checker = StereoChecker(graph).record(x[0])
+    assert checker.check(y).all()
+

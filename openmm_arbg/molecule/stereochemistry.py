@@ -26,7 +26,15 @@ import numpy as np
 
 from .topology import MolecularGraph
 
-__all__ = ["StereoChecker", "branch_colours", "find_stereocentres", "canonical_substituents", "permutation_parity"]
+__all__ = [
+    "StereoChecker",
+    "branch_colours",
+    "find_stereocentres",
+    "canonical_substituents",
+    "permutation_parity",
+    "equivalent_atom_groups",
+    "permute_equivalent_atoms",
+]
 
 CONVENTION = "canonical-substituents"
 LEGACY_CONVENTION = "legacy-index-order"
@@ -86,6 +94,41 @@ def find_stereocentres(graph, colours=None):
         for c in range(g.n_atoms)
         if len(g.neighbors[c]) == 4 and len({colours[(c, n)] for n in g.neighbors[c]}) == 4
     ]
+
+
+def equivalent_atom_groups(graph, colours=None):
+    """Groups of interchangeable terminal atoms: the hydrogens of CH3, CH2, NH3+ and the like,
+    bonded to the same atom with identical branches (same element, same colour).
+
+    Returns
+    -------
+    list of (int, list of int)
+        ``(centre, atoms)`` for every group of two or more.
+    """
+    g = MolecularGraph.from_topology(graph)
+    colours = branch_colours(g) if colours is None else colours
+    groups = []
+    for c in range(g.n_atoms):
+        by_colour = {}
+        for n in g.neighbors[c]:
+            if len(g.neighbors[n]) == 1:
+                by_colour.setdefault(colours[(c, n)], []).append(n)
+        groups += [(c, atoms) for atoms in by_colour.values() if len(atoms) > 1]
+    return groups
+
+
+def permute_equivalent_atoms(positions, groups, rng=None):
+    """Copies of frames (n, N, 3) with the atoms of every group randomly permuted (uniformly
+    over all permutations, independently per frame and group). The energy is invariant under
+    these permutations, so the result is a sample of the same Boltzmann distribution that covers
+    every labelling of equivalent atoms (training data for models that must propose them all)."""
+    rng = np.random.default_rng(rng)
+    x = np.array(positions, dtype=float, copy=True)
+    for _, atoms in groups:
+        atoms = np.asarray(atoms)
+        perm = np.argsort(rng.random((len(x), len(atoms))), axis=1)
+        x[:, atoms] = np.take_along_axis(x[:, atoms], perm[:, :, None], axis=1)
+    return x
 
 
 def canonical_substituents(graph, centre, colours=None):
@@ -182,7 +225,12 @@ class StereoChecker:
         """Rebuild from :meth:`to_dict`'s output, or from a plain list of legacy signs."""
         if isinstance(d, dict):
             return cls(graph, d.get("signs"), d.get("convention", CONVENTION), d.get("centers"))
-        return cls(graph, d, LEGACY_CONVENTION)
+        # openmm-arbg 0.1 checked every four-connected atom: its models target the reference's
+        # labelling of equivalent atoms too (exact for observables invariant under permuting
+        # them), and were trained on one labelling only, so they keep that target
+        g = MolecularGraph.from_topology(graph)
+        tetrahedral = [i for i in range(g.n_atoms) if len(g.neighbors[i]) == 4]
+        return cls(graph, d, LEGACY_CONVENTION, centers=tetrahedral)
 
     # ------------------------------------------------------------------ handedness
     def signs(self, positions):

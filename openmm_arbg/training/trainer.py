@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
+from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
 from ..utils import atomic_write
 
 __all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
@@ -67,6 +68,12 @@ class TrainingConfig:
         If > 0, ``n_steps`` is set from the measured time of the first steps and a validation pass
         so that the whole schedule (warm-up and cosine decay) fits this wall time in seconds. The
         chosen ``n_steps`` is stored in the checkpoint, so a resumed run keeps it.
+    permute_equivalent_atoms : bool
+        Train on frames whose interchangeable terminal atoms (the hydrogens of CH3, CH2, NH3+) are
+        randomly relabelled, so the model proposes every labelling: the Boltzmann distribution
+        contains them all with equal weight, and a model that knows one labelling only gives
+        heavy-tailed importance weights. Atoms the model's stereo check constrains (0.1 models)
+        are left alone.
     checkpoint_time_s : float
         Also write a resumable checkpoint when this many seconds have passed since the last one
         (an interruption loses at most this much work).
@@ -88,6 +95,7 @@ class TrainingConfig:
     checkpoint_interval: int = 500
     max_time_s: float = 0.0
     time_budget_s: float = 0.0
+    permute_equivalent_atoms: bool = True
     checkpoint_time_s: float = 60.0
     seed: int = 0
 
@@ -264,6 +272,9 @@ class Trainer:
         self.progress = progress
         self.rank, self.world = _rank_world()
         x = as_positions_nm(positions, model.n_atoms, model.graph, "training positions")
+        if self.config.permute_equivalent_atoms:
+            groups = [g for g in equivalent_atom_groups(model.graph) if g[0] not in model.stereo.centers]
+            x = permute_equivalent_atoms(x, groups, rng=self.config.seed)
         check_memory(x.shape[0] * model.n_coords * 8 * 2, "the model coordinates of the training frames")
         with torch.no_grad():
             z, _ = model.representation.to_model_coordinates(torch.as_tensor(x))
