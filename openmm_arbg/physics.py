@@ -107,21 +107,38 @@ def check_shape_move_compatible(system):
 
 
 def check_system_matches_molecule(system, graph):
-    """Raise ``ValueError`` unless ``system``'s particles are the molecule ``graph``'s atoms:
-    the same number, and masses that fit each atom's element (within 4 Da, which allows
-    hydrogen mass repartitioning)."""
+    """Raise ``ValueError`` unless ``system``'s particles are the molecule ``graph``'s atoms: the
+    same number, and masses that fit the elements. Hydrogen mass repartitioning moves mass between
+    a heavy atom and its hydrogens, so each heavy atom is compared together with its bonded
+    hydrogens (within 0.05 Da), and each hydrogen must weigh between 0.9 and 5 Da."""
     import mdtraj
 
     n = system.getNumParticles()
     if n != graph.n_atoms:
         raise ValueError(f"the System has {n} particles but the model's molecule has {graph.n_atoms} atoms")
+
+    def mass(i):
+        return system.getParticleMass(i).value_in_unit(unit.dalton)
+
+    def element_mass(i):
+        return mdtraj.element.get_by_symbol(graph.elements[i]).mass
+
     for i, element in enumerate(graph.elements):
         if element == "X":
             continue
-        mass = system.getParticleMass(i).value_in_unit(unit.dalton)
-        expected = mdtraj.element.get_by_symbol(element).mass
-        if abs(mass - expected) > 4.0:
+        if element in ("H", "D"):
+            if not 0.9 <= mass(i) <= 5.0:
+                raise ValueError(
+                    f"particle {i} of the System has mass {mass(i):.2f} Da but the model's atom {graph.describe_atom(i)} "
+                    "is a hydrogen: the System is another molecule or lists its atoms in another order"
+                )
+            continue
+        hydrogens = [j for j in graph.neighbors[i] if graph.elements[j] in ("H", "D")]
+        got = mass(i) + sum(mass(j) for j in hydrogens)
+        expected = element_mass(i) + sum(element_mass(j) for j in hydrogens)
+        if abs(got - expected) > 0.05:
             raise ValueError(
-                f"particle {i} of the System has mass {mass:.2f} Da but the model's atom {graph.describe_atom(i)} is "
-                f"{element} ({expected:.2f} Da): the System is another molecule or lists its atoms in another order"
+                f"particle {i} of the System (with its {len(hydrogens)} bonded hydrogens) weighs {got:.2f} Da but the "
+                f"model's atom {graph.describe_atom(i)} ({element}, with its hydrogens) weighs {expected:.2f} Da: the "
+                "System is another molecule or lists its atoms in another order"
             )

@@ -43,6 +43,8 @@ def test_every_command_takes_config_and_threads():
 
 def _value_for(default):
     """A valid value other than the default."""
+    if isinstance(default, bool):
+        return not default
     if isinstance(default, str):
         return {"internal": "cartesian", "learned": "rope"}[default]
     if isinstance(default, float):
@@ -57,7 +59,7 @@ def test_yaml_with_field_names_sets_every_field(tmp_path):
         values[f.name] = _value_for(default)
     values.update(n_head=2, d_model=32, n_layer=3, warmup_steps=3, n_steps=40, validation_fraction=0.2)
     config = tmp_path / "train.yaml"
-    config.write_text("".join(f"{k}: {v}\n" for k, v in values.items()) + "trajectories: [a.dcd, b.dcd]\ntopology: t.pdb\nthreads: 3\n")
+    config.write_text("".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in values.items()) + "trajectories: [a.dcd, b.dcd]\ntopology: t.pdb\nthreads: 3\n")
     args, module = parse_args(["train", "--config", str(config), "--n-layer", "5"])
     assert module is train_command and args.trajectories == ["a.dcd", "b.dcd"] and args.topology == "t.pdb" and args.threads == 3
     model, network, training = train_command.settings(args)

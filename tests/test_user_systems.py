@@ -57,3 +57,24 @@ def test_sample_command_on_a_user_system(user_files, tmp_path):
                  "--n", "64", "--output", str(tmp_path / "s.dcd")])
     assert code == 0 and (tmp_path / "s.dcd").exists()
     del np
+
+
+def test_hydrogen_mass_repartitioning_passes_the_particle_check(user_files):
+    import openmm.unit as unit
+
+    from openmm_arbg.molecule.topology import MolecularGraph
+    from openmm_arbg.physics import check_system_matches_molecule
+
+    ms, _ = user_files
+    graph = MolecularGraph.from_topology(ms.topology)
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ms.system))
+    for i, j in graph.bonds:  # move 2 Da from each heavy atom to each of its hydrogens
+        h, heavy = (i, j) if graph.elements[i] == "H" else (j, i) if graph.elements[j] == "H" else (None, None)
+        if h is None:
+            continue
+        system.setParticleMass(h, system.getParticleMass(h) + 2 * unit.dalton)
+        system.setParticleMass(heavy, system.getParticleMass(heavy) - 2 * unit.dalton)
+    check_system_matches_molecule(system, graph)
+    system.setParticleMass(0, system.getParticleMass(0) + 0.5 * unit.dalton)
+    with pytest.raises(ValueError, match="weighs|hydrogen"):
+        check_system_matches_molecule(system, graph)
