@@ -36,12 +36,14 @@ def check_proposal_temperature(proposal_temperature):
 @contextlib.contextmanager
 def evaluation_mode(module):
     """Run the block with ``module`` in evaluation mode (no dropout), then restore its mode."""
-    was_training = module.training
+    if not module.training:  # already evaluating: nothing to switch (this runs once per coordinate)
+        yield
+        return
     module.eval()
     try:
         yield
     finally:
-        module.train(was_training)
+        module.train(True)
 
 
 class GenerationState:
