@@ -11,7 +11,7 @@ density, so ``-u(x) - log_prob(x)`` is the exact log importance weight up to one
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,12 +24,13 @@ from .molecule.features import FEATURE_SIZES, coordinate_features
 from .molecule.representation import build_representation, canonical_frame, place_in_frame, to_local_frame
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph, check_same_molecule
+from .utils import Settings
 
 __all__ = ["ArBG", "ModelConfig", "as_positions_nm"]
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """How a model is fitted to a molecule (the network's size is :class:`NetworkConfig`).
 
     Parameters
@@ -49,6 +50,8 @@ class ModelConfig:
     margin: float = 0.1
     seed: int = 0
 
+    what = "model settings"
+
     def __post_init__(self):
         if self.representation not in ("internal", "cartesian"):
             raise ValueError(f"representation must be 'internal' or 'cartesian'; got {self.representation!r}")
@@ -57,16 +60,6 @@ class ModelConfig:
         if not (float(self.margin) >= 0 and np.isfinite(self.margin)):
             raise ValueError(f"margin must be a finite number >= 0; got {self.margin!r}")
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):

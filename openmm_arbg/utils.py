@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json_atomic", "check_settings_file", "file_sha256", "bootstrap", "quiet_pymbar"]
+__all__ = ["Settings", "atomic_write", "write_json_atomic", "check_settings_file", "file_sha256", "bootstrap", "quiet_pymbar"]
 
 
 @contextlib.contextmanager
@@ -94,3 +94,25 @@ def bootstrap(statistic, n_samples, n_bootstrap=200, rng=None):
 def quiet_pymbar():
     """Silence pymbar's logger (it prints banners and solver chatter at INFO/WARNING)."""
     logging.getLogger("pymbar").setLevel(logging.ERROR)
+
+
+class Settings:
+    """Base of the settings dataclasses (``ModelConfig``, ``NetworkConfig``, ``TrainingConfig``):
+    plain-dict conversion that refuses unknown names. ``what`` names them in messages."""
+
+    what = "settings"
+
+    def to_dict(self):
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        from dataclasses import fields
+
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.what} {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)

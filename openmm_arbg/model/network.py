@@ -14,11 +14,13 @@ position never attends to later ones, so padding changes nothing at the real pos
 caller ignores the outputs at padded positions.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..utils import Settings
 
 __all__ = ["NetworkConfig", "CausalTransformer", "POSITION_ENCODINGS"]
 
@@ -26,7 +28,7 @@ POSITION_ENCODINGS = ("learned", "rope")
 
 
 @dataclass
-class NetworkConfig:
+class NetworkConfig(Settings):
     """Network size and shape (nothing about any molecule except table sizes).
 
     Parameters
@@ -60,6 +62,8 @@ class NetworkConfig:
     feature_sizes: list = field(default_factory=list)
     n_input_features: int = 3
 
+    what = "network settings"
+
     def __post_init__(self):
         for name in ("n_layer", "n_head", "d_model"):
             if int(getattr(self, name)) < 1:
@@ -76,16 +80,6 @@ class NetworkConfig:
             self.d_hidden = 32 * ((8 * self.d_model // 3 + 31) // 32)
         self.feature_sizes = [int(n) for n in self.feature_sizes]
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown network settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def _rotate(x, positions):

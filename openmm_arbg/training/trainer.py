@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,13 +25,13 @@ import torch.distributed as dist
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
-from ..utils import atomic_write
+from ..utils import Settings, atomic_write
 
 __all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Settings):
     """Training settings.
 
     Parameters
@@ -99,16 +99,15 @@ class TrainingConfig:
     checkpoint_time_s: float = 60.0
     seed: int = 0
 
+    what = "training settings"
+
     def __post_init__(self):
-        positive = ("n_steps", "batch_size", "eval_interval", "checkpoint_interval", "n_validation_blocks")
-        for name in positive:
+        minimum = dict(n_steps=1, batch_size=1, eval_interval=1, checkpoint_interval=1, n_validation_blocks=1)
+        minimum.update(warmup_steps=0, patience=0)
+        for name, lowest in minimum.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"training setting {name} must be a positive integer; got {v!r}")
-        for name in ("warmup_steps", "patience"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"training setting {name} must be an integer >= 0; got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
+                raise ValueError(f"training setting {name} must be an integer >= {lowest}; got {v!r}")
         ranges = {
             "learning_rate": (0, math.inf, False),
             "weight_decay": (0, math.inf, True),
@@ -128,14 +127,6 @@ class TrainingConfig:
                 bracket = "[" if closed else "("
                 close = ")" if name in ("ema_decay", "validation_fraction") else "]"
                 raise ValueError(f"training setting {name} must be a number in {bracket}{lo}, {hi}{close}; got {v!r}")
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
 
     def schedule_key(self):
         """Settings that must not change when a run is resumed."""
