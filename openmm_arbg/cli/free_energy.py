@@ -1,11 +1,12 @@
-"""Alanine dipeptide basin populations and free energies, from a chain (MD or MCMC trajectory)
-or by importance sampling with a model (arbg free-energy;
-openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
+"""Populations and free energies of conformational states, from a chain (MD or MCMC trajectory)
+or by importance sampling with a model (arbg free-energy): states given with --state
+(openmm_arbg.analysis.states), or alanine dipeptide's basins by default
+(openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
 from .common import add_options
 
 NAME = "free-energy"
-HELP = "alanine dipeptide basin free energies from a trajectory or by importance sampling"
+HELP = "state populations and free energies from a trajectory or by importance sampling"
 
 
 def add_arguments(p):
@@ -14,12 +15,21 @@ def add_arguments(p):
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
     add_options(p, "model", "target", "temperature", model=dict(help="model file (importance-sampling estimate)"))
     p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
+    p.add_argument(
+        "--state", action="append", default=[], metavar="NAME=EXPRESSION",
+        help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
+        "residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
+    )
     add_options(p, "workers", "seed")
 
 
 def validate(args, parser):
     if bool(args.trajectory) == bool(args.model):
         parser.error("give either --trajectory (with --topology) for a chain, or --model (with --system) for importance sampling")
+    for state in args.state:
+        name, sep, expression = state.partition("=")
+        if not sep or not name.strip() or not expression.strip():
+            parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
 
 
 def run(args):
@@ -35,7 +45,7 @@ def run(args):
         if not args.topology or not os.path.isfile(args.topology):
             raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
         traj = mdtraj.load(args.trajectory, top=args.topology, stride=args.stride)
-        analysis = alanine_dipeptide_analysis(traj.xyz, traj.topology)
+        positions, topology, log_weights = traj.xyz, traj.topology, None
         label = f"{traj.n_frames} frames of {args.trajectory} (errors: statistical inefficiency)"
     else:
         from ..arbg import ArBG
@@ -49,8 +59,21 @@ def run(args):
             result = importance_sample(model, u, args.n, seed=args.seed)
         print(result.summary())
         print_warnings(warning_lines(result))
-        analysis = alanine_dipeptide_analysis(result.positions, model.topology, result.log_weights, rng=args.seed)
+        positions, topology, log_weights = result.positions, model.topology, result.log_weights
         label = f"importance sampling, {args.n} proposals (errors: bootstrap)"
+    if args.state:
+        from ..analysis.states import state_populations
+
+        states = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
+        result = state_populations(states, positions, topology, log_weights, rng=args.seed)
+        print(f"states, {label}:")
+        for name, r in result.items():
+            print(
+                f"  P({name}) = {100 * r['population']:.2f} +- {100 * r['population_error']:.2f} %   "
+                f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT   ({states[name]})"
+            )
+        return
+    analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed)
     print(f"alanine dipeptide basins, {label}:")
     for name, (p, dp) in analysis["populations"].items():
         print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %")

@@ -1,0 +1,172 @@
+"""Conformational states defined by the user, and their populations and free energies.
+
+A state is a Python callable ``f(positions) -> bool array`` or an expression over named backbone
+dihedrals (degrees) and distances (nm), for example::
+
+    phi2 < 0 and -120 <= psi2 <= 50          # residue 2's phi and psi (1-based residue positions)
+    phi3 > 0 or d(4, 17) < 0.35              # d(i, j): distance between atoms i and j (0-based), nm
+
+Names: ``phiK``, ``psiK`` (K = the residue's position in the topology, from 1), and ``phi``/``psi``
+when the molecule has exactly one. Operators: comparisons (chained too), ``and``, ``or``, ``not``,
+``+ - * /``, ``abs(...)``, ``d(i, j)``. Expressions are parsed, never ``eval``-ed.
+"""
+
+import ast
+import operator
+
+import numpy as np
+
+__all__ = ["StateExpression", "state_populations"]
+
+_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+class StateExpression:
+    """A state given as an expression (see the module docstring), compiled for one topology.
+
+    Parameters
+    ----------
+    expression : str
+    topology : mdtraj.Topology, openmm.app.Topology or MolecularGraph
+    """
+
+    def __init__(self, expression, topology):
+        from .observables import _as_mdtraj
+
+        self.expression = str(expression)
+        top = _as_mdtraj(topology)
+        self.n_atoms = top.n_atoms
+        self.dihedral_names = _named_dihedrals(top)
+        try:
+            self.tree = ast.parse(self.expression, mode="eval").body
+        except SyntaxError as exc:
+            raise ValueError(f"state {self.expression!r} is not a valid expression ({exc.msg})") from None
+        self.names, self.pairs = set(), set()
+        self._collect(self.tree)
+
+    def _fail(self, what):
+        known = ", ".join(sorted(self.dihedral_names)) or "none"
+        raise ValueError(f"state {self.expression!r}: {what}. Dihedrals of this molecule: {known}; distances as d(i, j)")
+
+    def _collect(self, node):
+        if isinstance(node, ast.BoolOp) or isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            for v in node.values if isinstance(node, ast.BoolOp) else (node.left, node.right):
+                self._collect(v)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
+            self._collect(node.operand)
+        elif isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+            for v in (node.left, *node.comparators):
+                self._collect(v)
+        elif isinstance(node, ast.Name):
+            if node.id not in self.dihedral_names:
+                self._fail(f"unknown name {node.id!r}")
+            self.names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            pass
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            if node.func.id == "abs" and len(node.args) == 1:
+                self._collect(node.args[0])
+            elif node.func.id == "d" and len(node.args) == 2 and all(
+                isinstance(a, ast.Constant) and isinstance(a.value, int) and 0 <= a.value < self.n_atoms for a in node.args
+            ):
+                self.pairs.add((node.args[0].value, node.args[1].value))
+            else:
+                self._fail(f"only abs(x) and d(i, j) with atom indices in [0, {self.n_atoms}) may be called")
+        else:
+            self._fail(f"'{ast.unparse(node)}' is not allowed")
+
+    def __call__(self, positions):
+        """Boolean mask (n,) of the frames (n, N, 3) nm in the state."""
+        from .observables import dihedrals
+
+        x = np.asarray(positions, dtype=float).reshape(-1, self.n_atoms, 3)
+        names = sorted(self.names)
+        angles = np.degrees(dihedrals(x, [self.dihedral_names[n] for n in names])) if names else np.zeros((len(x), 0))
+        values = {n: angles[:, k] for k, n in enumerate(names)}
+        values.update({("d", i, j): np.linalg.norm(x[:, i] - x[:, j], axis=-1) for i, j in self.pairs})
+        out = self._evaluate(self.tree, values)
+        return np.broadcast_to(np.asarray(out, dtype=bool), (len(x),)).copy()
+
+    def _evaluate(self, node, v):
+        if isinstance(node, ast.BoolOp):
+            parts = [np.asarray(self._evaluate(p, v), dtype=bool) for p in node.values]
+            return np.logical_and.reduce(parts) if isinstance(node.op, ast.And) else np.logical_or.reduce(parts)
+        if isinstance(node, ast.BinOp):
+            return _BINARY[type(node.op)](self._evaluate(node.left, v), self._evaluate(node.right, v))
+        if isinstance(node, ast.UnaryOp):
+            x = self._evaluate(node.operand, v)
+            return np.logical_not(x) if isinstance(node.op, ast.Not) else (-x if isinstance(node.op, ast.USub) else x)
+        if isinstance(node, ast.Compare):
+            left, result = self._evaluate(node.left, v), True
+            for op, right in zip(node.ops, node.comparators):
+                right = self._evaluate(right, v)
+                result = np.logical_and(result, _COMPARE[type(op)](left, right))
+                left = right
+            return result
+        if isinstance(node, ast.Name):
+            return v[node.id]
+        if isinstance(node, ast.Constant):
+            return node.value
+        if node.func.id == "abs":
+            return np.abs(self._evaluate(node.args[0], v))
+        return v[("d", node.args[0].value, node.args[1].value)]
+
+
+def _named_dihedrals(top):
+    """``phiK``/``psiK`` -> atom quadruple, K the residue's 1-based position; and ``phi``/``psi``
+    when there is one of each."""
+    import mdtraj
+
+    traj = mdtraj.Trajectory(np.zeros((1, top.n_atoms, 3), dtype=np.float32), top)
+    out = {}
+    for name, fn, atom in (("phi", mdtraj.compute_phi, 2), ("psi", mdtraj.compute_psi, 1)):
+        idx, _ = fn(traj, periodic=False)
+        for quad in idx:
+            out[f"{name}{top.atom(int(quad[atom])).residue.index + 1}"] = [int(a) for a in quad]
+        if len(idx) == 1:
+            out[name] = [int(a) for a in idx[0]]
+    return out
+
+
+def state_populations(states, positions, topology, log_weights=None, rng=None):
+    """Populations and free energies of user-defined states.
+
+    Parameters
+    ----------
+    states : dict of str -> (str or callable)
+        State name -> expression (:class:`StateExpression`) or ``f(positions) -> bool (n,)``.
+    positions : array_like (n, N, 3) nm
+        A chain in time order, or importance-sampling proposals.
+    topology : mdtraj.Topology, openmm.app.Topology or MolecularGraph
+    log_weights : array_like (n,), optional
+        Importance weights; without them ``positions`` are a chain (errors from the statistical
+        inefficiency, pymbar); with them, bootstrap errors.
+
+    Returns
+    -------
+    dict
+        name -> dict(population, population_error, free_energy, free_energy_error), free
+        energies ``-ln P`` in kT (relative to the whole ensemble; differences between states are
+        free-energy differences). A state never visited gets ``free_energy = inf``.
+    """
+    from ..sampling.importance import weighted_mean
+    from .free_energy import populations_from_chain
+
+    x = np.asarray(positions, dtype=float)
+    masks = {}
+    for name, state in states.items():
+        f = StateExpression(state, topology) if isinstance(state, str) else state
+        masks[name] = np.asarray(f(x), dtype=bool).reshape(-1)
+        if len(masks[name]) != len(x):
+            raise ValueError(f"state {name!r} returned {len(masks[name])} values for {len(x)} frames")
+    out = {}
+    for name, mask in masks.items():
+        if log_weights is None:
+            p, dp = populations_from_chain(mask.astype(int), 2)[1]
+        else:
+            p, dp = weighted_mean(mask.astype(float), log_weights, rng=rng)
+            p, dp = float(p), float(dp)
+        f = -np.log(p) if p > 0 else np.inf
+        out[name] = dict(population=p, population_error=dp, free_energy=f, free_energy_error=dp / p if p > 0 else np.nan)
+    return out

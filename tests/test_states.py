@@ -1,0 +1,79 @@
+"""User-defined states: expressions over named backbone dihedrals and distances, populations and
+free energies from chains and from importance weights."""
+
+import numpy as np
+import pytest
+
+from openmm_arbg.analysis.free_energy import alanine_dipeptide_analysis
+from openmm_arbg.analysis.observables import backbone_dihedrals
+from openmm_arbg.analysis.states import StateExpression, state_populations
+
+ALANINE_STATES = {
+    "beta": "phi2 < 0 and (psi2 > 50 or psi2 < -120)",
+    "alpha_R": "phi2 < 0 and -120 <= psi2 <= 50",
+    "phi>0": "phi >= 0",
+}
+
+
+def _frames(alanine, n=400, seed=0):
+    """Alanine dipeptide frames with psi and phi spread out (rigid rotations of the C-terminal part)."""
+    from conftest import jittered
+
+    return jittered(alanine.positions_nm(), n, 0.02, seed=seed)
+
+
+def test_expressions_match_the_built_in_alanine_basins(alanine):
+    x = _frames(alanine)
+    phi, psi = backbone_dihedrals(x, alanine.topology)
+    from openmm_arbg.analysis.observables import alanine_dipeptide_basins
+
+    basin = alanine_dipeptide_basins(phi, psi)
+    for k, (name, expr) in enumerate(ALANINE_STATES.items()):
+        assert np.array_equal(StateExpression(expr, alanine.topology)(x), basin == k), name
+    # chain and weighted estimates equal the built-in analysis
+    chain = state_populations(ALANINE_STATES, x, alanine.topology)
+    ref = alanine_dipeptide_analysis(x, alanine.topology)["populations"]
+    for name in ALANINE_STATES:
+        assert chain[name]["population"] == pytest.approx(ref[name][0])
+    log_w = np.random.default_rng(1).normal(size=len(x))
+    weighted = state_populations(ALANINE_STATES, x, alanine.topology, log_weights=log_w, rng=3)
+    ref_w = alanine_dipeptide_analysis(x, alanine.topology, log_w, rng=3)["populations"]
+    for name in ALANINE_STATES:
+        assert weighted[name]["population"] == pytest.approx(ref_w[name][0])
+        assert np.isfinite(weighted[name]["population_error"])
+
+
+def test_distances_callables_and_arithmetic(alanine):
+    x = _frames(alanine, 50)
+    d = np.linalg.norm(x[:, 4] - x[:, 14], axis=-1)
+    cut = float(np.median(d))
+    expr = StateExpression(f"d(4, 14) < {cut} and not abs(phi2 + 0) > 400", alanine.topology)
+    assert np.array_equal(expr(x), d < cut)
+    res = state_populations({"near": lambda p: np.linalg.norm(p[:, 4] - p[:, 14], axis=-1) < cut}, x, alanine.topology)
+    assert res["near"]["population"] == pytest.approx(np.mean(d < cut))
+    assert res["near"]["free_energy"] == pytest.approx(-np.log(np.mean(d < cut)))
+
+
+@pytest.mark.parametrize(
+    "expr, words",
+    [
+        ("phi9 < 0", "unknown name 'phi9'"),
+        ("__import__('os')", "may be called"),
+        ("phi2 < ", "not a valid expression"),
+        ("d(0, 999) < 1", "atom indices"),
+        ("[phi2]", "is not allowed"),
+        ("phi2.real > 0", "is not allowed"),
+    ],
+)
+def test_bad_expressions_say_what_is_wrong(alanine, expr, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        StateExpression(expr, alanine.topology)
+
+
+def test_peptide_names_per_residue():
+    from openmm_arbg.simulation.systems import capped_peptide
+
+    ms = capped_peptide("AAA")
+    expr = StateExpression("phi2 < 0 and phi3 < 0 and phi4 < 0 and psi3 > -180", ms.topology)
+    assert sorted(expr.dihedral_names) == ["phi2", "phi3", "phi4", "psi2", "psi3", "psi4"]
+    assert expr(ms.positions_nm()[None]).shape == (1,)
