@@ -23,6 +23,19 @@ def jittered(positions_nm, n, scale=0.005, seed=0):
     return x[None] + scale * rng.standard_normal((n,) + x.shape)
 
 
+def chain_with_untrained_model(n_atoms, directory):
+    """The analytic harmonic chain, 20 ps of its MD (in ``directory``) and an untrained tiny model
+    whose bins are fitted to it: (MolecularSystem, ChainAnalytic, ArBG)."""
+    from openmm_arbg import ArBG
+    from openmm_arbg.simulation.md import run_md
+    from openmm_arbg.simulation.testsystems import harmonic_chain
+
+    ms, analytic = harmonic_chain(n_atoms)
+    frames = run_md(ms, str(directory), n_steps=20_000, report_interval=20, equilibration_steps=1000, progress=False, seed=1)
+    model = ArBG.from_data(ms.topology, frames.xyz.astype(float), n_bins=32, network=TINY_NETWORK, seed=2)
+    return ms, analytic, model
+
+
 @pytest.fixture(scope="session")
 def alanine():
     from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum

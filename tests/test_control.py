@@ -5,23 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_arbg import ArBG
 from openmm_arbg.physics import kT_kJ_per_mol
 from openmm_arbg.sampling.control import coordinate_free_energy, sample_with_fixed
 from openmm_arbg.sampling.energies import ReducedPotential
-from openmm_arbg.simulation.md import run_md
-from openmm_arbg.simulation.testsystems import harmonic_chain
 
-from conftest import TINY_NETWORK
+from conftest import chain_with_untrained_model
 
 
 @pytest.fixture(scope="module")
 def chain_model(tmp_path_factory):
-    ms, analytic = harmonic_chain(4)
-    out = tmp_path_factory.mktemp("chain_md_control")
-    frames = run_md(ms, str(out), n_steps=20_000, report_interval=20, equilibration_steps=1000, progress=False, seed=1)
-    model = ArBG.from_data(ms.topology, frames.xyz.astype(float), n_bins=32, network=TINY_NETWORK, seed=2)
-    return ms, analytic, model
+    return chain_with_untrained_model(4, tmp_path_factory.mktemp("chain_md_control"))
 
 
 def test_fixed_coordinate_is_exact_and_log_g_is_the_joint_minus_its_conditional(chain_model, alanine):

@@ -5,23 +5,16 @@ repeats (after resampling particles are dependent, so the spread of repeats is t
 import numpy as np
 import pytest
 
-from openmm_arbg import ArBG
 from openmm_arbg.analysis.observables import dihedrals
 from openmm_arbg.sampling.energies import ReducedPotential
 from openmm_arbg.sampling.smc import partial_system, placed_atoms, smc_sample
-from openmm_arbg.simulation.md import run_md
-from openmm_arbg.simulation.testsystems import harmonic_chain
 
-from conftest import TINY_NETWORK
+from conftest import chain_with_untrained_model
 
 
 @pytest.fixture(scope="module")
 def chain5(tmp_path_factory):
-    ms, analytic = harmonic_chain(5)
-    out = tmp_path_factory.mktemp("chain5_md")
-    frames = run_md(ms, str(out), n_steps=20_000, report_interval=20, equilibration_steps=1000, progress=False, seed=1)
-    model = ArBG.from_data(ms.topology, frames.xyz.astype(float), n_bins=32, network=TINY_NETWORK, seed=2)
-    return ms, analytic, model
+    return chain_with_untrained_model(5, tmp_path_factory.mktemp("chain5_md"))
 
 
 def test_placed_atoms_follow_the_model_order(chain5):
