@@ -132,7 +132,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
     if not unit.is_quantity(positions):
         positions = np.asarray(positions, dtype=float) * unit.nanometer
     system = thermodynamic_state.system
-    context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(platform or default_platform(system.getNumParticles())))
+    context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(platform or default_platform(system.getNumParticles(), system, positions)))
     sampler = mcmc.MCMCSampler(thermodynamic_state, states.SamplerState(positions), mcmc.SequenceMove(moves))
     if minimize:
         sampler.minimize(context_cache=context_cache)

@@ -56,7 +56,7 @@ def langevin_settings(
         timestep_fs=float(timestep_fs),
         friction_per_ps=float(friction_per_ps),
         seed=int(seed),
-        platform=platform or default_platform(molecular_system.n_atoms),
+        platform=platform or default_platform(molecular_system.n_atoms, molecular_system.system, molecular_system.positions),
     )
 
 
