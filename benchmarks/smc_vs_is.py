@@ -31,7 +31,7 @@ def main(argv=None):
 
     from openmm_arbg import ArBG
     from openmm_arbg.sampling.energies import ReducedPotential
-    from openmm_arbg.sampling.importance import importance_sample
+    from openmm_arbg.sampling.importance import effective_sample_size, importance_sample
     from openmm_arbg.sampling.smc import smc_sample
     from openmm_arbg.simulation.systems import build_system
 
@@ -45,7 +45,7 @@ def main(argv=None):
             t0 = time.time()
             res = smc_sample(model, u, args.particles, stages=args.stages, lambdas=args.lambdas,
                              ess_threshold=args.ess_threshold, seed=r)
-            ess = np.exp(2 * np.logaddexp.reduce(res.log_weights) - np.logaddexp.reduce(2 * res.log_weights))
+            ess = effective_sample_size(res.log_weights)
             rows["smc"].append((res.log_z, ess / args.particles, time.time() - t0, res.n_evaluations, res.n_resamplings))
             t0 = time.time()
             isr = importance_sample(model, u, budget, seed=100 + r)

@@ -87,7 +87,7 @@ def main(argv=None):
     import torch
 
     from openmm_arbg import ArBG
-    from openmm_arbg.sampling.importance import log_importance_weights, resample
+    from openmm_arbg.sampling.importance import effective_sample_size, log_importance_weights, resample
     from openmm_arbg.training import Trainer, TrainingConfig, load_trajectories
 
     files = sorted(f for pattern in args.trajectories for f in glob.glob(pattern))
@@ -125,7 +125,7 @@ def main(argv=None):
             idx = resample(log_w, args.n_resample, rng=args.seed)
             out.update(resampled=pos[idx].astype(np.float32), resampled_index=idx)
         np.savez(os.path.join(args.output, f"{tag}.npz"), **out)
-        ess = np.exp(2 * np.logaddexp.reduce(log_w) - np.logaddexp.reduce(2 * log_w))
+        ess = effective_sample_size(log_w)
         print(f"{tag}: {n} proposals in {t_sample:.1f} s, ESS/N {100 * ess / n:.3f} %, wrong-handed {int((~ok).sum())}", flush=True)
         results[tag] = ess / n
 

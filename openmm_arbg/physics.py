@@ -4,7 +4,7 @@ and what a System must satisfy for exact whole-molecule (shape) proposals."""
 import openmm
 import openmm.unit as unit
 
-__all__ = ["kT_kJ_per_mol", "default_platform", "fastest_platform", "platform_properties", "check_shape_move_compatible", "check_system_matches_molecule"]
+__all__ = ["kT_kJ_per_mol", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
 
 
 def kT_kJ_per_mol(temperature_K):
@@ -142,3 +142,11 @@ def check_system_matches_molecule(system, graph):
                 f"model's atom {graph.describe_atom(i)} ({element}, with its hydrogens) weighs {expected:.2f} Da: the "
                 "System is another molecule or lists its atoms in another order"
             )
+
+
+def check_target(system, graph):
+    """Raise ``ValueError`` unless ``system`` is a target for which proposals of the molecule
+    ``graph`` are exact: :func:`check_shape_move_compatible` and :func:`check_system_matches_molecule`.
+    Every entry point that weighs or accepts proposals with energies calls it."""
+    check_shape_move_compatible(system)
+    check_system_matches_molecule(system, graph)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from .importance import effective_sample_size, pareto_k
+from .importance import effective_sample_size, log_importance_weights, pareto_k
 
 __all__ = ["sample_with_fixed", "coordinate_free_energy"]
 
@@ -73,10 +73,9 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
         ``values``, ``free_energy`` and ``error`` (kT, delta method), ``ess`` and ``pareto_k``
         per value, ``n_evaluations``.
     """
-    from ..physics import check_shape_move_compatible, check_system_matches_molecule
+    from ..physics import check_target
 
-    check_shape_move_compatible(reduced_potential.system)
-    check_system_matches_molecule(reduced_potential.system, model.graph)
+    check_target(reduced_potential.system, model.graph)
     values = np.asarray(values, dtype=float)
     log_mean, err, ess, k = [], [], [], []
     for i, v in enumerate(values):
@@ -85,7 +84,7 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
         u = np.full(len(x), np.inf)
         if ok.any():
             u[ok] = reduced_potential(x[ok])
-        log_w = np.where(np.isfinite(u), -u - log_g, -np.inf)
+        log_w = log_importance_weights(u, log_g, ok)
         lm = logsumexp(log_w) - np.log(len(log_w))
         w = np.exp(log_w - logsumexp(log_w)) * len(log_w)  # w / mean(w)
         log_mean.append(lm)

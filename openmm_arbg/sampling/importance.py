@@ -251,10 +251,9 @@ def importance_sample(model, reduced_potential, n, proposal_temperature=1.0, bat
     clip_top_fraction : float
         Biased clipping, off by default (see :func:`log_importance_weights`).
     """
-    from ..physics import check_shape_move_compatible, check_system_matches_molecule
+    from ..physics import check_target
 
-    check_shape_move_compatible(reduced_potential.system)
-    check_system_matches_molecule(reduced_potential.system, model.graph)
+    check_target(reduced_potential.system, model.graph)
     positions, log_q = model.sample(n, proposal_temperature=proposal_temperature, batch_size=batch_size, seed=seed)
     valid = model.check_stereo(positions)
     u = np.full(len(positions), np.inf)

@@ -41,7 +41,7 @@ from openmmtools.mcmc import MCMCMove
 from ..arbg import ArBG
 from ..model.density import check_proposal_temperature
 from ..utils import file_sha256
-from ..physics import check_shape_move_compatible, check_system_matches_molecule
+from ..physics import check_target
 
 __all__ = ["ArBGProposal", "ArBGMove"]
 
@@ -268,8 +268,7 @@ class ArBGMove(MCMCMove):
         temperature = thermodynamic_state.temperature.value_in_unit(unit.kelvin)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"the thermodynamic state's temperature must be positive; got {temperature} K")
-        check_shape_move_compatible(system)
-        check_system_matches_molecule(system, self.model.graph)
+        check_target(system, self.model.graph)
 
     @staticmethod
     def _reduced_potential(thermodynamic_state, context):

@@ -133,11 +133,10 @@ def smc_sample(model, reduced_potential, n, stages, lambdas=None, ess_threshold=
     ess_threshold : float
         Resample when ESS < ``ess_threshold * n``.
     """
-    from ..physics import check_shape_move_compatible, check_system_matches_molecule
+    from ..physics import check_target
     from .energies import ReducedPotential
 
-    check_shape_move_compatible(reduced_potential.system)
-    check_system_matches_molecule(reduced_potential.system, model.graph)
+    check_target(reduced_potential.system, model.graph)
     D = model.n_coords
     cuts = [int(c) for c in stages]
     if any(not 0 < c < D for c in cuts) or cuts != sorted(set(cuts)):
@@ -164,8 +163,8 @@ def smc_sample(model, reduced_potential, n, stages, lambdas=None, ess_threshold=
         while state.position < cut:
             density.step(state, generator)
         x, log_volume = positions(state)
-        ok = model.check_stereo(x) if lam is None else np.ones(n, dtype=bool)
         if lam is None:  # the final target
+            ok = model.check_stereo(x)
             u = np.full(n, np.inf)
             u[ok] = reduced_potential(x[ok])
             n_evaluations += int(ok.sum())
@@ -191,6 +190,5 @@ def smc_sample(model, reduced_potential, n, stages, lambdas=None, ess_threshold=
             previous = previous[idx]
             log_w = np.zeros(n)
             n_resamplings += 1
-    log_z += logsumexp(log_w) - np.log(n)
-    x, _ = positions(state)
+    log_z += logsumexp(log_w) - np.log(n)  # no resampling after the final stage: x are the particles
     return SMCResult(x, log_w, float(log_z), n_resamplings, ess_history, n_evaluations)
