@@ -1,6 +1,8 @@
 """A chain of ArBGMove (+ Langevin) in an openmmtools MCMCSampler, written as a trajectory
 (arbg mcmc; openmm_arbg.sampling.chain.run_chain)."""
 
+import sys
+
 from .common import add_options
 
 NAME = "mcmc"
@@ -16,29 +18,46 @@ def add_arguments(p):
     p.add_argument("--collision-rate-per-ps", type=float, default=1.0, help="Langevin collision rate (default %(default)s)")
     add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed",
                 seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"))
-    p.add_argument("--output", default="arbg_mcmc.dcd", help="trajectory file of the chain (default %(default)s)")
+    p.add_argument("--output", default="arbg_mcmc.dcd",
+                   help="trajectory file of the chain (default %(default)s); chunks are saved in OUTPUT.progress/ as the chain "
+                   "runs, and the same command resumes an interrupted chain")
+    p.add_argument("--chunk-iterations", type=int, default=100,
+                   help="iterations per saved chunk: what an interruption can lose, and the unit of reseeding (default %(default)s)")
     add_options(p, "quiet")
 
 
+def validate(args, parser):
+    if args.iterations < 1:
+        parser.error(f"--iterations must be a positive integer; got {args.iterations}")
+    if args.chunk_iterations < 1:
+        parser.error(f"--chunk-iterations must be a positive integer; got {args.chunk_iterations}")
+
+
 def run(args):
-    import mdtraj
+    from ..sampling.streaming import TRAJECTORY_EXTENSIONS
+    from ..utils import check_output_file
+
+    check_output_file(args.output, "--output", TRAJECTORY_EXTENSIONS)  # before loading or computing anything
     from openmmtools.states import ThermodynamicState
     import openmm.unit as unit
 
     from ..analysis.diagnostics import warning_lines
     from ..arbg import ArBG
     from ..sampling.chain import run_chain
-    from ..utils import atomic_write
+    from ..sampling.streaming import RunInterrupted
     from .common import print_warnings, target_for_model
 
     model = ArBG.load(args.model)
     ms, T = target_for_model(model, args)
-    chain = run_chain(
-        model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, n_attempts=args.attempts,
-        langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
-        collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
-    )
-    with atomic_write(args.output, mode=None) as tmp:
-        mdtraj.Trajectory(chain.positions, mdtraj.Topology.from_openmm(ms.topology)).save(tmp)
+    try:
+        chain = run_chain(
+            model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, n_attempts=args.attempts,
+            langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
+            collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
+            output=args.output, chunk_iterations=args.chunk_iterations, topology=ms.topology,
+        )
+    except RunInterrupted as stopped:
+        print(f"arbg mcmc: {stopped}", file=sys.stderr)
+        raise SystemExit(130)
     print(f"{chain.summary()}; trajectory -> {args.output}")
     print_warnings(warning_lines(chain))
