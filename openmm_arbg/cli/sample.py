@@ -15,16 +15,33 @@ def add_arguments(p):
     add_options(p, "target", "temperature", "proposal_temperature", "workers", workers=dict(default=1))
     p.add_argument("--no-weights", action="store_true", help="only draw conformations: no target, no energies, no weights")
     p.add_argument("--resample", action="store_true", help="write a resampled (Boltzmann-distributed) population")
-    p.add_argument("--output", help="write samples to this trajectory file (e.g. samples.dcd)")
+    p.add_argument("--output", help="write samples to this trajectory file (e.g. samples.dcd); chunks are saved in "
+                   "OUTPUT.progress/ as they are drawn (with log q, reduced potentials and log weights in result.npz at the end), "
+                   "and the same command resumes an interrupted run")
+    p.add_argument("--chunk-size", type=int, default=1000,
+                   help="proposals per saved chunk with --output: what an interruption can lose, and the unit of seeding (default %(default)s)")
     add_options(p, "seed", seed=dict(default=None, help="random seed (default: none)"))
+    add_options(p, "quiet")
 
 
 def validate(args, parser):
+    if args.n < 1:
+        parser.error(f"--n must be a positive integer; got {args.n}")
+    if args.chunk_size < 1:
+        parser.error(f"--chunk-size must be a positive integer; got {args.chunk_size}")
+    if args.workers < 1:
+        parser.error(f"--workers must be a positive integer; got {args.workers}")
     if args.no_weights and (args.system or args.resample):
         parser.error("--no-weights draws without a target: leave out --system and --resample")
 
 
 def run(args):
+    if args.output:
+        from ..sampling.streaming import TRAJECTORY_EXTENSIONS
+        from ..utils import check_output_file
+
+        check_output_file(args.output, "--output", TRAJECTORY_EXTENSIONS)  # before loading or computing anything
+        return _run_to_file(args)
     import time
 
     import numpy as np
@@ -33,7 +50,6 @@ def run(args):
     from ..arbg import ArBG
     from ..sampling.energies import ReducedPotential
     from ..sampling.importance import importance_sample
-    from ..utils import atomic_write
     from .common import print_warnings, target_for_model
 
     model = ArBG.load(args.model)
@@ -48,9 +64,42 @@ def run(args):
             print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
         print_warnings(warning_lines(result))
         positions = result.resample(rng=args.seed) if args.resample else result.positions
-    if args.output:
-        import mdtraj
 
-        with atomic_write(args.output, mode=None) as tmp:
-            mdtraj.Trajectory(positions.astype("float32"), model.topology).save(tmp)
-        print(f"samples -> {args.output}")
+
+def _run_to_file(args):
+    """Samples streamed to ``--output`` in chunks (openmm_arbg.sampling.streaming.sample_to_file)."""
+    import contextlib
+    import sys
+    import time
+
+    import numpy as np
+
+    from ..analysis.diagnostics import warning_lines
+    from ..arbg import ArBG
+    from ..sampling.energies import ReducedPotential
+    from ..sampling.streaming import RunInterrupted, sample_to_file
+    from .common import print_warnings, target_for_model
+
+    model = ArBG.load(args.model)
+    if args.no_weights:
+        u = contextlib.nullcontext(None)
+    else:
+        ms, T = target_for_model(model, args)
+        u = ReducedPotential(ms.system, temperature=T, n_workers=args.workers)
+    t0 = time.time()
+    try:
+        with u:
+            result, written, store = sample_to_file(
+                model, args.output, args.n, reduced_potential=u if not args.no_weights else None,
+                proposal_temperature=args.proposal_temperature, seed=args.seed, chunk_size=args.chunk_size, resample=args.resample,
+                progress=not args.quiet,
+            )
+    except RunInterrupted as stopped:
+        print(f"arbg sample: {stopped}", file=sys.stderr)
+        raise SystemExit(130)
+    if result is None:
+        print(f"{len(written)} samples, mean log q {np.mean(store.load_result()['log_q']):.2f}")
+    else:
+        print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
+        print_warnings(warning_lines(result))
+    print(f"samples -> {args.output} (log q, reduced potentials and log weights: {store.folder}/result.npz)")

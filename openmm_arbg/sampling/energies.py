@@ -41,7 +41,14 @@ def _energies_kj(context, positions):
 
 
 def _worker_init(system_xml, platform_name):
+    import signal
+
     import torch  # noqa: F401  (openmm-torch forces need torch loaded first)
+
+    # Ctrl-C reaches the whole process group: the parent decides what stops (a worker that died
+    # of KeyboardInterrupt would leave the pool waiting for its result forever)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler forked from the parent: terminate() must end it
 
     _WORKER["context"] = _make_context(openmm.XmlSerializer.deserialize(system_xml), platform_name)
 

@@ -169,3 +169,113 @@ class ChunkStore:
             return {}
         with np.load(path, allow_pickle=False) as z:
             return {key: z[key] for key in z.files}
+
+
+def sample_to_file(model, output, n, reduced_potential=None, proposal_temperature=1.0, seed=None, chunk_size=1000,
+                   resample=False, progress=False, out=None):
+    """Draw ``n`` proposals in chunks of ``chunk_size``, saving each chunk as it is done, and write
+    them (or, with ``resample``, a resampled population) to the trajectory file ``output``.
+
+    With a ``reduced_potential`` every chunk also holds the reduced potentials, stereochemistry
+    and log densities, and the result has importance weights; ``OUTPUT.progress/result.npz``
+    keeps ``log_q``, ``reduced_potentials``, ``valid`` and ``log_weights`` of every proposal (in
+    the order of the proposals; with ``resample``, ``resampled_indices`` too).
+
+    Chunk ``c`` is drawn with the seed :func:`chunk_seed` (``seed``, ``c``), so the proposals are
+    a function of the seed and the chunk size whether the run was interrupted or not (without a
+    seed one is drawn and recorded in ``progress.json``). A rerun with the same arguments resumes
+    after the last complete chunk; SIGINT/SIGTERM stop after the current chunk
+    (:class:`RunInterrupted`).
+
+    Returns
+    -------
+    (ImportanceSamplingResult or None, positions written (n', N, 3) nm, ChunkStore)
+    """
+    from ..physics import check_target
+    from ..utils import GracefulStop, progress_bar
+    from .importance import ImportanceSamplingResult, log_importance_weights
+
+    n, chunk_size = int(n), int(chunk_size)
+    if n < 1 or chunk_size < 1:
+        raise ValueError(f"n ({n}) and chunk_size ({chunk_size}) must be positive integers")
+    weights = reduced_potential is not None
+    settings = dict(
+        model_sha256=file_sha256(model.checkpoint_path) if getattr(model, "checkpoint_path", None) else model.fingerprint(),
+        n=n, chunk_size=chunk_size, proposal_temperature=float(proposal_temperature), seed=None if seed is None else int(seed),
+        weights=weights, resample=bool(resample),
+    )
+    if weights:
+        import openmm
+
+        import hashlib
+
+        settings.update(
+            system_sha256=hashlib.sha256(openmm.XmlSerializer.serialize(reduced_potential.system).encode()).hexdigest(),
+            temperature_K=float(reduced_potential.temperature),
+        )
+        check_target(reduced_potential.system, model.graph)
+    store = ChunkStore(output, settings, "a sampling run", out=out)
+    n_chunks = -(-n // chunk_size)
+    if store.complete:
+        print(f"{store.output} is already complete with these settings (delete it and {store.folder} to draw again)",
+              file=store.out)
+        return _completed_samples(store, model, weights)
+    if seed is None:
+        seed = store.stored.get("seed_used", int(np.random.SeedSequence().generate_state(1)[0]))
+    store.update(seed_used=int(seed))
+    if store.n_done:
+        print(f"resuming {store.folder}: {min(store.n_done * chunk_size, n)} of {n} proposals done", file=store.out)
+    bar = progress_bar(total=n, initial=min(store.n_done * chunk_size, n), desc="sample", unit="proposal", disable=not progress)
+    with GracefulStop(f"stopping after the current chunk of {chunk_size} proposals (Ctrl-C again to stop now)") as stop:
+        for c in range(store.n_done, n_chunks):
+            n_here = min(chunk_size, n - c * chunk_size)
+            x, log_q = model.sample(n_here, proposal_temperature=proposal_temperature, seed=chunk_seed(seed, c))
+            arrays = dict(positions=np.asarray(x, dtype=np.float32), log_q=log_q)
+            if weights:
+                valid = model.check_stereo(x)
+                u = np.full(len(x), np.inf)
+                if valid.any():
+                    u[valid] = reduced_potential(x[valid])
+                arrays.update(valid=valid, reduced_potentials=u)
+            store.save_chunk(c, n_chunks, **arrays)
+            bar.update(n_here)
+            if stop.requested and c + 1 < n_chunks:
+                bar.close()
+                raise RunInterrupted(store, (c + 1) * chunk_size, n, stop.requested, "proposals")
+    bar.close()
+    chunks = [store.load_chunk(c) for c in range(n_chunks)]
+    positions = np.concatenate([ch["positions"] for ch in chunks])
+    log_q = np.concatenate([ch["log_q"] for ch in chunks])
+    result, kept = None, dict(log_q=log_q)
+    if weights:
+        u = np.concatenate([ch["reduced_potentials"] for ch in chunks])
+        valid = np.concatenate([ch["valid"] for ch in chunks])
+        result = ImportanceSamplingResult(positions, log_q, u, valid, log_importance_weights(u, log_q, valid))
+        kept.update(reduced_potentials=u, valid=valid, log_weights=result.log_weights)
+    written = positions
+    if resample:
+        from .importance import resample as resample_indices
+
+        idx = resample_indices(result.log_weights, rng=int(seed))
+        written = positions[idx]
+        kept["resampled_indices"] = idx
+    import mdtraj
+
+    top = model.topology
+    store.finish(lambda tmp: mdtraj.Trajectory(written.astype(np.float32), top).save(tmp), result_arrays=kept,
+                 summary=result.summary() if result is not None else f"{n} samples, mean log q {np.mean(log_q):.2f}")
+    return result, written, store
+
+
+def _completed_samples(store, model, weights):
+    import mdtraj
+
+    from .importance import ImportanceSamplingResult
+
+    saved = store.load_result()
+    written = mdtraj.load(store.output, top=model.topology).xyz
+    result = None
+    if weights:
+        positions = written if "resampled_indices" not in saved else None
+        result = ImportanceSamplingResult(positions, saved["log_q"], saved["reduced_potentials"], saved["valid"], saved["log_weights"])
+    return result, written, store
