@@ -18,7 +18,18 @@ def add_arguments(p):
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps of dynamics before the first saved frame (default %(default)s)")
     add_options(p, "timestep_fs", "platform", "seed")
     p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
+    p.add_argument("--chunk-frames", type=int, default=1000,
+                   help="frames per saved chunk: what an interruption can lose (default %(default)s)")
     add_options(p, "quiet")
+
+
+def validate(args, parser):
+    if args.ns <= 0 or args.report_ps <= 0 or args.timestep_fs <= 0 or args.equilibration_ps < 0:
+        parser.error("--ns, --report-ps and --timestep-fs must be positive and --equilibration-ps not negative")
+    if args.chunk_frames < 1:
+        parser.error(f"--chunk-frames must be a positive integer; got {args.chunk_frames}")
+    if args.temperatures and min(args.temperatures) <= 0:
+        parser.error(f"--temperatures must be positive (K); got {args.temperatures}")
 
 
 def run(args):
@@ -27,6 +38,8 @@ def run(args):
     from ..simulation.md import run_md, steps_from_ps
     from ..simulation.systems import build_system
 
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} is a file; give a folder")
     ms = build_system(args.system)
     n_steps, report = steps_from_ps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:
@@ -34,5 +47,6 @@ def run(args):
         traj = run_md(
             ms, out, n_steps=n_steps, report_interval=report, temperature=T, timestep_fs=args.timestep_fs, seed=args.seed,
             platform=args.platform, equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), progress=not args.quiet,
+            chunk_frames=args.chunk_frames,
         )
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")

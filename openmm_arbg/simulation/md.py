@@ -9,7 +9,9 @@ Output folder layout (one folder per temperature)::
     chunks/             frames of completed chunks until the run completes
 """
 
+import json
 import os
+import sys
 
 import numpy as np
 import openmm
@@ -17,7 +19,7 @@ import openmm.app as app
 import openmm.unit as unit
 
 from ..physics import default_platform
-from ..utils import atomic_write, check_settings_file, write_json_atomic
+from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
 __all__ = ["run_md", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
@@ -70,7 +72,7 @@ def langevin_integrator(settings, seed):
 
 
 def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperature=None, timestep_fs=1.0,
-           friction_per_ps=1.0, seed=0, platform=None, chunk_frames=1000, equilibration_steps=10000, progress=True):
+           friction_per_ps=1.0, seed=0, platform=None, chunk_frames=1000, equilibration_steps=10000, progress=True, out=None):
     """Run Langevin MD and write frames every ``report_interval`` steps; resume if possible.
 
     Parameters
@@ -93,51 +95,78 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
         Frames per saved chunk (the resume granularity).
     equilibration_steps : int
     progress : bool
-        Show a tqdm progress bar.
+        Show a progress bar (plain log lines when stderr is not a terminal).
+    out : file, optional
+        Where notices about resuming and restarting go (default stdout).
+
+    Files: the run never overwrites a ``trajectory.dcd``, ``topology.pdb`` or ``state.xml`` it
+    did not write (a folder with one of them and no ``settings.json`` is refused; a
+    ``trajectory.dcd`` whose SHA-256 is not the one recorded in ``settings.json`` is refused). A
+    complete run whose ``trajectory.dcd`` was deleted runs again from the start, as does one whose
+    saved chunks or state are missing. A resumed run is complete and consistent but not
+    bit-identical to an uninterrupted one (it continues with new random numbers).
 
     Returns
     -------
     mdtraj.Trajectory
     """
     import mdtraj
-    from tqdm.auto import tqdm
 
     if molecular_system.system.getNumConstraints() > 0:
         raise ValueError("training MD must be unconstrained; build the system with constraints=None")
+    if platform is None:  # the platform a run started on (chosen by a speed test) is the one it resumes on
+        platform = _stored(os.path.join(output_dir, "settings.json")).get("platform")
     settings = langevin_settings(
         molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
     )
     settings["chunk_frames"] = chunk_frames
     T, n_steps, report_interval, platform = settings["temperature_K"], settings["n_steps"], settings["report_interval"], settings["platform"]
-    os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
     settings_path = os.path.join(output_dir, "settings.json")
-    old = check_settings_file(settings_path, settings, "an MD run")
-    done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
     pdb_path = os.path.join(output_dir, "topology.pdb")
     dcd_path = os.path.join(output_dir, "trajectory.dcd")
+    state_path = os.path.join(output_dir, "state.xml")
+    _check_own_files(output_dir, settings_path, dcd_path, pdb_path, state_path)
+    os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
+    old = check_settings_file(settings_path, settings, "an MD run")
+    done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
+    if "trajectory_sha256" in old:
+        done["trajectory_sha256"] = old["trajectory_sha256"]
     if done["complete"] and os.path.exists(dcd_path):
         return mdtraj.load(dcd_path, top=pdb_path)
+    n_frames = n_steps // report_interval
+    n_chunks = -(-n_frames // chunk_frames)
+    if done["complete"]:
+        print(f"{dcd_path} of this complete run was deleted: running it again from the start", file=out or sys.stdout)
+        done = dict(completed_chunks=0, complete=False)
+    elif done["completed_chunks"] > 0:
+        missing = [c for c in range(done["completed_chunks"]) if not _chunk_readable(output_dir, c)] or (
+            [] if os.path.exists(state_path) else ["state.xml"])
+        if missing:
+            print(f"{output_dir}: saved chunks or state are missing or damaged ({', '.join(map(str, missing[:5]))}): "
+                  "running again from the start", file=out or sys.stdout)
+            done["completed_chunks"] = 0
+    write_json_atomic(settings_path, dict(settings, **done))
     with atomic_write(pdb_path) as f:
         app.PDBFile.writeFile(molecular_system.topology, molecular_system.positions, f)
 
-    integrator = langevin_integrator(settings, int(seed) + 1)
-    context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
-    state_path = os.path.join(output_dir, "state.xml")
-    n_frames = n_steps // report_interval
-    n_chunks = -(-n_frames // chunk_frames)
-    if done["completed_chunks"] > 0 and os.path.exists(state_path):
+    if done["completed_chunks"] > 0:
+        # a resumed run continues from the saved state with new random numbers: an integrator's seed
+        # counts only when its Context is created
+        integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
+        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
         with open(state_path) as f:
             context.setState(openmm.XmlSerializer.deserialize(f.read()))
-        # a resumed run draws new random numbers: continue from the saved state with a derived seed
-        integrator.setRandomNumberSeed(int(seed) + 1 + 7919 * done["completed_chunks"])
+        print(f"resuming {output_dir}: {min(done['completed_chunks'] * chunk_frames, n_frames)} of {n_frames} frames done",
+              file=out or sys.stdout)
     else:
-        done["completed_chunks"] = 0
+        integrator = langevin_integrator(settings, int(seed) + 1)
+        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
         context.setPositions(molecular_system.positions)
         openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
         context.setVelocitiesToTemperature(T * unit.kelvin, int(seed) + 2)
         integrator.step(int(equilibration_steps))
 
-    bar = tqdm(
+    bar = progress_bar(
         total=n_frames,
         initial=min(done["completed_chunks"] * chunk_frames, n_frames),
         unit="frame",
@@ -168,11 +197,57 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     traj.time = np.arange(1, len(xyz) + 1) * report_interval * timestep_fs * 1e-3  # ps
     with atomic_write(dcd_path, mode=None) as tmp:
         traj.save_dcd(tmp)
+        done["trajectory_sha256"] = file_sha256(tmp)  # recorded before the rename: the file is known as ours
+        write_json_atomic(settings_path, dict(settings, **done))
     done["complete"] = True
     write_json_atomic(settings_path, dict(settings, **done))
     for c in range(n_chunks):
         os.remove(os.path.join(output_dir, "chunks", f"chunk_{c:06d}.npy"))
     return traj
+
+
+def _stored(path):
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        return stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _chunk_readable(output_dir, c):
+    try:
+        np.load(os.path.join(output_dir, "chunks", f"chunk_{c:06d}.npy"))
+        return True
+    except Exception:
+        return False
+
+
+def _check_own_files(output_dir, settings_path, dcd_path, pdb_path, state_path):
+    """Refuse to run where a result file exists that this tool did not write (see :func:`run_md`)."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"the output folder {output_dir} exists and is not a folder; choose another --output")
+    if not os.path.exists(settings_path):
+        foreign = [p for p in (dcd_path, pdb_path, state_path) if os.path.lexists(p)]
+        if foreign:
+            raise ValueError(
+                f"{output_dir} holds {', '.join(os.path.basename(p) for p in foreign)} but no settings.json of arbg md, so "
+                "they were not written by it and are never overwritten: choose another --output, or move the files away"
+            )
+        return
+    try:
+        with open(settings_path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {settings_path} ({exc}); delete it (and the run's files) to start over") from None
+    if os.path.exists(dcd_path):
+        recorded = stored.get("trajectory_sha256")
+        legacy = recorded is None and stored.get("complete")  # written before hashes were recorded
+        if not legacy and (recorded is None or file_sha256(dcd_path) != recorded):
+            raise ValueError(
+                f"{dcd_path} was not written by this run of arbg md (or was changed since; its SHA-256 is not the one in "
+                f"{settings_path}); it is never overwritten: move it away, or choose another --output"
+            )
 
 
 def load_md(output_dir, stride=1):
