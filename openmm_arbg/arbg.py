@@ -11,7 +11,7 @@ density, so ``-u(x) - log_prob(x)`` is the exact log importance weight up to one
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,12 +43,18 @@ class ModelConfig(Settings):
         Fraction of each coordinate's data range added on both sides of its binned range.
     seed : int
         Seed of a new network's initial weights.
+    first_torsions : list of str
+        Dihedrals that become the first torsion coordinates of the model, in this order:
+        ``phiK``/``psiK`` (residue K, from 1), ``phi``/``psi`` or ``i,j,k,l`` atom indices. Fixing or
+        profiling a dihedral needs it to be a model coordinate (:meth:`ArBG.dihedral_coordinate`);
+        early in the order its conditional is the sharpest.
     """
 
     representation: str = "internal"
     n_bins: int = 256
     margin: float = 0.1
     seed: int = 0
+    first_torsions: list = field(default_factory=list)
 
     what = "model settings"
 
@@ -59,6 +65,8 @@ class ModelConfig(Settings):
             raise ValueError(f"n_bins must be an integer >= 2; got {self.n_bins!r}")
         if not (float(self.margin) >= 0 and np.isfinite(self.margin)):
             raise ValueError(f"margin must be a finite number >= 0; got {self.margin!r}")
+        if self.first_torsions and self.representation != "internal":
+            raise ValueError("first_torsions needs representation 'internal': Cartesian coordinates have no torsions")
 
 
 
@@ -156,6 +164,7 @@ class ArBG:
         network=None,
         reference_positions=None,
         seed=0,
+        first_torsions=None,
     ):
         """A model whose bins are fitted to training frames, with a new or a shared network.
 
@@ -180,8 +189,16 @@ class ArBG:
             Whose stereochemistry is the target's; default the first training frame.
         seed : int
             Seed of a new network's initial weights.
+        first_torsions : sequence of str or (i, j, k, l), optional
+            Dihedrals that become the first torsion coordinates, in this order (``"phi2"``,
+            ``"psi2"``, ``"phi"``, ``"4,6,8,10"`` or atom quadruples): what
+            :func:`~openmm_arbg.sampling.control.dihedral_profile` and ``arbg profile`` need.
         """
         graph = MolecularGraph.from_topology(topology)
+        if first_torsions:
+            from .analysis.observables import dihedral_indices
+
+            first_torsions = dihedral_indices(graph, list(first_torsions)).tolist()
         if isinstance(network, CausalTransformer) and int(n_bins) + 2 != network.cfg.vocab_size:
             raise ValueError(f"n_bins={n_bins} but the shared network reads {network.cfg.vocab_size - 2} bins per coordinate")
         x = as_positions_nm(training_positions, graph.n_atoms, graph, "training positions")
@@ -196,7 +213,9 @@ class ArBG:
         # the handedness of each stereocentre is built into the coordinates (internal representation)
         # a shared network from before the relative-torsion scheme reads no half-torsion features
         stereo_ok = not isinstance(network, CausalTransformer) or network.cfg.feature_sizes[1] >= FEATURE_SIZES[1]
-        rep = build_representation(representation, graph, anchors, reference_positions=ref if stereo_ok else None)
+        rep = build_representation(
+            representation, graph, anchors, reference_positions=ref if stereo_ok else None, first_torsions=first_torsions
+        )
         z, _ = rep.to_model_coordinates(torch.as_tensor(x))
         discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)
         if not isinstance(network, CausalTransformer):
@@ -288,6 +307,34 @@ class ArBG:
     @property
     def device(self):
         return self.density.device
+
+    def dihedral_coordinate(self, dihedral):
+        """Index of the model coordinate that is a dihedral (rad, periodic).
+
+        Parameters
+        ----------
+        dihedral : str or (int, int, int, int)
+            ``"phiK"``/``"psiK"`` (residue K, from 1), ``"phi"``/``"psi"``, ``"i,j,k,l"`` or four
+            atom indices.
+
+        Raises
+        ------
+        ValueError
+            If the dihedral is not one of the model's coordinates, saying how to train one with it.
+        """
+        from .analysis.observables import dihedral_indices
+
+        quad = [int(a) for a in dihedral_indices(self.graph, [dihedral])[0]]
+        find = getattr(self.representation, "torsion_coordinate", None)
+        index = find(quad) if find is not None else None
+        if index is None:
+            label = dihedral if isinstance(dihedral, str) else ",".join(map(str, quad))
+            raise ValueError(
+                f"dihedral {label} (atoms {quad}) is not a coordinate of this {self.representation.kind} model: train one "
+                f"with it first in the order (arbg train --first-torsions {label} ...; "
+                f"ArBG.from_data(..., first_torsions=[{label!r}]))"
+            )
+        return index
 
     def fingerprint(self):
         """SHA-256 of the molecule's atoms, residues and bonds."""

@@ -49,14 +49,17 @@ def _value_for(default):
         return {"internal": "cartesian", "learned": "rope"}[default]
     if isinstance(default, float):
         return 0.5 if default != 0.5 else 0.25
+    if isinstance(default, list):
+        return ["phi", "psi"]
     return default + 2 if default else 8
 
 
 def test_yaml_with_field_names_sets_every_field(tmp_path):
     values = {}
     for cls, f in _fields():
-        default = f.default
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         values[f.name] = _value_for(default)
+    values.update(representation="internal")  # first_torsions needs the internal representation
     values.update(n_head=2, d_model=32, n_layer=3, warmup_steps=3, n_steps=40, validation_fraction=0.2)
     config = tmp_path / "train.yaml"
     config.write_text("".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in values.items()) + "trajectories: [a.dcd, b.dcd]\ntopology: t.pdb\nthreads: 3\n")

@@ -48,3 +48,92 @@ def test_free_energy_profile_of_a_torsion_matches_the_analytic_law(chain_model):
     assert result["n_evaluations"] == 13 * 2000
     # the profile spans the barrier (about 2 beta k_torsion = 2 kT here)
     assert np.ptp(result["free_energy"]) > 1.0
+
+
+@pytest.fixture(scope="module")
+def chain5_first_torsions(tmp_path_factory):
+    """The 5-atom analytic chain (two independent torsions) and a tiny model trained for 100 steps
+    on exact states whose first torsion coordinates are its two dihedrals, named by atom indices,
+    the second one first: (MolecularSystem, ChainAnalytic, ArBG, training positions)."""
+    from openmm_arbg import ArBG
+    from openmm_arbg.simulation.testsystems import harmonic_chain
+    from openmm_arbg.training import Trainer
+
+    from conftest import CHAIN_TRAINING_STEPS, TINY_NETWORK, exact_chain_states
+
+    ms, analytic = harmonic_chain(5)
+    x = exact_chain_states(analytic, 4000, seed=3)
+    model = ArBG.from_data(ms.topology, x, n_bins=32, network=TINY_NETWORK, seed=4, first_torsions=["4,3,2,1", (0, 1, 2, 3)])
+    steps = CHAIN_TRAINING_STEPS
+    config = dict(n_steps=steps, batch_size=256, learning_rate=3e-3, warmup_steps=20, eval_interval=steps,
+                  checkpoint_interval=steps, seed=1)
+    Trainer(model, x, config, output_dir=str(tmp_path_factory.mktemp("chain5")), resume=False, progress=False).fit()
+    return ms, analytic, model, x
+
+
+def test_first_torsions_are_the_first_torsion_coordinates_and_round_trip(chain5_first_torsions, tmp_path):
+    from openmm_arbg import ArBG
+
+    ms, _, model, x = chain5_first_torsions
+    assert model.dihedral_coordinate("1,2,3,4") == 5  # the first one, read in either direction
+    assert model.dihedral_coordinate((0, 1, 2, 3)) == 8
+    z, _ = model.to_model_coordinates(x[:20])
+    import mdtraj
+
+    angles = mdtraj.compute_dihedrals(mdtraj.Trajectory(x[:20], model.topology), [[1, 2, 3, 4], [0, 1, 2, 3]])
+    assert np.allclose(z[:, [5, 8]].numpy(), angles, atol=1e-5)
+    back, _ = model.representation.from_model_coordinates(z)
+    assert torch.allclose(model.to_model_coordinates(back.numpy())[0], z, atol=1e-9)
+    # the stored model rebuilds the same coordinates
+    model.save(str(tmp_path / "m.safetensors"))
+    again = ArBG.load(str(tmp_path / "m.safetensors"))
+    assert again.representation.zmatrix == model.representation.zmatrix
+    assert np.allclose(again.log_prob(x[:5]), model.log_prob(x[:5]))
+
+
+def test_first_torsions_errors_name_the_problem(chain5_first_torsions, alanine):
+    from openmm_arbg import ArBG
+
+    ms, _, model, x = chain5_first_torsions
+    with pytest.raises(ValueError, match="not a bonded chain"):
+        ArBG.from_data(ms.topology, x[:10], network=dict(n_layer=1, n_head=1, d_model=8, d_hidden=8), first_torsions=["0,1,3,4"])
+    with pytest.raises(ValueError, match="both its end atoms"):
+        ArBG.from_data(ms.topology, x[:10], network=dict(n_layer=1, n_head=1, d_model=8, d_hidden=8),
+                       first_torsions=["0,1,2,3", "1,2,3,4", "3,2,1,0"])
+    with pytest.raises(ValueError, match="internal"):
+        ArBG.from_data(ms.topology, x[:10], representation="cartesian", first_torsions=["0,1,2,3"])
+    shipped = ArBG.from_pretrained("alanine_dipeptide_vacuum")
+    with pytest.raises(ValueError, match="--first-torsions phi"):
+        shipped.dihedral_coordinate("phi")
+    with pytest.raises(ValueError, match="no backbone dihedral 'phi3'"):
+        shipped.dihedral_coordinate("phi3")
+
+
+def test_two_dimensional_profile_matches_the_analytic_law_and_region_probabilities(chain5_first_torsions):
+    """F(phi_a, phi_b) on a 6 x 6 grid against beta V(phi_a) + beta V(phi_b) (the chain's torsions
+    are independent), within 4 standard errors; P(phi_a > 0) from the grid against the exact
+    integral within 4 standard errors plus the midpoint rule's error."""
+    from openmm_arbg.sampling.control import dihedral_profile
+
+    ms, analytic, model, _ = chain5_first_torsions
+    with ReducedPotential(ms.system, temperature=300.0) as u:
+        profile = dihedral_profile(model, u, ["1,2,3,4", "0,1,2,3"], n_grid=6, n_per_point=500, seed=5)
+    beta = 1.0 / kT_kJ_per_mol(300.0)
+
+    def v(p):
+        return beta * analytic.k_torsion * (1 + np.cos(analytic.periodicity * p - analytic.phase))
+
+    exact = v(profile.values[:, 0]) + v(profile.values[:, 1])
+    residual = profile.free_energy - exact
+    residual -= np.average(residual, weights=1 / profile.error**2)
+    assert np.all(np.abs(residual / profile.error) < 4.0), residual / profile.error
+    assert profile.n_evaluations == 36 * 500 and profile.values.shape == (36, 2)
+    axis = profile.axes[0]
+    p, dp = profile.region_probability(lambda val: np.abs(val[:, 0]) < np.pi / 3)  # bins centred at +-pi/6
+    midpoint = np.exp(-v(axis))[np.abs(axis) < np.pi / 3].sum() / np.exp(-v(axis)).sum()  # the rule with exact F
+    assert abs(p - midpoint) < 4 * dp, (p, dp, midpoint)
+    exact_p = analytic.probability("torsion", -np.pi / 3, np.pi / 3)
+    assert abs(midpoint - exact_p) < 0.05, (midpoint, exact_p)  # the 6-point rule itself
+    assert 0.05 < exact_p < 0.95
+    rows = profile.table()
+    assert len(rows) == 36 and {"free_energy_kT", "error_kT", "pareto_k"} <= set(rows[0])

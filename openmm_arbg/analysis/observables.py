@@ -6,6 +6,7 @@ import numpy as np
 __all__ = [
     "dihedrals",
     "dihedral_indices",
+    "named_dihedrals",
     "backbone_dihedral_indices",
     "backbone_dihedrals",
     "alanine_dipeptide_basins",
@@ -65,25 +66,47 @@ def dihedrals(positions, topology_or_indices):
     return np.arctan2(p1, p2)
 
 
-def dihedral_indices(topology, names):
-    """Atom quadruples (m, 4) from names: ``"phi"`` or ``"psi"`` (the first residue that has one)
-    or ``"i,j,k,l"`` (0-based atom indices). Raises ``ValueError`` for anything else."""
+def named_dihedrals(topology):
+    """Backbone dihedrals by name: ``phiK``/``psiK`` -> atom quadruple (K the residue's 1-based
+    position in the topology), and ``phi``/``psi`` for the first residue that has one."""
     top = _as_mdtraj(topology)
     phi, psi = backbone_dihedral_indices(top)
+    out = {}
+    for name, idx, atom in (("phi", phi, 2), ("psi", psi, 1)):
+        for quad in idx:
+            out[f"{name}{top.atom(int(quad[atom])).residue.index + 1}"] = [int(a) for a in quad]
+        if len(idx):
+            out[name] = [int(a) for a in idx[0]]
+    return out
+
+
+def dihedral_indices(topology, names):
+    """Atom quadruples (m, 4) from names: ``"phi"``/``"psi"`` (the first residue that has one),
+    ``"phiK"``/``"psiK"`` (residue K, from 1; :func:`named_dihedrals`), ``"i,j,k,l"`` (0-based atom
+    indices) or a sequence of four ints. Raises ``ValueError`` for anything else."""
+    top = _as_mdtraj(topology)
+    named = None
     out = []
     for name in names:
-        if name in ("phi", "psi"):
-            idx = phi if name == "phi" else psi
-            if len(idx) == 0:
-                raise ValueError(f"the molecule has no backbone {name} dihedral; give atom indices as i,j,k,l")
-            out.append([int(a) for a in idx[0]])
+        if not isinstance(name, str):
+            atoms = [int(a) for a in name]
+        elif name[:3] in ("phi", "psi"):
+            named = named_dihedrals(top) if named is None else named
+            if name not in named:
+                known = ", ".join(k for k in named if k[-1].isdigit()) or "none"
+                raise ValueError(f"the molecule has no backbone dihedral {name!r} (it has: {known}); give atom indices as i,j,k,l")
+            out.append(named[name])
             continue
-        try:
-            atoms = [int(a) for a in str(name).split(",")]
-        except ValueError:
-            atoms = []
+        else:
+            try:
+                atoms = [int(a) for a in name.split(",")]
+            except ValueError:
+                atoms = []
         if len(atoms) != 4 or not all(0 <= a < top.n_atoms for a in atoms):
-            raise ValueError(f"dihedral {name!r}: give phi, psi, or four atom indices (0-based, < {top.n_atoms}) as i,j,k,l")
+            raise ValueError(
+                f"dihedral {name!r}: give phi, psi, phiK, psiK (K the residue, from 1) or four atom indices "
+                f"(0-based, < {top.n_atoms}) as i,j,k,l"
+            )
         out.append(atoms)
     return np.array(out, dtype=int).reshape(-1, 4)
 

@@ -32,12 +32,15 @@ class StateExpression:
     """
 
     def __init__(self, expression, topology):
-        from .observables import _as_mdtraj
+        from .observables import _as_mdtraj, named_dihedrals
 
         self.expression = str(expression)
         top = _as_mdtraj(topology)
         self.n_atoms = top.n_atoms
-        self.dihedral_names = _named_dihedrals(top)
+        self.dihedral_names = named_dihedrals(top)
+        for name in ("phi", "psi"):  # plain phi/psi only where unambiguous
+            if sum(k.startswith(name) and k[3:].isdigit() for k in self.dihedral_names) > 1:
+                self.dihedral_names.pop(name, None)
         try:
             self.tree = ast.parse(self.expression, mode="eval").body
         except SyntaxError as exc:
@@ -111,22 +114,6 @@ class StateExpression:
         if node.func.id == "abs":
             return np.abs(self._evaluate(node.args[0], v))
         return v[("d", node.args[0].value, node.args[1].value)]
-
-
-def _named_dihedrals(top):
-    """``phiK``/``psiK`` -> atom quadruple, K the residue's 1-based position; and ``phi``/``psi``
-    when there is one of each."""
-    import mdtraj
-
-    traj = mdtraj.Trajectory(np.zeros((1, top.n_atoms, 3), dtype=np.float32), top)
-    out = {}
-    for name, fn, atom in (("phi", mdtraj.compute_phi, 2), ("psi", mdtraj.compute_psi, 1)):
-        idx, _ = fn(traj, periodic=False)
-        for quad in idx:
-            out[f"{name}{top.atom(int(quad[atom])).residue.index + 1}"] = [int(a) for a in quad]
-        if len(idx) == 1:
-            out[name] = [int(a) for a in idx[0]]
-    return out
 
 
 def state_populations(states, positions, topology, log_weights=None, rng=None):

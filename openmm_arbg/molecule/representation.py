@@ -36,6 +36,7 @@ __all__ = [
     "place_in_frame",
     "to_local_frame",
     "build_representation",
+    "plan_first_torsions",
     "COORDINATE_KINDS",
     "HALF_TORSION",
     "RELATIVE_TORSION",
@@ -130,7 +131,7 @@ class _Representation:
 
     kind = None
 
-    def __init__(self, graph, anchors=None):
+    def __init__(self, graph, anchors=None, prefix=()):
         self.graph = MolecularGraph.from_topology(graph)
         if anchors is None:
             anchors = self.graph.default_anchors()
@@ -145,7 +146,7 @@ class _Representation:
                 f"must both be bonded to a={self.graph.describe_atom(a)}"
             )
         self.anchors = anchors
-        self.order, self.parent = self.graph.traversal_order(anchors)
+        self.order, self.parent = self.graph.traversal_order(anchors, prefix)
         self.n_atoms = n
         self.n_coords = 3 * n - 6
 
@@ -237,12 +238,23 @@ class InternalRepresentation(_Representation):
         +1/-1 per half-torsion row, in row order (as stored by :meth:`to_dict`).
     reference_positions : array_like (N, 3) nm, optional
         Structure whose handedness the coordinates encode (e.g. the first training frame).
+    first_torsions : sequence of (i, j, k, l), optional
+        Dihedrals (bonded chains of four atoms) that become periodic model coordinates, in this
+        order, as early as possible (see :func:`plan_first_torsions`); the anchors then default to
+        the first dihedral's ``(j, k, i)``, so it is coordinate 5. :meth:`torsion_coordinate` says
+        which coordinate a dihedral is.
     """
 
     kind = "internal"
 
-    def __init__(self, graph, anchors=None, stereo=None, stereocentres=None, signs=None, reference_positions=None):
-        super().__init__(graph, anchors)
+    def __init__(self, graph, anchors=None, stereo=None, stereocentres=None, signs=None, reference_positions=None,
+                 first_torsions=None):
+        graph = MolecularGraph.from_topology(graph)
+        self.first_torsions = [[int(a) for a in t] for t in (first_torsions or [])]
+        prefix, self._forced_rows = (), {}
+        if self.first_torsions:
+            anchors, prefix, self._forced_rows = plan_first_torsions(graph, self.first_torsions, anchors)
+        super().__init__(graph, anchors, prefix)
         if stereo not in (None, RELATIVE_TORSION):
             raise ValueError(f"stereo must be None or {RELATIVE_TORSION!r}; got {stereo!r}")
         self.stereo = stereo
@@ -290,6 +302,10 @@ class InternalRepresentation(_Representation):
         rows, half = [], []
         for r, i in enumerate(self.order[3:], start=3):
             j = int(self.parent[i])
+            if i in self._forced_rows:  # a chosen dihedral: exactly this torsion, periodic
+                rows.append((i, j, *self._forced_rows[i]))
+                half.append(False)
+                continue
 
             def placed(x, exclude):
                 return x >= 0 and rank[x] < r and x not in exclude
@@ -326,7 +342,20 @@ class InternalRepresentation(_Representation):
         d = super().to_dict()
         if self.stereo is not None:
             d.update(stereo=self.stereo, stereocentres=list(self.stereocentres), signs=list(self.signs))
+        if self.first_torsions:
+            d["first_torsions"] = [list(t) for t in self.first_torsions]
         return d
+
+    def torsion_coordinate(self, dihedral):
+        """Index of the model coordinate that is the dihedral ``(i, j, k, l)`` (rad, periodic), or
+        ``None`` when no coordinate is exactly that dihedral (then train a model with it in
+        ``first_torsions``). The dihedral read backwards, ``(l, k, j, i)``, is the same angle."""
+        t = tuple(int(a) for a in dihedral)
+        half = set(self.half_rows)
+        for row, quad in enumerate(self.zmatrix):
+            if row not in half and (quad == t or quad == t[::-1]):
+                return 5 + 3 * row
+        return None
 
     def to_model_coordinates(self, positions):
         a, b, c = self.anchors
@@ -378,7 +407,7 @@ class InternalRepresentation(_Representation):
         return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
 
 
-def build_representation(kind, graph, anchors=None, reference_positions=None):
+def build_representation(kind, graph, anchors=None, reference_positions=None, first_torsions=None):
     """Make a representation by name, or rebuild a stored one.
 
     Parameters
@@ -395,6 +424,9 @@ def build_representation(kind, graph, anchors=None, reference_positions=None):
         With ``"internal"``: build the handedness of the reference's stereocentres into the
         coordinates (``stereo="relative-torsion"``); without it, every torsion is periodic.
         Ignored by ``"cartesian"``.
+    first_torsions : sequence of (i, j, k, l), optional
+        With ``"internal"``: dihedrals that become the first torsion coordinates
+        (:class:`InternalRepresentation`); refused by ``"cartesian"``.
     """
     classes = {"cartesian": CartesianRepresentation, "internal": InternalRepresentation}
     if isinstance(kind, _Representation):
@@ -405,13 +437,100 @@ def build_representation(kind, graph, anchors=None, reference_positions=None):
         if name not in classes:
             raise ValueError(f"representation must be one of {sorted(classes)}; got {name!r}")
         anchors = d.pop("anchors", anchors)
-        allowed = {"stereo", "stereocentres", "signs"} if name == "internal" else set()
+        allowed = {"stereo", "stereocentres", "signs", "first_torsions"} if name == "internal" else set()
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"unknown {name} representation settings {sorted(unknown)} (written by a newer openmm-arbg?)")
         return classes[name](graph, anchors, **d)
     if kind not in classes:
         raise ValueError(f"representation must be one of {sorted(classes)}; got {kind!r}")
-    if kind == "internal" and reference_positions is not None:
-        return InternalRepresentation(graph, anchors, stereo=RELATIVE_TORSION, reference_positions=reference_positions)
+    if kind == "internal":
+        stereo = RELATIVE_TORSION if reference_positions is not None else None
+        return InternalRepresentation(graph, anchors, stereo=stereo, reference_positions=reference_positions,
+                                      first_torsions=first_torsions)
+    if first_torsions:
+        raise ValueError("first_torsions needs the internal representation: Cartesian coordinates have no torsions")
     return classes[kind](graph, anchors)
+
+
+def plan_first_torsions(graph, torsions, anchors=None):
+    """Anchors and the first atoms of the order that make chosen dihedrals model coordinates.
+
+    Each dihedral ``(i, j, k, l)`` becomes the torsion of the Z-matrix row of whichever end atom is
+    placed last, with the other three placed before it. Dihedrals are taken in order; atoms a
+    dihedral needs and that are not yet placed are placed first (along the chain, or along the
+    shortest bonded path from the atoms already placed), with ordinary rows.
+
+    Parameters
+    ----------
+    graph : MolecularGraph
+    torsions : sequence of (i, j, k, l)
+        Bonded chains ``i-j-k-l`` of atom indices.
+    anchors : (int, int, int), optional
+        Default: the first dihedral's ``(j, k, i)``, which makes it coordinate 5.
+
+    Returns
+    -------
+    anchors : (int, int, int)
+    prefix : list of (atom, parent)
+        Atoms to place right after the anchors (:meth:`MolecularGraph.traversal_order`).
+    forced : dict
+        ``atom -> (k, l)``: the angle and torsion atoms of each chosen dihedral's row.
+    """
+    quads = []
+    for t in torsions:
+        t = tuple(int(a) for a in t)
+        if len(t) != 4 or len(set(t)) != 4 or not all(0 <= a < graph.n_atoms for a in t):
+            raise ValueError(f"a dihedral is four distinct atom indices in [0, {graph.n_atoms}); got {t}")
+        if any(t[m + 1] not in graph.neighbors[t[m]] for m in range(3)):
+            names = "-".join(graph.describe_atom(a) for a in t)
+            raise ValueError(f"dihedral {t} ({names}) is not a bonded chain i-j-k-l: only such dihedrals can be torsion coordinates")
+        quads.append(t)
+    if anchors is None:
+        i, j, k, _ = quads[0]
+        anchors = (j, k, i)
+    order, prefix, forced = [int(a) for a in anchors], [], {}
+
+    def place(atom, parent):
+        prefix.append((atom, parent))
+        order.append(atom)
+
+    for t in quads:
+        if t[0] in order:  # the end atom placed last is t[0]
+            t = t[::-1]
+        i, j, k, l = t
+        if i in order:
+            names = "-".join(graph.describe_atom(a) for a in t)
+            raise ValueError(
+                f"dihedral {t} ({names}) cannot be a model coordinate: both its end atoms are placed by the anchors or "
+                "earlier dihedrals; list it earlier, or choose other anchors"
+            )
+        chain = [j, k, l]
+        if not any(a in order for a in chain):  # reach the chain by the shortest bonded path, avoiding i
+            came_from, queue = {a: None for a in order}, list(order)
+            while queue and not any(a in came_from for a in chain):
+                nxt = []
+                for a in queue:
+                    for b in graph.neighbors[a]:
+                        if b not in came_from and b != i:
+                            came_from[b] = a
+                            nxt.append(b)
+                queue = nxt
+            target = next((a for a in chain if a in came_from), None)
+            if target is None:
+                raise ValueError(f"dihedral {t} is not connected to the anchors without passing through atom {i}")
+            path = []
+            while came_from[target] is not None:
+                path.append((target, came_from[target]))
+                target = came_from[target]
+            for atom, parent in reversed(path):
+                place(atom, parent)
+        while any(a not in order for a in chain):
+            for m, a in enumerate(chain):
+                placed_nbrs = [chain[n] for n in (m - 1, m + 1) if 0 <= n < 3 and chain[n] in order]
+                if a not in order and placed_nbrs:
+                    place(a, placed_nbrs[0])
+                    break
+        place(i, j)
+        forced[i] = (k, l)
+    return tuple(order[:3]), prefix, forced

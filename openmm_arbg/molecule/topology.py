@@ -173,13 +173,16 @@ class MolecularGraph:
         nbrs = sorted(self.neighbors[a], key=lambda j: (not self.is_heavy(j), -len(self.neighbors[j]), j))
         return a, nbrs[0], nbrs[1]
 
-    def traversal_order(self, anchors):
+    def traversal_order(self, anchors, prefix=()):
         """Breadth-first order starting with the anchor atoms: heavy atoms first, then hydrogens.
 
         Parameters
         ----------
         anchors : (int, int, int)
             Atoms ``(a, b, c)`` with ``b`` and ``c`` bonded to ``a``; they come first.
+        prefix : sequence of (atom, parent)
+            Atoms placed right after the anchors, in this order, each bonded to its ``parent``
+            placed before it (e.g. to make chosen torsions the first model coordinates).
 
         Returns
         -------
@@ -193,6 +196,13 @@ class MolecularGraph:
         parent[b] = a
         parent[c] = a
         order = [a, b, c]
+        for atom, p in prefix:
+            atom, p = int(atom), int(p)
+            if atom in order or p not in order or atom not in self.neighbors[p]:
+                raise ValueError(f"cannot place {self.describe_atom(atom)} after {[self.describe_atom(i) for i in order]} "
+                                 f"from {self.describe_atom(p)}")
+            parent[atom] = p
+            order.append(atom)
         seen = set(order)
 
         def grow(heavy_only):
