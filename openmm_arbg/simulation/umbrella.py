@@ -211,7 +211,7 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     -------
     UmbrellaResult
     """
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm  # tqdm on a terminal, plain lines in logs
 
     dihedrals = np.asarray(dihedrals, dtype=int).reshape(-1, 4)
     centres = np.asarray(centres, dtype=float).reshape(-1, len(dihedrals))
@@ -352,6 +352,37 @@ class UmbrellaResult:
         with np.errstate(divide="ignore"):
             out = mbar.compute_expectations(a, u_kn=np.zeros(len(a)))
         return float(np.ravel(out["mu"])[0]), float(np.ravel(out["sigma"])[0])
+
+    def profile(self, n_bins=36):
+        """Potential of mean force of the restrained dihedrals on a periodic histogram: for each of
+        ``n_bins`` (per dihedral) equal bins, ``F = -ln(P(bin) / volume)`` in kT relative to its
+        minimum (a density per rad^d, comparable with
+        :func:`~openmm_arbg.sampling.control.dihedral_profile` at the bin centres, up to the bin
+        average), with the MBAR standard error ``dP / P`` (inf for an empty bin).
+
+        Returns
+        -------
+        centres : numpy.ndarray (n_bins**d, d), rad
+            Bin centres, the last dihedral varying fastest.
+        free_energy, error : numpy.ndarray (n_bins**d,), kT
+        """
+        d = self.centres.shape[1]
+        edges = np.linspace(-math.pi, math.pi, int(n_bins) + 1)
+        width = edges[1] - edges[0]
+        _ = self.mbar
+        index = np.clip(np.floor((np.asarray(self._values) + math.pi) / width).astype(int), 0, int(n_bins) - 1)
+        flat = np.ravel_multi_index(tuple(index.T), (int(n_bins),) * d)
+        indicators = np.zeros((int(n_bins) ** d, len(flat)))
+        indicators[flat, np.arange(len(flat))] = 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.mbar.compute_multiple_expectations(indicators, np.zeros(len(flat)), compute_covariance=False)
+            p, dp = np.asarray(out["mu"]), np.asarray(out["sigma"])
+            f = -np.log(p / width**d)
+            err = np.where(p > 0, dp / p, np.inf)
+        f = np.where(np.isfinite(f), f, np.inf)
+        axis = 0.5 * (edges[1:] + edges[:-1])
+        mesh = np.meshgrid(*([axis] * d), indexing="ij")
+        return np.stack([m.reshape(-1) for m in mesh], axis=1), f - np.min(f), err
 
     def free_energy(self, indicator):
         """``F(region) - F(rest)`` in kT, with its standard error (:func:`free_energy_from_probability`)."""

@@ -466,7 +466,7 @@ class Trainer:
 
         ``stop_after`` steps in this call: stop there and write a checkpoint, as an interruption
         would (the schedule is unchanged; a new Trainer with ``resume=True`` continues)."""
-        from tqdm.auto import tqdm
+        from ..utils import progress_bar as tqdm  # tqdm on a terminal, plain lines in logs
 
         c = self.config
         os.makedirs(self.output_dir, exist_ok=True)
