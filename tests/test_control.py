@@ -137,3 +137,42 @@ def test_two_dimensional_profile_matches_the_analytic_law_and_region_probabiliti
     assert 0.05 < exact_p < 0.95
     rows = profile.table()
     assert len(rows) == 36 and {"free_energy_kT", "error_kT", "pareto_k"} <= set(rows[0])
+
+
+def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp_path, alanine, capsys):
+    """arbg profile on alanine dipeptide with an untrained model whose first torsions are phi and
+    psi: the files, the regions and the comparison with an arbg umbrella run over phi; a model
+    without phi as a coordinate is refused before any computing."""
+    import json
+
+    from openmm_arbg import ArBG
+    from openmm_arbg.cli import main
+    from openmm_arbg.pretrained import pretrained_path
+    from openmm_arbg.simulation.md import run_md
+
+    from conftest import TINY_NETWORK
+
+    traj = run_md(alanine, str(tmp_path / "md"), n_steps=2000, report_interval=20, equilibration_steps=200, progress=False)
+    model = ArBG.from_data(alanine.topology, traj.xyz.astype(float), n_bins=32, network=TINY_NETWORK, first_torsions=["phi", "psi"])
+    assert model.dihedral_coordinate("phi") == 5 and model.dihedral_coordinate("psi") == 8
+    model.save(str(tmp_path / "m.safetensors"))
+    umbrella = ["umbrella", "--dihedrals", "phi", "--windows", "4", "--ps", "2", "--report-ps", "0.1", "--equilibration-ps", "0.5",
+                "--workers", "1", "--output", str(tmp_path / "umb"), "--quiet"]
+    assert main(umbrella) == 0
+    out = tmp_path / "prof"
+    argv = ["profile", "--model", str(tmp_path / "m.safetensors"), "--dihedrals", "phi", "--grid", "4", "--n-per-point", "16",
+            "--workers", "1", "--reference", str(tmp_path / "umb"), "--output", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "P(phi>0)" in text and "points compared" in text
+    result = json.loads((out / "result.json").read_text())
+    assert result["n_evaluations"] == 64 and result["model_coordinates"] == [5] and "phi>0" in result["regions"]
+    assert len(result["reference"]["z"]) == 4
+    assert (out / "profile.png").stat().st_size > 1000 and len((out / "profile.csv").read_text().splitlines()) == 5
+    two = ["profile", "--model", str(tmp_path / "m.safetensors"), "--dihedrals", "phi", "psi", "--grid", "3", "--n-per-point", "8",
+           "--workers", "1", "--output", str(tmp_path / "prof2"), "--quiet"]
+    assert main(two) == 0
+    assert len((tmp_path / "prof2" / "profile.csv").read_text().splitlines()) == 10
+    capsys.readouterr()
+    assert main(["profile", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--output", str(tmp_path / "p3")]) == 2
+    assert "--first-torsions phi" in capsys.readouterr().err and not (tmp_path / "p3" / "result.json").exists()

@@ -1,5 +1,5 @@
 """The ``arbg`` command line: ``md``, ``train``, ``sample``, ``mcmc``, ``free-energy``,
-``evaluate``, ``umbrella`` and ``demo``, one module each. Commands parse options and call the
+``profile``, ``evaluate``, ``umbrella`` and ``demo``, one module each. Commands parse options and call the
 library; nothing here computes science.
 
 Every command takes ``--config file.yaml`` (keys are the options' names with underscores, checked
@@ -8,11 +8,11 @@ like the options; the command line wins) and ``--threads`` (torch CPU threads).
 
 import sys
 
-from . import common, demo, evaluate, free_energy, mcmc, md, sample, train, umbrella
+from . import common, demo, evaluate, free_energy, mcmc, md, profile, sample, train, umbrella
 
 __all__ = ["main", "build_parser", "parse_args", "COMMANDS"]
 
-COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, free_energy, evaluate, umbrella, demo)}
+COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, free_energy, profile, evaluate, umbrella, demo)}
 
 
 def build_parser():

@@ -39,11 +39,13 @@ def run(args):
     import os
     import shlex
 
+    import numpy as np
+
     from ..analysis.observables import dihedral_indices, dihedral_regions
     from ..simulation.md import steps_from_ps
     from ..simulation.systems import build_system
     from ..simulation.umbrella import dihedral_grid, run_umbrella
-    from ..utils import write_json_atomic
+    from ..utils import atomic_write, write_json_atomic
     from .common import temperature_K
 
     ms = build_system(args.system)
@@ -72,7 +74,12 @@ def run(args):
         )
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
-    print(f"-> {path}")
+    centres, f, err = result.profile(args.windows)  # one bin per window and dihedral
+    with atomic_write(os.path.join(args.output, "profile.csv"), "w") as fh:
+        fh.write(",".join(f"{n}_deg" for n in args.dihedrals) + ",free_energy_kT,error_kT\n")
+        for c, fi, ei in zip(centres, f, err):
+            fh.write(",".join(f"{np.degrees(v):.6g}" for v in c) + f",{fi:.6g},{ei:.6g}\n")
+    print(f"-> {path}, {os.path.join(args.output, 'profile.csv')} (free energy per bin, MBAR)")
     if args.export:
         frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")

@@ -105,9 +105,8 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
         ``values`` (m, d) or (m,), ``free_energy`` and ``error`` (kT, delta method), ``log_mean_weight``,
         ``ess`` and ``pareto_k`` per value, ``stereo_rejected`` per value, ``n_evaluations``.
     """
-    from tqdm.auto import tqdm
-
     from ..physics import check_target
+    from ..utils import progress_bar
 
     check_target(reduced_potential.system, model.graph)
     indices = [int(index)] if np.ndim(index) == 0 else [int(i) for i in index]
@@ -128,7 +127,7 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
     log_w = np.empty(len(point))
     rejected = np.zeros(m, dtype=int)
     starts = range(0, len(point), batch_size)
-    for b, s in enumerate(tqdm(starts, desc="profile", unit="batch", disable=not progress)):
+    for b, s in enumerate(progress_bar(starts, desc="profile", unit="batch", disable=not progress)):
         p = point[s : s + batch_size]
         x, log_g = sample_with_fixed(
             model, len(p), {k: grid[p, c] for c, k in enumerate(indices)}, proposal_temperature, seed=seed + b

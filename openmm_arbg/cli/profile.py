@@ -1,0 +1,116 @@
+"""Free-energy profile (potential of mean force) of one or two dihedrals without umbrella windows
+(arbg profile): each grid point fixes the dihedrals in the model's generation and importance-
+samples the rest of the molecule from the model's exact conditional
+(openmm_arbg.sampling.control.dihedral_profile). The dihedrals must be model coordinates: train
+the model with --first-torsions (e.g. arbg train ... --first-torsions phi psi). Writes
+profile.csv, profile.png and result.json; with --reference UMBRELLA_FOLDER (an arbg umbrella run
+over the same dihedrals) it also compares the two profiles point by point."""
+
+from .common import add_options
+
+NAME = "profile"
+HELP = "free-energy profile of one or two dihedrals by conditional importance sampling"
+REQUIRED = ("model",)
+
+
+def add_arguments(p):
+    add_options(p, "model", "target", "temperature", "proposal_temperature")
+    p.add_argument("--dihedrals", nargs="+", default=["phi"],
+                   help="one or two dihedrals: phi, psi, phiK, psiK (residue K, from 1) or i,j,k,l (default: phi)")
+    p.add_argument("--grid", type=int, default=36, help="grid points per dihedral, at bin centres (default %(default)s)")
+    p.add_argument("--n-per-point", type=int, default=1000, help="proposals (energy evaluations) per grid point (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4096, help="configurations generated at once (default %(default)s)")
+    p.add_argument("--reference", help="folder of an arbg umbrella run over the same dihedrals to compare with")
+    p.add_argument("--output", default="arbg_profile", help="folder for profile.csv, profile.png and result.json (default %(default)s)")
+    add_options(p, "workers", "seed", "quiet")
+
+
+def validate(args, parser):
+    if not 1 <= len(args.dihedrals) <= 2:
+        parser.error(f"--dihedrals takes one or two dihedrals; got {len(args.dihedrals)}")
+    for name, value, low in (("--grid", args.grid, 2), ("--n-per-point", args.n_per_point, 2), ("--batch-size", args.batch_size, 1),
+                             ("--workers", args.workers, 1)):
+        if value < low:
+            parser.error(f"{name} must be an integer >= {low}; got {value}")
+
+
+def run(args):
+    import json
+    import os
+    import shlex
+
+    import numpy as np
+
+    from ..analysis.observables import dihedral_regions
+    from ..analysis.profiles import compare_profiles, profile_plot
+    from ..arbg import ArBG
+    from ..sampling.control import dihedral_profile
+    from ..sampling.energies import ReducedPotential
+    from ..utils import write_json_atomic
+    from ..utils import check_output_file
+    from .common import target_for_model
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} is a file; give a folder")
+    check_output_file(os.path.join(args.output, "result.json"))  # before any computing: the folder can be written
+    model = ArBG.load(args.model)
+    for d in args.dihedrals:  # before any computing: every dihedral must be a model coordinate
+        model.dihedral_coordinate(d)
+    reference = None
+    if args.reference:
+        from ..simulation.umbrella import load_umbrella
+
+        if not os.path.isdir(args.reference):
+            raise FileNotFoundError(f"--reference {args.reference} is not a folder written by arbg umbrella")
+        umbrella = load_umbrella(args.reference)
+        if umbrella.centres.shape[1] != len(args.dihedrals):
+            raise ValueError(f"--reference {args.reference} restrains {umbrella.centres.shape[1]} dihedral(s), the profile has {len(args.dihedrals)}")
+        _, ref_f, ref_e = umbrella.profile(args.grid)
+        reference = (ref_f, ref_e)
+    ms, T = target_for_model(model, args)
+    with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
+        profile = dihedral_profile(model, u, args.dihedrals, n_grid=args.grid, n_per_point=args.n_per_point,
+                                   proposal_temperature=args.proposal_temperature, seed=args.seed,
+                                   batch_size=args.batch_size, progress=not args.quiet)
+    os.makedirs(args.output, exist_ok=True)
+    csv_path = os.path.join(args.output, "profile.csv")
+    profile.write_csv(csv_path)
+    png = profile_plot(profile, os.path.join(args.output, "profile.png"), reference=reference,
+                       reference_label="umbrella + MBAR", title=f"{' / '.join(args.dihedrals)}, {T:g} K")
+    result = dict(
+        command=shlex.join(["arbg", "profile", *args.argv]),
+        model=os.path.abspath(args.model),
+        temperature_K=T,
+        dihedrals=args.dihedrals,
+        model_coordinates=profile.coordinates,
+        grid_per_dihedral=args.grid,
+        n_per_point=args.n_per_point,
+        n_evaluations=profile.n_evaluations,
+        unreliable_points=int((~profile.reliable).sum()),
+        regions={},
+    )
+    print(f"profile of {' and '.join(args.dihedrals)} at {T:g} K: {len(profile.free_energy)} points x {args.n_per_point} "
+          f"proposals = {profile.n_evaluations} energy evaluations")
+    for name, indicator in dihedral_regions(args.dihedrals).items():
+        f, df = profile.region_free_energy(indicator)
+        p, dp = profile.region_probability(indicator)
+        result["regions"][name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
+        print(f"  P({name}) = {100 * p:.3f} +- {100 * dp:.3f} %   F({name}) - F(rest) = {f:.3f} +- {df:.3f} kT")
+    bad = ~profile.reliable
+    if bad.any():
+        print(f"warning: {int(bad.sum())} of {len(bad)} grid points have Pareto k >= 0.7 or no weight: their error bars are "
+              "too small; add --n-per-point or train the model on data that covers those values")
+    if reference is not None:
+        cmp = compare_profiles(profile.free_energy, profile.error, *reference)
+        result["reference"] = dict(
+            folder=os.path.abspath(args.reference), n_defined=cmp["n_defined"], max_abs_z=cmp["max_abs_z"],
+            chi2_per_point=cmp["chi2_per_point"], within_2_sigma=cmp["within_2_sigma"],
+            z=[None if not np.isfinite(z) else float(z) for z in cmp["z"]],
+            reference_free_energy=[float(v) if np.isfinite(v) else None for v in reference[0]],
+            reference_error=[float(v) if np.isfinite(v) else None for v in reference[1]],
+        )
+        print(f"  against {args.reference}: {cmp['n_defined']} points compared, max |z| {cmp['max_abs_z']:.2f}, "
+              f"chi2/point {cmp['chi2_per_point']:.2f}, {100 * cmp['within_2_sigma']:.0f} % within 2 sigma")
+    path = os.path.join(args.output, "result.json")
+    write_json_atomic(path, json.loads(json.dumps(result)))
+    print(f"-> {csv_path}, {png}, {path}")
