@@ -75,3 +75,23 @@ def test_bad_stages_are_refused(chain5):
             smc_sample(model, u, 10, stages=[6, 3])
         with pytest.raises(ValueError, match="one lambda"):
             smc_sample(model, u, 10, stages=[3], lambdas=[1.0, 0.5])
+
+
+def test_smc_command_on_alanine_dipeptide(tmp_path, capsys):
+    """arbg smc with the shipped model: log Z per run, the npz of particles and weights; bad
+    options are refused before any computing."""
+    from openmm_arbg.cli import main
+    from openmm_arbg.pretrained import pretrained_path
+
+    out = tmp_path / "smc.npz"
+    argv = ["smc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--n", "40", "--stages", "40", "--lambdas", "0.3",
+            "--repeats", "2", "--output", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "log Z over 2 runs" in text and "energy evaluations" in text
+    data = np.load(out)
+    assert data["positions"].shape == (2, 40, 22, 3) and data["log_weights"].shape == (2, 40)
+    assert np.all(np.abs(data["log_z"] - (-201.1)) < 3.0)  # log Z(target) - log Z(model) of this model (docs/benchmarks.md)
+    assert main(argv[:5] + ["--lambdas", "0.3", "0.5"]) == 2
+    assert main(argv[:5] + ["--output", str(tmp_path / "x.txt")]) == 2
+    assert "give a .npz" in capsys.readouterr().err

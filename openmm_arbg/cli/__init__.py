@@ -1,4 +1,4 @@
-"""The ``arbg`` command line: ``md``, ``train``, ``sample``, ``mcmc``, ``free-energy``,
+"""The ``arbg`` command line: ``md``, ``train``, ``sample``, ``mcmc``, ``smc``, ``free-energy``,
 ``profile``, ``evaluate``, ``umbrella`` and ``demo``, one module each. Commands parse options and call the
 library; nothing here computes science.
 
@@ -8,11 +8,11 @@ like the options; the command line wins) and ``--threads`` (torch CPU threads).
 
 import sys
 
-from . import common, demo, evaluate, free_energy, mcmc, md, profile, sample, train, umbrella
+from . import common, demo, evaluate, free_energy, mcmc, md, profile, sample, smc, train, umbrella
 
 __all__ = ["main", "build_parser", "parse_args", "COMMANDS"]
 
-COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, free_energy, profile, evaluate, umbrella, demo)}
+COMMANDS = {module.NAME: module for module in (md, train, sample, mcmc, smc, free_energy, profile, evaluate, umbrella, demo)}
 
 
 def build_parser():
