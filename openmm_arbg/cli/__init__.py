@@ -71,6 +71,9 @@ def main(argv=None):
     except (ValueError, OSError, MemoryError, RuntimeError) as exc:
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was saved (chunks, windows, checkpoints) stays; the same command resumes
+        print(f"\narbg {args.command}: interrupted; run the same command again to resume from what was saved", file=sys.stderr)
+        return 130
     return 0
 
 

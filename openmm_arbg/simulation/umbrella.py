@@ -217,6 +217,12 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     centres = np.asarray(centres, dtype=float).reshape(-1, len(dihedrals))
     if k <= 0:
         raise ValueError(f"k must be positive (kJ/mol/rad^2), got {k}")
+    if platform is None:  # a run resumes on the platform it started on (chosen by a speed test)
+        try:
+            with open(os.path.join(output_dir, "settings.json")) as f:
+                platform = json.load(f).get("platform")
+        except (OSError, ValueError, AttributeError):
+            platform = None
     settings = langevin_settings(
         molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
     )
