@@ -72,7 +72,9 @@ def main(argv=None):
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # what was saved (chunks, windows, checkpoints) stays; the same command resumes
-        print(f"\narbg {args.command}: interrupted; run the same command again to resume from what was saved", file=sys.stderr)
+        resumable = args.command in ("md", "train", "umbrella", "mcmc") or (args.command == "sample" and getattr(args, "output", None))
+        advice = "run the same command again to resume from what was saved" if resumable else "nothing was saved"
+        print(f"\narbg {args.command}: interrupted; {advice}", file=sys.stderr)
         return 130
     return 0
 
