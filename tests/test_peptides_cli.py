@@ -96,3 +96,20 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     assert "F(phi>0) - F(beta)" in text and "F(alpha_R) - F(beta)" in text and "P(beta)" in text
     assert main(["free-energy"]) == 2
     assert main(["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--system", "peptide:AA", "--iterations", "1"]) == 2
+
+
+def test_command_line_mcmc_with_partial_moves(tmp_path, capsys):
+    """arbg mcmc --cuts: partial resampling from the command line; the cuts are part of the
+    settings a resumed chain must match; bad cuts are refused with a message."""
+    from openmm_arbg.pretrained import pretrained_path
+
+    out = tmp_path / "partial.dcd"
+    args = ["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--iterations", "6", "--attempts", "4", "--langevin-steps", "0",
+            "--cuts", "0", "30", "--cut-probabilities", "0.5", "0.5", "--output", str(out), "--quiet"]
+    assert main(args) == 0 and out.exists()
+    assert "ArBGMove acceptance" in capsys.readouterr().out
+    assert main(args[:-4] + ["--cuts", "0", "20", "--output", str(out), "--quiet"]) == 2  # other cuts: refused, not mixed
+    assert "cuts" in capsys.readouterr().err
+    assert main(args[:11] + ["--cuts", "0", "60", "--output", str(tmp_path / "x.dcd")]) == 2
+    assert "cuts must be model-coordinate indices in [0, 60)" in capsys.readouterr().err
+    assert main(args[:11] + ["--cuts", "0", "--cut-probabilities", "0.5", "0.5"]) == 2

@@ -18,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--collision-rate-per-ps", type=float, default=1.0, help="Langevin collision rate (default %(default)s)")
     add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed",
                 seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"))
+    p.add_argument("--cuts", type=int, nargs="+",
+                   help="partial resampling: each attempt keeps the first K model coordinates, K drawn from these "
+                   "(0 redraws the whole molecule), and redraws the rest from the model's exact conditional (default: 0 only)")
+    p.add_argument("--cut-probabilities", type=float, nargs="+", help="probability of each --cuts value (default uniform)")
     p.add_argument("--output", default="arbg_mcmc.dcd",
                    help="trajectory file of the chain (default %(default)s); chunks are saved in OUTPUT.progress/ as the chain "
                    "runs, and the same command resumes an interrupted chain")
@@ -31,6 +35,8 @@ def validate(args, parser):
         parser.error(f"--iterations must be a positive integer; got {args.iterations}")
     if args.chunk_iterations < 1:
         parser.error(f"--chunk-iterations must be a positive integer; got {args.chunk_iterations}")
+    if args.cut_probabilities is not None and (args.cuts is None or len(args.cuts) != len(args.cut_probabilities)):
+        parser.error("--cut-probabilities needs one probability per --cuts value")
 
 
 def run(args):
@@ -55,6 +61,7 @@ def run(args):
             langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
             collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
             output=args.output, chunk_iterations=args.chunk_iterations, topology=ms.topology,
+            cuts=args.cuts, cut_probabilities=args.cut_probabilities,
         )
     except RunInterrupted as stopped:
         print(f"arbg mcmc: {stopped}", file=sys.stderr)

@@ -94,7 +94,7 @@ def _system_sha256(system):
 def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10, langevin_steps=0, proposal_temperature=1.0,
               buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
               keep_positions=True, block_size=1000, seed=None, progress=False, output=None, chunk_iterations=100,
-              topology=None, out=None):
+              topology=None, out=None, cuts=None, cut_probabilities=None):
     """Run ``n_iterations`` of [Langevin dynamics, then ``n_attempts`` ArBGMove attempts].
 
     The chain runs in chunks of ``chunk_iterations``. Each chunk starts from the state (positions
@@ -151,6 +151,10 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         Of the written trajectory (default: the model's).
     out : file, optional
         Where notices about resuming go (default stdout).
+    cuts, cut_probabilities : sequence, optional
+        Partial resampling (:class:`~openmm_arbg.ArBGMove`): each attempt keeps the first ``k``
+        model coordinates, ``k`` drawn from ``cuts`` (0: the whole molecule) with these
+        probabilities (default uniform).
 
     Returns
     -------
@@ -181,7 +185,8 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         import hashlib
 
         start = np.asarray(positions.value_in_unit(unit.nanometer), dtype=np.float64)
-        arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
+        arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
+                            cuts=cuts, cut_probabilities=cut_probabilities)
         settings = dict(
             model_sha256=arbg_move.proposal.model_sha256,
             system_sha256=_system_sha256(system),
@@ -193,11 +198,14 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
             seed=None if seed is None else int(seed), chunk_iterations=chunk_iterations,
             observables=sorted(observables or {}),
         )
+        if cuts is not None:  # only when given: runs without cuts resume as before
+            settings.update(cuts=list(arbg_move.cuts), cut_probabilities=[float(v) for v in arbg_move.cut_probabilities])
         store = ChunkStore(output, settings, "an MCMC chain", out=out)
         seed = store.stored.get("seed_used", seed)
         platform = store.stored.get("platform_used", platform)
     else:
-        arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
+        arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
+                            cuts=cuts, cut_probabilities=cut_probabilities)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     platform = platform or default_platform(system.getNumParticles(), system, positions)
