@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--n-per-point", type=int, default=1000, help="proposals (energy evaluations) per grid point (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=4096, help="configurations generated at once (default %(default)s)")
     p.add_argument("--reference", help="folder of an arbg umbrella run over the same dihedrals to compare with")
+    p.add_argument("--reference-mbar-samples", type=int, default=2000,
+                   help="decorrelated frames per umbrella window MBAR uses for --reference, at most (default %(default)s)")
     p.add_argument("--output", default="arbg_profile", help="folder for profile.csv, profile.png and result.json (default %(default)s)")
     add_options(p, "workers", "seed", "quiet")
 
@@ -29,6 +31,7 @@ def validate(args, parser):
     if not 1 <= len(args.dihedrals) <= 2:
         parser.error(f"--dihedrals takes one or two dihedrals; got {len(args.dihedrals)}")
     for name, value, low in (("--grid", args.grid, 2), ("--n-per-point", args.n_per_point, 2), ("--batch-size", args.batch_size, 1),
+                             ("--reference-mbar-samples", args.reference_mbar_samples, 2),
                              ("--workers", args.workers, 1)):
         if value < low:
             parser.error(f"{name} must be an integer >= {low}; got {value}")
@@ -62,7 +65,7 @@ def run(args):
 
         if not os.path.isdir(args.reference):
             raise FileNotFoundError(f"--reference {args.reference} is not a folder written by arbg umbrella")
-        umbrella = load_umbrella(args.reference)
+        umbrella = load_umbrella(args.reference, max_samples_per_window=args.reference_mbar_samples)
         if umbrella.centres.shape[1] != len(args.dihedrals):
             raise ValueError(f"--reference {args.reference} restrains {umbrella.centres.shape[1]} dihedral(s), the profile has {len(args.dihedrals)}")
         _, ref_f, ref_e = umbrella.profile(args.grid)
