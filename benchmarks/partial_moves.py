@@ -79,6 +79,9 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
+    from openmm_arbg.utils import quiet_pymbar
+
+    quiet_pymbar()  # before openmmtools imports pymbar
     import mdtraj
     import openmm.unit as unit
     from openmmtools.states import SamplerState, ThermodynamicState
@@ -86,9 +89,7 @@ def main():
     from openmm_arbg import ArBG, ArBGMove
     from openmm_arbg.analysis.observables import backbone_dihedral_indices
     from openmm_arbg.cli.common import system_for_model
-    from openmm_arbg.utils import quiet_pymbar
 
-    quiet_pymbar()
     model = ArBG.load(args.model)
     ms = system_for_model(model, args.system)
     T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
