@@ -176,3 +176,32 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
     capsys.readouterr()
     assert main(["profile", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--output", str(tmp_path / "p3")]) == 2
     assert "--first-torsions phi" in capsys.readouterr().err and not (tmp_path / "p3" / "result.json").exists()
+
+
+@pytest.mark.parametrize("sequence, names", [("AAA", ["phi3", "psi3", "phi2", "psi4"]), ("GSV", ["psi4", "phi2"])])
+def test_first_torsions_on_capped_peptides(sequence, names):
+    """Named backbone dihedrals of other peptides become periodic model coordinates whose values
+    are mdtraj's dihedrals; the bijection still round-trips and proposals keep their handedness."""
+    import mdtraj
+    import openmm.unit as unit
+
+    from openmm_arbg import ArBG
+    from openmm_arbg.analysis.observables import dihedral_indices
+    from openmm_arbg.simulation.systems import capped_peptide
+
+    from conftest import TINY_NETWORK, jittered
+
+    ms = capped_peptide(sequence)
+    x = jittered(np.asarray(ms.positions.value_in_unit(unit.nanometer)), 64, seed=1)
+    model = ArBG.from_data(ms.topology, x, n_bins=16, network=TINY_NETWORK, first_torsions=names)
+    columns = [model.dihedral_coordinate(n) for n in names]
+    assert columns[0] == 5 and columns == sorted(columns)  # in the order given, the first one is coordinate 5
+    assert all(model.representation.coordinate_kinds[c] == "periodic" for c in columns)
+    z, _ = model.to_model_coordinates(x[:8])
+    top = mdtraj.Topology.from_openmm(ms.topology)
+    angles = mdtraj.compute_dihedrals(mdtraj.Trajectory(x[:8], top), dihedral_indices(top, names))
+    assert np.allclose(z[:, columns].numpy(), angles, atol=1e-5)
+    back, _ = model.representation.from_model_coordinates(z)
+    assert torch.allclose(model.to_model_coordinates(back.numpy())[0], z, atol=1e-8)
+    samples, _ = model.sample(32, seed=0)
+    assert model.check_stereo(samples).all()
