@@ -158,3 +158,30 @@ def test_distributed_training_agrees_with_single_process(chain_md, tmp_path):
     for k in a:
         if k.startswith("network."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
+    """SIGINT (Ctrl-C) during fit: the current step finishes, a checkpoint is written, fit returns
+    with ``interrupted``; a new Trainer resumes from that step."""
+    import signal
+    import threading
+
+    from openmm_arbg import ArBG
+    from openmm_arbg.simulation.testsystems import harmonic_chain
+    from openmm_arbg.training import Trainer
+
+    from conftest import TINY_NETWORK, exact_chain_states
+
+    ms, analytic = harmonic_chain(4)
+    x = exact_chain_states(analytic, 500, seed=2)
+    model = ArBG.from_data(ms.topology, x, n_bins=16, network=TINY_NETWORK)
+    config = dict(n_steps=100000, batch_size=32, eval_interval=50, checkpoint_interval=100000, checkpoint_time_s=1e6, seed=0)
+    trainer = Trainer(model, x, config, output_dir=str(tmp_path), resume=False, progress=False)
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    trainer.fit()
+    timer.cancel()
+    assert trainer.interrupted == "SIGINT" and 0 < trainer.step < 100000
+    again = Trainer(ArBG.from_data(ms.topology, x, n_bins=16, network=TINY_NETWORK), x, config, output_dir=str(tmp_path),
+                    resume=True, progress=False)
+    assert again.step == trainer.step

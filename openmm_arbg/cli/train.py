@@ -94,6 +94,10 @@ def run(args):
     print(model)
     trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet)
     history = trainer.fit()
+    if trainer.interrupted:
+        print(f"{trainer.interrupted} at step {trainer.step}/{config.n_steps}: checkpoint written to {trainer.checkpoint_path}; "
+              f"the best model so far is {trainer.model_path}")
+        raise KeyboardInterrupt
     last = history[-1] if history else {}
     print(
         f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "

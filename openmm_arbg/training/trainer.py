@@ -476,6 +476,30 @@ class Trainer:
         first_step = self.step
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
         bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
+        from ..utils import GracefulStop
+
+        # SIGINT/SIGTERM: finish the step, write the checkpoint, stop (a second signal stops at once)
+        stop = GracefulStop("writing a checkpoint after this training step (press Ctrl-C again to stop now)")
+        stop.__enter__()
+        self.interrupted = None
+        try:
+            self._fit_loop(c, module, bar, start_time, last_checkpoint, first_step, elapsed0, stop_after, stop)
+        finally:
+            stop.__exit__(None, None, None)
+        bar.close()
+        if self.rank == 0 and not os.path.exists(self.model_path):
+            self._save_model(self.model_path, self._model_state())
+        # leave the model holding the best weights
+        best = read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
+        if best is not None:
+            self.model.load_network_weights(best)
+        self.model.eval()
+        if _is_distributed():
+            dist.barrier()  # no rank tears down its process group while rank 0 still writes files
+        return self.history
+
+    def _fit_loop(self, c, module, bar, start_time, last_checkpoint, first_step, elapsed0, stop_after, stop):
+        """The training steps of :meth:`fit`, with evaluations and checkpoints."""
         running, count = 0.0, 0
         stopped_early = False
         while self.step < c.n_steps:
@@ -556,14 +580,7 @@ class Trainer:
             ):
                 self._save_checkpoint()
                 break
-        bar.close()
-        if self.rank == 0 and not os.path.exists(self.model_path):
-            self._save_model(self.model_path, self._model_state())
-        # leave the model holding the best weights
-        best = read_checkpoint(self.model_path)[1] if self.rank == 0 or not _is_distributed() else None
-        if best is not None:
-            self.model.load_network_weights(best)
-        self.model.eval()
-        if _is_distributed():
-            dist.barrier()  # no rank tears down its process group while rank 0 still writes files
-        return self.history
+            if stop.requested:
+                self._save_checkpoint()
+                self.interrupted = stop.requested
+                break
