@@ -114,6 +114,17 @@ def as_positions_nm(positions, n_atoms=None, graph=None, what="positions"):
     return arr
 
 
+def _count(value, name, lowest):
+    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a whole number >= ``lowest``."""
+    try:
+        ok = not isinstance(value, bool) and float(value) == int(value) and int(value) >= lowest
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {lowest}" + (" (a positive integer)" if lowest == 1 else "") + f"; got {value!r}")
+    return int(value)
+
+
 class ArBG:
     """Autoregressive Boltzmann generator of one molecule's shapes.
 
@@ -195,6 +206,8 @@ class ArBG:
             :func:`~openmm_arbg.sampling.control.dihedral_profile` and ``arbg profile`` need.
         """
         graph = MolecularGraph.from_topology(topology)
+        if isinstance(representation, str):  # the same checks as ModelConfig (names, bins, margin)
+            ModelConfig(representation=representation, n_bins=n_bins, margin=margin, seed=seed)
         if first_torsions:
             from .analysis.observables import dihedral_indices
 
@@ -202,6 +215,8 @@ class ArBG:
         if isinstance(network, CausalTransformer) and int(n_bins) + 2 != network.cfg.vocab_size:
             raise ValueError(f"n_bins={n_bins} but the shared network reads {network.cfg.vocab_size - 2} bins per coordinate")
         x = as_positions_nm(training_positions, graph.n_atoms, graph, "training positions")
+        if len(x) == 0:
+            raise ValueError("the training positions hold no frames; bins are fitted to at least one frame")
         ref = x[0] if reference_positions is None else as_positions_nm(reference_positions, graph.n_atoms, graph)[0]
         stereo = StereoChecker(graph).record(ref)
         wrong = ~stereo.check(x)
@@ -430,6 +445,9 @@ class ArBG:
             the model's support.
         """
         x = torch.as_tensor(as_positions_nm(positions, self.n_atoms, self.graph))
+        batch_size = _count(batch_size, "batch_size", 1)
+        if isinstance(start, bool) or int(start) != start or not 0 <= start <= self.n_coords:
+            raise ValueError(f"start must be a model-coordinate cut in [0, {self.n_coords}]; got {start!r}")
         out = []
         for s in range(0, len(x), batch_size):
             z, log_volume = self.representation.to_model_coordinates(x[s : s + batch_size])
@@ -464,13 +482,15 @@ class ArBG:
             Without a prefix, ``log_prob`` of each configuration; with a prefix of length ``k``,
             ``log_prob(x, start=k)``.
         """
-        n = int(n)
-        if n < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
+        n = _count(n, "n", 0)
+        batch_size = _count(batch_size, "batch_size", 1)
         if prefix is not None:
             prefix = torch.as_tensor(np.asarray(prefix, dtype=np.float64))
             if prefix.ndim == 2 and prefix.shape[0] != n:
                 raise ValueError(f"prefix has {prefix.shape[0]} rows; give one prefix or {n}")
+            if prefix.ndim not in (1, 2) or prefix.shape[-1] > self.n_coords:
+                raise ValueError(f"prefix must have shape (k,) or ({n}, k) with k <= {self.n_coords} (the model coordinates); "
+                                 f"got {tuple(prefix.shape)}")
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))

@@ -1,15 +1,39 @@
 """OpenMM facts shared by simulation and sampling: the thermal energy, the platform to run on,
 and what a System must satisfy for exact whole-molecule (shape) proposals."""
 
+import math
+
 import openmm
 import openmm.unit as unit
 
-__all__ = ["kT_kJ_per_mol", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
+__all__ = ["kT_kJ_per_mol", "check_temperature", "check_platform", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
 
 
 def kT_kJ_per_mol(temperature_K):
     """Thermal energy k_B T in kJ/mol at ``temperature_K`` kelvin."""
     return (unit.MOLAR_GAS_CONSTANT_R * temperature_K * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+
+
+def check_temperature(temperature_K, name="temperature"):
+    """``temperature_K`` as a float; ``ValueError`` naming ``name`` unless it is a positive finite
+    number of kelvin."""
+    try:
+        value = float(temperature_K)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number of kelvin; got {temperature_K!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of kelvin; got {temperature_K!r}")
+    return value
+
+
+def check_platform(name, option="platform"):
+    """``ValueError`` naming ``option`` unless ``name`` is None or an OpenMM platform available here."""
+    if name is None:
+        return None
+    names = _available_platforms()
+    if name not in names:
+        raise ValueError(f"{option} {name!r} is not an OpenMM platform available here; available: {', '.join(names)}")
+    return name
 
 
 _MEASURED = {}  # (System XML hash, threads) -> platform name

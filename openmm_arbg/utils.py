@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "Settings", "atomic_write", "write_json_atomic", "check_settings_file", "check_output_file", "file_sha256", "bootstrap",
-    "quiet_pymbar", "progress_bar", "GracefulStop",
+    "quiet_pymbar", "progress_bar", "GracefulStop", "dcd_header_frames", "check_dcd_complete",
 ]
 
 
@@ -169,6 +169,40 @@ def file_sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def dcd_header_frames(path):
+    """The number of frames a DCD file's header announces, or None if ``path`` is not a DCD file
+    with 32-bit record markers (CHARMM/NAMD/OpenMM/mdtraj) or the header does not say."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if len(head) < 12 or head[4:8] != b"CORD":
+        return None
+    for endian in "<>":
+        if struct.unpack(endian + "i", head[:4])[0] == 84:
+            n = struct.unpack(endian + "i", head[8:12])[0]
+            return n if n > 0 else None
+    return None
+
+
+def check_dcd_complete(path, n_frames_read, stride=1):
+    """``ValueError`` if the DCD file ``path`` holds fewer frames than its header announces (a
+    truncated copy or an interrupted write, which readers silently cut to the whole frames left);
+    ``n_frames_read`` frames were read with ``stride``. Other formats are not checked."""
+    if not os.fspath(path).lower().endswith(".dcd"):
+        return
+    announced = dcd_header_frames(path)
+    if announced is None:
+        return
+    expected = -(-announced // max(int(stride), 1))
+    if n_frames_read < expected:
+        raise ValueError(
+            f"{path} is truncated: its header announces {announced} frames but only {n_frames_read * max(int(stride), 1)} "
+            f"or fewer are complete (an interrupted copy or write). Copy or write the file again; to use the complete "
+            "frames anyway, save them to a new file first (mdtraj.load(...).save(...))"
+        )
 
 
 def bootstrap(statistic, n_samples, n_bootstrap=200, rng=None):

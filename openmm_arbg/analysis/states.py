@@ -140,7 +140,19 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
     from ..sampling.importance import weighted_mean
     from .free_energy import populations_from_chain
 
-    x = np.asarray(positions, dtype=float)
+    from ..arbg import as_positions_nm
+    from ..molecule.topology import MolecularGraph
+
+    from .observables import _as_mdtraj
+
+    try:
+        graph = topology if isinstance(topology, MolecularGraph) else MolecularGraph.from_topology(topology)
+    except ValueError:  # not one bonded molecule: no check of units by bond lengths
+        graph = None
+    n_atoms = graph.n_atoms if graph is not None else _as_mdtraj(topology).n_atoms
+    x = as_positions_nm(positions, n_atoms, graph)  # shape, atom count, NaN, nm (not Angstrom)
+    if log_weights is not None and np.shape(log_weights) != (len(x),):
+        raise ValueError(f"log_weights must have one value per frame, shape ({len(x)},); got shape {np.shape(log_weights)}")
     masks = {}
     for name, state in states.items():
         f = StateExpression(state, topology) if isinstance(state, str) else state

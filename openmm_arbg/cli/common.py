@@ -5,6 +5,7 @@ printing warnings."""
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 import sys
 
@@ -19,6 +20,11 @@ __all__ = [
     "print_warnings",
     "temperature_K",
     "target_for_model",
+    "positive_float",
+    "non_negative_float",
+    "positive_int",
+    "non_negative_int",
+    "platform_name",
 ]
 
 # flags that were renamed; an unrecognised old one gets a hint
@@ -42,6 +48,41 @@ def add_common_options(parser):
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
 
 
+def _checked_type(kind, test, description):
+    """An argparse ``type`` that converts with ``kind`` and refuses values failing ``test``, saying
+    what is allowed (also used for the values of a ``--config`` file)."""
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {description}; got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {description}; got {text!r}")
+        return value
+
+    convert.kind, convert.description, convert.__name__ = kind, description, description
+    return convert
+
+
+positive_float = _checked_type(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+non_negative_float = _checked_type(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+positive_int = _checked_type(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _checked_type(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def platform_name(text):
+    """argparse ``type`` of ``--platform``: an OpenMM platform available here."""
+    from ..physics import check_platform
+
+    try:
+        return check_platform(text, option="")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
+platform_name.description = "an OpenMM platform available here"
+
 SYSTEM_FORMS = "a built-in system name, peptide:SEQUENCE, system.xml:structure.pdb or structure.pdb[:forcefield.xml,...]"
 
 # options several commands take, by name: (flags, add_argument keywords)
@@ -49,12 +90,12 @@ SHARED_OPTIONS = {
     "model": (("--model",), dict(help="model file (model.safetensors)")),
     "target": (("--system",), dict(help=f"target: {SYSTEM_FORMS} (default: the built-in system of the model's molecule)")),
     "system": (("--system",), dict(default="alanine_dipeptide_vacuum", help=f"{SYSTEM_FORMS} (default %(default)s)")),
-    "temperature": (("--temperature",), dict(type=float, help="target temperature in K (default: the system's)")),
+    "temperature": (("--temperature",), dict(type=positive_float, help="target temperature in K (default: the system's)")),
     "proposal_temperature": (("--proposal-temperature",), dict(
-        type=float, default=1.0, help="softmax temperature of the proposal; results stay exact at any value (default %(default)s)")),
-    "workers": (("--workers",), dict(type=int, default=2, help="processes for OpenMM energies (default %(default)s)")),
-    "platform": (("--platform",), dict(default=None, help="OpenMM platform (default: Reference for small molecules)")),
-    "timestep_fs": (("--timestep-fs",), dict(type=float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
+        type=positive_float, default=1.0, help="softmax temperature of the proposal; results stay exact at any value (default %(default)s)")),
+    "workers": (("--workers",), dict(type=positive_int, default=2, help="processes for OpenMM energies (default %(default)s)")),
+    "platform": (("--platform",), dict(type=platform_name, default=None, help="OpenMM platform (default: Reference for small molecules)")),
+    "timestep_fs": (("--timestep-fs",), dict(type=positive_float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
     "quiet": (("--quiet",), dict(action="store_true", help="no progress bar")),
 }
@@ -161,7 +202,7 @@ def _convert(parser, action, value, where):
     if isinstance(value, bool) and typ is not bool:
         parser.error(f"{where} must be {_type_name(typ)}; got {value!r}")
     try:
-        if typ is int and isinstance(value, float):
+        if getattr(typ, "kind", typ) is int and isinstance(value, float):
             raise ValueError
         converted = typ(value) if (isinstance(value, str) or typ is not str) else str(value)
     except (TypeError, ValueError, argparse.ArgumentTypeError):
@@ -172,7 +213,8 @@ def _convert(parser, action, value, where):
 
 
 def _type_name(typ):
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(typ, getattr(typ, "__name__", str(typ)))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(typ) or getattr(typ, "description", None) or getattr(typ, "__name__", str(typ))
 
 
 def apply_config(parser, args, argv):
@@ -192,7 +234,9 @@ def apply_config(parser, args, argv):
     except OSError as exc:
         parser.error(f"cannot read the config file {path}: {exc.strerror or exc}")
     except yaml.YAMLError as exc:
-        parser.error(f"{path} is not valid YAML: {exc}")
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        parser.error(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or ' '.join(str(exc).split())}{where}")
     values = values or {}
     if not isinstance(values, dict):
         parser.error(f"{path} must hold a mapping of setting names to values")

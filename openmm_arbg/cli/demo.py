@@ -2,6 +2,9 @@
 and ArBGMove with the shipped model, every estimate against the shipped reference (arbg demo;
 openmm_arbg.demo.run_demo)."""
 
+import math
+import os
+
 from .common import add_options
 
 NAME = "demo"
@@ -13,6 +16,13 @@ def add_arguments(p):
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes (default %(default)s)")
     add_options(p, "seed")
     p.add_argument("--quiet", action="store_true", help="print only the report")
+
+
+def validate(args, parser):
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        parser.error(f"--minutes must be a positive number (the training time budget); got {args.minutes}")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a file; give a folder")
 
 
 def run(args):

@@ -21,6 +21,12 @@ def add_arguments(p):
     p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots (default %(default)s)")
 
 
+def validate(args, parser):
+    for name, value in (("--n", args.n), ("--stride", args.stride), ("--lag", args.lag), ("--max-points", args.max_points)):
+        if value < 1:
+            parser.error(f"{name} must be a positive integer; got {value}")
+
+
 def run(args):
     import os
 
@@ -29,13 +35,15 @@ def run(args):
     from ..analysis.evaluation import evaluate, evaluation_table
     from ..arbg import ArBG
     from ..sampling.energies import ReducedPotential
+    from ..training import load_trajectories
     from ..utils import atomic_write
     from .common import print_warnings, target_for_model
 
     model = ArBG.load(args.model)
     if not os.path.isfile(args.topology):
         raise FileNotFoundError(f"topology file {args.topology} does not exist")
-    ref = mdtraj.load(args.reference, top=args.topology, stride=args.stride)
+    ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond
+    model.check_topology(mdtraj.load_topology(args.topology))
     ms, T = target_for_model(model, args)
     with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
         metrics = evaluate(

@@ -24,6 +24,9 @@ def add_arguments(p):
 
 
 def validate(args, parser):
+    for name, value in (("--stride", args.stride), ("--n", args.n)):
+        if value < 1:
+            parser.error(f"{name} must be a positive integer; got {value}")
     if bool(args.trajectory) == bool(args.model):
         parser.error("give either --trajectory (with --topology) for a chain, or --model (with --system) for importance sampling")
     for state in args.state:
@@ -42,11 +45,13 @@ def run(args):
     if args.trajectory:
         import mdtraj
 
+        from ..training import load_trajectories
+
         if not args.topology or not os.path.isfile(args.topology):
             raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
-        traj = mdtraj.load(args.trajectory, top=args.topology, stride=args.stride)
-        positions, topology, log_weights = traj.xyz, traj.topology, None
-        label = f"{traj.n_frames} frames of {args.trajectory} (errors: statistical inefficiency)"
+        positions = load_trajectories([args.trajectory], args.topology, stride=args.stride)  # checked bond by bond
+        topology, log_weights = mdtraj.load_topology(args.topology), None
+        label = f"{len(positions)} frames of {args.trajectory} (errors: statistical inefficiency)"
     else:
         from ..arbg import ArBG
         from ..sampling.energies import ReducedPotential

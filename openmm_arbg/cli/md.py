@@ -1,6 +1,7 @@
 """Unconstrained Langevin MD of a system, one resumable run per temperature: training data
 (arbg md; openmm_arbg.simulation.md.run_md)."""
 
+import math
 import os
 
 from .common import add_options
@@ -24,12 +25,17 @@ def add_arguments(p):
 
 
 def validate(args, parser):
-    if args.ns <= 0 or args.report_ps <= 0 or args.timestep_fs <= 0 or args.equilibration_ps < 0:
-        parser.error("--ns, --report-ps and --timestep-fs must be positive and --equilibration-ps not negative")
+    for name, value in (("--ns", args.ns), ("--report-ps", args.report_ps), ("--timestep-fs", args.timestep_fs)):
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"{name} must be a positive number; got {value}")
+    if not (math.isfinite(args.equilibration_ps) and args.equilibration_ps >= 0):
+        parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
     if args.chunk_frames < 1:
         parser.error(f"--chunk-frames must be a positive integer; got {args.chunk_frames}")
-    if args.temperatures and min(args.temperatures) <= 0:
-        parser.error(f"--temperatures must be positive (K); got {args.temperatures}")
+    if args.temperatures and not all(math.isfinite(t) and t > 0 for t in args.temperatures):
+        parser.error(f"--temperatures must be positive numbers (K); got {' '.join(f'{t:g}' for t in args.temperatures)}")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a file; give a folder")
 
 
 def run(args):
@@ -38,8 +44,6 @@ def run(args):
     from ..simulation.md import run_md, steps_from_ps
     from ..simulation.systems import build_system
 
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise ValueError(f"--output {args.output} is a file; give a folder")
     ms = build_system(args.system)
     n_steps, report = steps_from_ps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:

@@ -58,6 +58,16 @@ def validate(args, parser):
         settings(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    if args.stride < 1:
+        parser.error(f"--stride must be a positive integer; got {args.stride}")
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device {args.device!r} is not a torch device: give cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is available to torch here; use --device cpu")
 
 
 def run(args):

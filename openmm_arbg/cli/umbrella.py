@@ -2,6 +2,8 @@
 result.json, and optionally frames resampled from the unbiased distribution (arbg umbrella;
 openmm_arbg.simulation.umbrella.run_umbrella)."""
 
+import math
+
 from ..analysis.observables import BASINS
 from .common import add_options
 
@@ -31,6 +33,17 @@ def add_arguments(p):
 
 
 def validate(args, parser):
+    if args.windows < 2:
+        parser.error(f"--windows must be an integer >= 2 (windows per dihedral); got {args.windows}")
+    for name, value in (("--k", args.k), ("--ps", args.ps), ("--report-ps", args.report_ps)):
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"{name} must be a positive number; got {value}")
+    if not (math.isfinite(args.equilibration_ps) and args.equilibration_ps >= 0):
+        parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
+    if args.mbar_samples < 1:
+        parser.error(f"--mbar-samples must be a positive integer; got {args.mbar_samples}")
+    if args.export < 0:
+        parser.error(f"--export must be an integer >= 0 (frames to write); got {args.export}")
     if args.export and not args.save_positions:
         parser.error("--export draws frames from the windows' positions: add --save-positions")
 

@@ -15,7 +15,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from ..physics import default_platform, kT_kJ_per_mol, platform_properties
+from ..physics import check_platform, check_temperature, default_platform, kT_kJ_per_mol, platform_properties
 
 __all__ = ["ReducedPotential", "kT_kJ_per_mol"]
 
@@ -38,6 +38,25 @@ def _energies_kj(context, positions):
             e = math.inf
         out[i] = e if math.isfinite(e) else math.inf
     return out
+
+
+def _harmonic_bonds(system):
+    """Atom pairs (k, 2) of the System's HarmonicBondForce terms (for a check of length units)."""
+    pairs = [force.getBondParameters(b)[:2] for force in system.getForces() if isinstance(force, openmm.HarmonicBondForce)
+             for b in range(force.getNumBonds())]
+    return np.array(pairs, dtype=int).reshape(-1, 2)
+
+
+def _check_nm(x, bonds):
+    """``ValueError`` if positions (n, N, 3) look like Angstrom: the median bonded distance of the
+    first 64 configurations between 0.5 and 5 (bonds are 0.1-0.15 nm)."""
+    if len(bonds) and len(x):
+        median = float(np.median(np.linalg.norm(x[:64, bonds[:, 0]] - x[:64, bonds[:, 1]], axis=-1)))
+        if 0.5 <= median < 5:
+            raise ValueError(
+                f"the median bond length of the positions is {median:.3g}, not a length in nm (expected about 0.1-0.15). "
+                "They look like Angstrom: divide by 10."
+            )
 
 
 def _worker_init(system_xml, platform_name):
@@ -90,11 +109,16 @@ class ReducedPotential:
                 raise ValueError("ReducedPotential supports NVT states of one molecule (no barostat)")
         if system.usesPeriodicBoundaryConditions():
             raise ValueError("ReducedPotential evaluates one molecule without a box; the System is periodic")
+        T = check_temperature(T)
+        if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer (processes; 1 evaluates in this process); got {n_workers!r}")
+        check_platform(platform)
         self.system = system
         self.temperature = T
         self.beta = 1.0 / kT_kJ_per_mol(T)  # mol/kJ
         self.platform = platform  # None: chosen by a speed test on the first positions
-        self.n_workers = max(1, int(n_workers))
+        self.n_workers = int(n_workers)
+        self._bonds = _harmonic_bonds(system)
         self._context = None
         self._pool = None
         self.n_evaluations = 0
@@ -120,6 +144,7 @@ class ReducedPotential:
             x = x[None]
         if x.shape[1:] != (self.system.getNumParticles(), 3):
             raise ValueError(f"positions must have shape (n, {self.system.getNumParticles()}, 3); got {x.shape}")
+        _check_nm(x, self._bonds)
         self.n_evaluations += len(x)
         if self.platform is None:
             self.platform = default_platform(len(x[0]), self.system, x[0])

@@ -137,6 +137,11 @@ def smc_sample(model, reduced_potential, n, stages, lambdas=None, ess_threshold=
     from .energies import ReducedPotential
 
     check_target(reduced_potential.system, model.graph)
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer (particles); got {n!r}")
+    n = int(n)
+    if not 0 < ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in (0, 1] (a fraction of n); got {ess_threshold!r}")
     D = model.n_coords
     cuts = [int(c) for c in stages]
     if any(not 0 < c < D for c in cuts) or cuts != sorted(set(cuts)):
@@ -144,6 +149,8 @@ def smc_sample(model, reduced_potential, n, stages, lambdas=None, ess_threshold=
     lambdas = [1.0] * len(cuts) if lambdas is None else [float(v) for v in lambdas]
     if len(lambdas) != len(cuts):
         raise ValueError("give one lambda per intermediate stage")
+    if not all(v >= 0 for v in lambdas):
+        raise ValueError(f"lambdas must be >= 0 (inverse-temperature factors); got {lambdas}")
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=model.device).manual_seed(int(rng.integers(2**62)))
     density = model.density

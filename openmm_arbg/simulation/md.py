@@ -10,6 +10,8 @@ Output folder layout (one folder per temperature)::
 """
 
 import json
+import math
+import numbers
 import os
 import sys
 
@@ -18,7 +20,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from ..physics import default_platform
+from ..physics import check_platform, check_temperature, default_platform
 from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
 __all__ = ["run_md", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
@@ -47,7 +49,14 @@ def langevin_settings(
     n_steps, report_interval = int(n_steps), int(report_interval)
     if n_steps <= 0 or report_interval <= 0 or n_steps % report_interval:
         raise ValueError(f"n_steps ({n_steps}) must be a positive multiple of report_interval ({report_interval})")
-    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else float(temperature)
+    T = molecular_system.temperature.value_in_unit(unit.kelvin) if temperature is None else check_temperature(temperature)
+    for name, value, lowest in (("timestep_fs", timestep_fs, None), ("friction_per_ps", friction_per_ps, 0.0)):
+        ok = isinstance(value, numbers.Real) and math.isfinite(value) and (value > 0 if lowest is None else value >= lowest)
+        if not ok:
+            raise ValueError(f"{name} must be a " + ("positive number" if lowest is None else "number >= 0") + f"; got {value!r}")
+    if int(equilibration_steps) < 0:
+        raise ValueError(f"equilibration_steps must be >= 0; got {equilibration_steps!r}")
+    check_platform(platform)
     return dict(
         system=molecular_system.name,
         n_atoms=molecular_system.n_atoms,
@@ -114,6 +123,8 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
 
     if molecular_system.system.getNumConstraints() > 0:
         raise ValueError("training MD must be unconstrained; build the system with constraints=None")
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, numbers.Integral) or chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be a positive integer; got {chunk_frames!r}")
     if platform is None:  # the platform a run started on (chosen by a speed test) is the one it resumes on
         platform = _stored(os.path.join(output_dir, "settings.json")).get("platform")
     settings = langevin_settings(

@@ -214,9 +214,18 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     from ..utils import progress_bar as tqdm  # tqdm on a terminal, plain lines in logs
 
     dihedrals = np.asarray(dihedrals, dtype=int).reshape(-1, 4)
-    centres = np.asarray(centres, dtype=float).reshape(-1, len(dihedrals))
-    if k <= 0:
+    n_atoms = molecular_system.system.getNumParticles()
+    if len(dihedrals) == 0 or dihedrals.min() < 0 or dihedrals.max() >= n_atoms:
+        raise ValueError(f"dihedrals must be quadruples of atom indices in [0, {n_atoms}) ({n_atoms} atoms); got {dihedrals.tolist()}")
+    centres = np.asarray(centres, dtype=float)
+    if centres.ndim != 2 or centres.shape[1] != len(dihedrals) or len(centres) == 0 or not np.isfinite(centres).all():
+        raise ValueError(f"centres must be finite angles (rad) of shape (n_windows, {len(dihedrals)}) for {len(dihedrals)} dihedrals; "
+                         f"got shape {centres.shape}")
+    if not k > 0:
         raise ValueError(f"k must be positive (kJ/mol/rad^2), got {k}")
+    for name, value in (("n_workers", n_workers), ("max_samples_per_window", max_samples_per_window)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
     if platform is None:  # a run resumes on the platform it started on (chosen by a speed test)
         try:
             with open(os.path.join(output_dir, "settings.json")) as f:
@@ -332,7 +341,15 @@ class UmbrellaResult:
             n_k = np.array([len(idx) for idx in self._kept])
             # the self-consistent/Newton solver: pymbar's default (hybr) is far slower with hundreds of states
             protocol = ({"method": "adaptive", "options": {"min_sc_iter": 0}},)
-            self._mbar = MBAR(self._reduced_bias(values), n_k, initialize="BAR", solver_protocol=protocol)
+            try:
+                self._mbar = MBAR(self._reduced_bias(values), n_k, initialize="BAR", solver_protocol=protocol)
+            except Exception as exc:  # pymbar raises its own errors (even NameError) when it cannot solve
+                raise ValueError(
+                    f"MBAR could not combine the {len(n_k)} umbrella windows ({n_k.sum()} decorrelated frames, fewest "
+                    f"{n_k.min()} in a window; pymbar: {type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}): the "
+                    "windows are too short or do not overlap. Run longer windows (arbg umbrella --ps), more windows "
+                    "(--windows) or a softer restraint (--k)"
+                ) from None
         return self._mbar
 
     @property

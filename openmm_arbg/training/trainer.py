@@ -25,7 +25,7 @@ import torch.distributed as dist
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
-from ..utils import Settings, atomic_write
+from ..utils import Settings, atomic_write, check_dcd_complete
 
 __all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
 
@@ -183,12 +183,24 @@ def load_trajectories(paths, topology, stride=1, graph=None):
     """
     import mdtraj
 
-    from ..molecule.topology import MolecularGraph
+    from ..molecule.topology import MolecularGraph, check_bond_lengths
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not paths:
         raise ValueError("no trajectory files given")
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise ValueError(f"stride (--stride) must be a positive integer; got {stride!r}")
+    reference, source = None, "the topology"
+    if isinstance(topology, (str, os.PathLike)):
+        topology = os.fspath(topology)
+        if not os.path.isfile(topology):
+            raise FileNotFoundError(f"topology file {topology} does not exist")
+        source = topology
+        try:  # the topology file's own structure: its bond lengths are the reference (a PDB has coordinates)
+            reference = mdtraj.load(topology).xyz[0]
+        except Exception:
+            reference = None
     out = []
     for path in paths:
         path = os.fspath(path)
@@ -203,6 +215,7 @@ def load_trajectories(paths, topology, stride=1, graph=None):
             raise ValueError(f"mdtraj cannot read {path}: {exc}") from None
         if traj.n_frames == 0:
             raise ValueError(f"trajectory file {path} holds no frames")
+        check_dcd_complete(path, traj.n_frames, stride)
         if graph is not None:
             if traj.n_atoms != graph.n_atoms:
                 raise ValueError(f"{path} has {traj.n_atoms} atoms; the model's molecule has {graph.n_atoms}")
@@ -212,6 +225,8 @@ def load_trajectories(paths, topology, stride=1, graph=None):
         if graph is None:
             graph = MolecularGraph.from_topology(traj.topology)
         out.append(as_positions_nm(traj.xyz, what=f"frames of {path}"))
+        if reference is not None and reference.shape == out[-1].shape[1:]:
+            check_bond_lengths(out[-1], graph, reference, what=f"the frames of {path}", source=source)
     x = np.concatenate(out)
     _check_bonds(x, graph)
     return x
