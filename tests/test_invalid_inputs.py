@@ -175,8 +175,8 @@ CLI_ROWS = [
     # mcmc
     ("mcmc-iterations-zero", MCMC + ["--iterations", "0"], ["--iterations", "positive", "0"]),
     ("mcmc-chunk-iterations-zero", MCMC + ["--chunk-iterations", "0"], ["--chunk-iterations", "positive", "0"]),
-    ("mcmc-attempts-zero", MCMC + ["--attempts", "0"], ["attempts", "positive", "0"]),
-    ("mcmc-langevin-steps-negative", MCMC + ["--langevin-steps", "-1"], ["langevin_steps", ">= 0", "-1"]),
+    ("mcmc-attempts-zero", MCMC + ["--attempts", "0"], ["--attempts", "positive", "0"]),
+    ("mcmc-langevin-steps-negative", MCMC + ["--langevin-steps", "-1"], ["--langevin-steps", ">= 0", "-1"]),
     ("mcmc-temperature-zero", MCMC + ["--temperature", "0"], ["--temperature", "positive", "0"]),
     ("mcmc-timestep-zero", MCMC + ["--timestep-fs", "0"], ["--timestep-fs", "positive", "0"]),
     ("mcmc-unknown-platform", MCMC + ["--platform", "Quantum"], ["--platform", "quantum", "reference"]),
@@ -185,7 +185,7 @@ CLI_ROWS = [
     ("smc-repeats-zero", SMC + ["--repeats", "0"], ["--repeats", "positive", "0"]),
     ("smc-ess-threshold", SMC + ["--ess-threshold", "2"], ["--ess-threshold", "(0, 1]", "2"]),
     ("smc-temperature-zero", SMC + ["--temperature", "0"], ["--temperature", "positive", "0"]),
-    ("smc-stage-out-of-range", SMC + ["--stages", "0"], ["stages", "(0, 60)", "[0]"]),
+    ("smc-stage-out-of-range", SMC + ["--stages", "0"], ["--stages", "increasing", "[0]"]),
     ("smc-lambdas-without-stages", SMC + ["--lambdas", "0.5"], ["--lambdas", "--stages"]),
     # free-energy
     ("fe-neither-source", ["free-energy"], ["--trajectory", "--model"]),

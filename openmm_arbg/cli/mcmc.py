@@ -33,6 +33,10 @@ def add_arguments(p):
 def validate(args, parser):
     if args.iterations < 1:
         parser.error(f"--iterations must be a positive integer; got {args.iterations}")
+    if args.attempts < 1:
+        parser.error(f"--attempts must be a positive integer; got {args.attempts}")
+    if args.langevin_steps < 0:
+        parser.error(f"--langevin-steps must be an integer >= 0; got {args.langevin_steps}")
     if args.chunk_iterations < 1:
         parser.error(f"--chunk-iterations must be a positive integer; got {args.chunk_iterations}")
     if args.cut_probabilities is not None and (args.cuts is None or len(args.cuts) != len(args.cut_probabilities)):

@@ -31,6 +31,8 @@ def validate(args, parser):
             parser.error(f"{name} must be a positive integer; got {value}")
     if not 0 < args.ess_threshold <= 1:
         parser.error(f"--ess-threshold must be in (0, 1]; got {args.ess_threshold}")
+    if args.stages is not None and (any(c < 1 for c in args.stages) or args.stages != sorted(set(args.stages))):
+        parser.error(f"--stages must be increasing model-coordinate cuts >= 1 (and below the model's number of coordinates); got {args.stages}")
     if args.lambdas is not None:
         if args.stages is None or len(args.lambdas) != len(args.stages):
             parser.error("--lambdas needs one value per --stages cut")
