@@ -53,7 +53,8 @@ def compare_profiles(free_energy, error, reference, reference_error, max_referen
 def profile_plot(profile, path, reference=None, reference_label="reference", title=None):
     """Plot a :class:`~openmm_arbg.sampling.control.Profile` to ``path`` (PNG, written atomically).
 
-    One dihedral: F (kT) against the angle (degrees) with a 1-sigma band, and optionally a
+    One dihedral: F (kT) against the angle (degrees) with a 1-sigma band (points whose weights
+    have Pareto k >= 0.7 marked: their error bars are too small), and optionally a
     reference ``(free_energy, error)`` on the same grid as points with error bars, shifted by the
     aligning constant of :func:`compare_profiles`. Two dihedrals: a map of F (and of the reference
     beside it).
@@ -72,6 +73,9 @@ def profile_plot(profile, path, reference=None, reference_label="reference", tit
         f, e = profile.free_energy, np.where(np.isfinite(profile.error), profile.error, np.nan)
         ax.plot(deg, f, "-", color="C0", label=f"ArBG conditional IS ({profile.n_evaluations:,} energies)")
         ax.fill_between(deg, f - e, f + e, color="C0", alpha=0.3, lw=0)
+        bad = ~profile.reliable
+        if bad.any():
+            ax.plot(deg[bad], f[bad], "x", color="C3", label="Pareto k >= 0.7: error bar too small")
         if reference is not None:
             r, er = (np.asarray(a, float) for a in reference)
             shift = compare_profiles(f, profile.error, r, er)["offset"]
