@@ -459,7 +459,7 @@ class ArBG:
         z, _ = self.to_model_coordinates(positions)
         return self.density.log_prob(z, proposal_temperature, stop=stop).cpu().numpy()
 
-    def sample(self, n, proposal_temperature=1.0, batch_size=1024, seed=None, prefix=None):
+    def sample(self, n, proposal_temperature=1.0, batch_size=1024, seed=None, prefix=None, progress=False):
         """Draw ``n`` configurations, or continuations of fixed leading model coordinates.
 
         Parameters
@@ -473,6 +473,8 @@ class ArBG:
             For reproducible draws.
         prefix : array_like (k,) or (n, k), optional
             Leading model coordinates (see :meth:`to_model_coordinates`) to keep.
+        progress : bool
+            Show progress per batch (a bar on a terminal, plain lines in logs).
 
         Returns
         -------
@@ -494,8 +496,10 @@ class ArBG:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        from .utils import progress_bar
+
         xs, lqs = [], []
-        for s in range(0, n, batch_size):
+        for s in progress_bar(range(0, n, batch_size), desc="sample", unit="batch", disable=not progress):
             m = min(batch_size, n - s)
             p = None if prefix is None else (prefix if prefix.ndim == 1 else prefix[s : s + m])
             z, log_qz = self.density.sample(m, proposal_temperature, generator, prefix=p)

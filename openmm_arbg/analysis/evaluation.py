@@ -165,7 +165,7 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
 
 
 def evaluate(model, reference_positions, reduced_potential, n_proposals, proposal_temperature=1.0, lag=100, max_points=5000,
-             structural=True, seed=0, output_dir=None, reference_label="reference MD"):
+             structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False):
     """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
 
     Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and
@@ -209,7 +209,8 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     from .observables import backbone_dihedrals
 
     ref = as_positions_nm(reference_positions, model.n_atoms, model.graph, "reference positions")
-    result = importance_sample(model, reduced_potential, n_proposals, proposal_temperature=proposal_temperature, seed=seed)
+    result = importance_sample(model, reduced_potential, n_proposals, proposal_temperature=proposal_temperature, seed=seed,
+                               progress=progress)
     picks = resample(result.log_weights, n_proposals, rng=seed)
     u_ref = reduced_potential(ref)
     x_rs, u_rs = result.positions[picks], result.reduced_potentials[picks]

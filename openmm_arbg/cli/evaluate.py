@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--stride", type=int, default=1, help="reference frame stride (default %(default)s)")
     p.add_argument("--lag", type=int, default=100, help="TICA lag in (strided) reference frames (default %(default)s)")
     p.add_argument("--max-points", type=int, default=5000, help="points per set for exact optimal transport (default %(default)s)")
-    add_options(p, "workers", "seed")
+    add_options(p, "workers", "seed", "quiet")
     p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots (default %(default)s)")
 
 
@@ -48,7 +48,7 @@ def run(args):
     with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
         metrics = evaluate(
             model, ref, u, args.n, proposal_temperature=args.proposal_temperature, lag=args.lag, max_points=args.max_points,
-            seed=args.seed, output_dir=args.output,
+            seed=args.seed, output_dir=args.output, progress=not args.quiet,
         )
     text = evaluation_table(metrics)
     with atomic_write(os.path.join(args.output, "evaluation.md")) as f:

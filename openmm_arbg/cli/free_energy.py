@@ -20,7 +20,7 @@ def add_arguments(p):
         help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
         "residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
     )
-    add_options(p, "workers", "seed")
+    add_options(p, "workers", "seed", "quiet")
 
 
 def validate(args, parser):
@@ -61,7 +61,7 @@ def run(args):
         model = ArBG.load(args.model)
         ms, T = target_for_model(model, args)
         with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
-            result = importance_sample(model, u, args.n, seed=args.seed)
+            result = importance_sample(model, u, args.n, seed=args.seed, progress=not args.quiet)
         print(result.summary())
         print_warnings(warning_lines(result))
         positions, topology, log_weights = result.positions, model.topology, result.log_weights

@@ -60,7 +60,8 @@ def run(args):
         ms, T = target_for_model(model, args)
         with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
             t0 = time.time()
-            result = importance_sample(model, u, args.n, proposal_temperature=args.proposal_temperature, seed=args.seed)
+            result = importance_sample(model, u, args.n, proposal_temperature=args.proposal_temperature, seed=args.seed,
+                                       progress=not args.quiet)
             print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
         print_warnings(warning_lines(result))
         positions = result.resample(rng=args.seed) if args.resample else result.positions

@@ -237,7 +237,8 @@ class ImportanceSamplingResult:
         )
 
 
-def importance_sample(model, reduced_potential, n, proposal_temperature=1.0, batch_size=1024, seed=None, clip_top_fraction=0.0):
+def importance_sample(model, reduced_potential, n, proposal_temperature=1.0, batch_size=1024, seed=None, clip_top_fraction=0.0,
+                      progress=False):
     """Draw ``n`` proposals from ``model`` and weight them for the target of ``reduced_potential``.
 
     Parameters
@@ -250,14 +251,19 @@ def importance_sample(model, reduced_potential, n, proposal_temperature=1.0, bat
     seed : int, optional
     clip_top_fraction : float
         Biased clipping, off by default (see :func:`log_importance_weights`).
+    progress : bool
+        Show the progress of drawing and of the energies (a bar on a terminal, lines in logs).
     """
     from ..physics import check_target
+    from ..utils import progress_bar
 
     check_target(reduced_potential.system, model.graph)
-    positions, log_q = model.sample(n, proposal_temperature=proposal_temperature, batch_size=batch_size, seed=seed)
+    positions, log_q = model.sample(n, proposal_temperature=proposal_temperature, batch_size=batch_size, seed=seed,
+                                    progress=progress)
     valid = model.check_stereo(positions)
     u = np.full(len(positions), np.inf)
-    if valid.any():
-        u[valid] = reduced_potential(positions[valid])
+    index = np.flatnonzero(valid)
+    for s in progress_bar(range(0, len(index), batch_size), desc="energies", unit="batch", disable=not progress):
+        u[index[s : s + batch_size]] = reduced_potential(positions[index[s : s + batch_size]])
     log_w = log_importance_weights(u, log_q, valid, clip_top_fraction)
     return ImportanceSamplingResult(positions, log_q, u, valid, log_w)
