@@ -13,6 +13,9 @@ def add_arguments(p):
     p.add_argument("--trajectory", help="MD or MCMC trajectory (chain estimate)")
     p.add_argument("--topology", help="topology file of --trajectory")
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
+    p.add_argument("--recycled", metavar="RESULT_NPZ",
+                   help="the recycled proposals of arbg mcmc --recycle (OUTPUT.progress/result.npz), weighed as importance "
+                   "sampling; with --topology")
     add_options(p, "model", "target", "temperature", model=dict(help="model file (importance-sampling estimate)"))
     p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
     p.add_argument(
@@ -27,8 +30,9 @@ def validate(args, parser):
     for name, value in (("--stride", args.stride), ("--n", args.n)):
         if value < 1:
             parser.error(f"{name} must be a positive integer; got {value}")
-    if bool(args.trajectory) == bool(args.model):
-        parser.error("give either --trajectory (with --topology) for a chain, or --model (with --system) for importance sampling")
+    if sum(bool(v) for v in (args.trajectory, args.model, args.recycled)) != 1:
+        parser.error("give one of --trajectory (with --topology) for a chain, --model (with --system) for importance sampling, "
+                     "or --recycled (with --topology) for the recycled proposals of arbg mcmc --recycle")
     for state in args.state:
         name, sep, expression = state.partition("=")
         if not sep or not name.strip() or not expression.strip():
@@ -52,6 +56,30 @@ def run(args):
         positions = load_trajectories([args.trajectory], args.topology, stride=args.stride)  # checked bond by bond
         topology, log_weights = mdtraj.load_topology(args.topology), None
         label = f"{len(positions)} frames of {args.trajectory} (errors: statistical inefficiency)"
+    elif args.recycled:
+        import mdtraj
+        import numpy as np
+
+        from ..arbg import as_positions_nm
+        from ..molecule.topology import MolecularGraph
+        from ..sampling.mcmc import ArBGMove
+
+        if not args.topology or not os.path.isfile(args.topology):
+            raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
+        if not os.path.isfile(args.recycled):
+            raise FileNotFoundError(f"--recycled {args.recycled} does not exist (arbg mcmc --recycle writes OUTPUT.progress/result.npz)")
+        with np.load(args.recycled, allow_pickle=False) as z:
+            if "recycled_valid" not in z.files:
+                raise ValueError(f"--recycled {args.recycled} holds no recycled proposals: run arbg mcmc with --recycle")
+            data = {k: z["recycled_" + k] for k in ("positions", "log_q", "reduced_potentials", "valid")}
+        topology = mdtraj.load_topology(args.topology)
+        graph = MolecularGraph.from_topology(topology)
+        data["positions"] = as_positions_nm(data["positions"], graph.n_atoms, graph, "recycled positions")
+        result = ArBGMove.recycled_result(data)
+        print(result.summary())
+        print_warnings(warning_lines(result))
+        positions, log_weights = result.positions, result.log_weights
+        label = f"{result.n} recycled proposals of an ArBGMove chain (errors: bootstrap)"
     else:
         from ..arbg import ArBG
         from ..sampling.energies import ReducedPotential

@@ -22,6 +22,10 @@ def add_arguments(p):
                    help="partial resampling: each attempt keeps the first K model coordinates, K drawn from these "
                    "(0 redraws the whole molecule), and redraws the rest from the model's exact conditional (default: 0 only)")
     p.add_argument("--cut-probabilities", type=float, nargs="+", help="probability of each --cuts value (default uniform)")
+    p.add_argument("--recycle", action="store_true",
+                   help="keep every whole-molecule proposal, accepted or not, with its importance weight (waste recycling): "
+                   "estimates from all the energies the chain computed, kept in OUTPUT.progress/result.npz for "
+                   "arbg free-energy --recycled")
     p.add_argument("--output", default="arbg_mcmc.dcd",
                    help="trajectory file of the chain (default %(default)s); chunks are saved in OUTPUT.progress/ as the chain "
                    "runs, and the same command resumes an interrupted chain")
@@ -65,10 +69,18 @@ def run(args):
             langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
             collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
             output=args.output, chunk_iterations=args.chunk_iterations, topology=ms.topology,
-            cuts=args.cuts, cut_probabilities=args.cut_probabilities,
+            cuts=args.cuts, cut_probabilities=args.cut_probabilities, recycle=args.recycle,
         )
     except RunInterrupted as stopped:
         print(f"arbg mcmc: {stopped}", file=sys.stderr)
         raise SystemExit(130)
     print(f"{chain.summary()}; trajectory -> {args.output}")
     print_warnings(warning_lines(chain))
+    if chain.recycled is not None:
+        import os
+
+        recycled = chain.recycled_result
+        print(f"recycled whole-molecule proposals (importance weights, no extra energies): {recycled.summary()}")
+        print_warnings(warning_lines(recycled))
+        path = os.path.join(args.output + ".progress", "result.npz")
+        print(f"recycled proposals -> {path} (arbg free-energy --recycled {path} --topology TOPOLOGY)")

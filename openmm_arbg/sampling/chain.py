@@ -47,6 +47,17 @@ class ChainResult:
     n_energy_evaluations: int = 0
     wall_time_s: float = 0.0
     seed: int = None
+    recycled: dict = None
+
+    @property
+    def recycled_result(self):
+        """The chain's whole-molecule proposals, accepted or not, weighed as importance sampling
+        (``run_chain(recycle=True)``; :meth:`ArBGMove.recycled_result`), or None."""
+        if self.recycled is None:
+            return None
+        from .mcmc import ArBGMove
+
+        return ArBGMove.recycled_result(self.recycled)
 
     @property
     def acceptance_rate(self):
@@ -94,7 +105,7 @@ def _system_sha256(system):
 def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10, langevin_steps=0, proposal_temperature=1.0,
               buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
               keep_positions=True, block_size=1000, seed=None, progress=False, output=None, chunk_iterations=100,
-              topology=None, out=None, cuts=None, cut_probabilities=None):
+              topology=None, out=None, cuts=None, cut_probabilities=None, recycle=False):
     """Run ``n_iterations`` of [Langevin dynamics, then ``n_attempts`` ArBGMove attempts].
 
     The chain runs in chunks of ``chunk_iterations``. Each chunk starts from the state (positions
@@ -155,6 +166,9 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         Partial resampling (:class:`~openmm_arbg.ArBGMove`): each attempt keeps the first ``k``
         model coordinates, ``k`` drawn from ``cuts`` (0: the whole molecule) with these
         probabilities (default uniform).
+    recycle : bool
+        Keep every whole-molecule proposal with its weight (``ChainResult.recycled_result``):
+        estimates from all the energies the chain computed, not only from its states.
 
     Returns
     -------
@@ -186,7 +200,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
 
         start = np.asarray(positions.value_in_unit(unit.nanometer), dtype=np.float64)
         arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
-                            cuts=cuts, cut_probabilities=cut_probabilities)
+                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle)
         settings = dict(
             model_sha256=arbg_move.proposal.model_sha256,
             system_sha256=_system_sha256(system),
@@ -198,6 +212,8 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
             seed=None if seed is None else int(seed), chunk_iterations=chunk_iterations,
             observables=sorted(observables or {}),
         )
+        if recycle:  # only when asked: runs without it resume as before
+            settings.update(recycle=True)
         if cuts is not None:  # only when given: runs without cuts resume as before
             settings.update(cuts=list(arbg_move.cuts), cut_probabilities=[float(v) for v in arbg_move.cut_probabilities])
         store = ChunkStore(output, settings, "an MCMC chain", out=out)
@@ -205,7 +221,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         platform = store.stored.get("platform_used", platform)
     else:
         arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
-                            cuts=cuts, cut_probabilities=cut_probabilities)
+                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     platform = platform or default_platform(system.getNumParticles(), system, positions)
@@ -223,6 +239,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
 
     observables = dict(observables or {})
     kept, values, block = [], {name: [] for name in observables}, []
+    recycled = []  # per chunk: the dict of ArBGMove.pop_recycled
     keep = keep_positions or store is not None
 
     def flush():
@@ -248,6 +265,8 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
             kept.append(saved["positions"])
             for name in observables:
                 values[name].append(saved["obs_" + name])
+            if recycle:
+                recycled.append({k: saved["recycled_" + k] for k in _RECYCLED})
         arbg_move.statistics = {k: int(v) for k, v in zip(saved["statistics_keys"], saved["statistics_values"])}
         velocities = saved["last_velocities"] * (unit.nanometer / unit.picosecond) if saved["last_velocities"].size else None
         sampler_state = states.SamplerState(saved["last_positions"] * unit.nanometer, velocities=velocities)
@@ -279,6 +298,8 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
                     flush()
                 bar.update(1)
             flush()
+            if recycle:
+                recycled.append(arbg_move.pop_recycled())
             sampler_state = sampler.sampler_state
             del context_cache
             if store is not None:
@@ -292,6 +313,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
                     statistics_keys=np.array(list(stats), dtype=str), statistics_values=np.array(list(stats.values()), dtype=np.int64),
                     elapsed_s=elapsed0 + time.time() - t0,
                     **{"obs_" + name: _chunk_values(values[name], n_here) for name in observables},
+                    **({"recycled_" + k: recycled[-1][k] for k in _RECYCLED} if recycle else {}),
                 )
                 if stop.requested and c + 1 < n_chunks:
                     bar.close()
@@ -306,6 +328,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         n_energy_evaluations=n_iterations * (arbg_move.n_attempts + langevin_steps),
         wall_time_s=elapsed0 + time.time() - t0,
         seed=int(seed),
+        recycled={k: np.concatenate([r[k] for r in recycled]) for k in _RECYCLED} if recycle else None,
     )
     if store is not None:
         import mdtraj
@@ -313,11 +336,15 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         top = _mdtraj_topology(topology, arbg_move)
         store.finish(
             lambda tmp: mdtraj.Trajectory(positions_all, top).save(tmp),
-            result_arrays={"obs_" + name: v for name, v in result.observables.items()},
+            result_arrays={**{"obs_" + name: v for name, v in result.observables.items()},
+                           **({"recycled_" + k: v for k, v in result.recycled.items()} if recycle else {})},
             statistics=result.statistics, n_energy_evaluations=result.n_energy_evaluations, wall_time_s=result.wall_time_s,
             summary=result.summary(),
         )
     return result
+
+
+_RECYCLED = ("positions", "log_q", "reduced_potentials", "valid")
 
 
 def _chunk_values(parts, n):
@@ -358,4 +385,5 @@ def _completed_chain(store, topology, arbg_move, observables):
         n_energy_evaluations=s.get("n_energy_evaluations", 0),
         wall_time_s=s.get("wall_time_s", 0.0),
         seed=s.get("seed_used"),
+        recycled={k: saved["recycled_" + k] for k in _RECYCLED} if "recycled_valid" in saved else None,
     )

@@ -195,6 +195,11 @@ class ArBGMove(MCMCMove):
         Default: whole-molecule proposals only.
     cut_probabilities : sequence of float, optional
         Probabilities of ``cuts`` (default uniform).
+    recycle : bool
+        Keep every whole-molecule proposal (accepted or not) with its ``log q`` and reduced
+        potential: they are i.i.d. draws from the model whatever the chain does, so
+        :meth:`recycled_result` weighs them as plain importance sampling (waste recycling; see
+        ``docs/design.md``). Partial proposals depend on the state and are not kept.
 
     Attributes
     ----------
@@ -207,11 +212,14 @@ class ArBGMove(MCMCMove):
         The counters above (openmmtools synchronises these across MPI ranks).
     """
 
-    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256, cuts=None, cut_probabilities=None):
+    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256, cuts=None, cut_probabilities=None,
+                 recycle=False):
         super().__init__()
         self.proposal = ArBGProposal(model, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
         self.n_attempts = _positive_int(n_attempts, "n_attempts")
         self._set_cuts(cuts, cut_probabilities)
+        self.recycle = bool(recycle)
+        self._recycled = []
         self.n_accepted = 0
         self.n_proposed = 0
         self.n_wrong_stereo = 0
@@ -262,6 +270,40 @@ class ArBGMove(MCMCMove):
     def reset_statistics(self):
         self.statistics = {}
 
+    def _record(self, positions, log_q, u, valid):
+        if self.recycle:
+            self._recycled.append((np.asarray(positions, dtype=np.float32), np.asarray(log_q, dtype=float),
+                                   np.asarray(u, dtype=float), np.asarray(valid, dtype=bool)))
+
+    def pop_recycled(self):
+        """The whole-molecule proposals kept since the last call (``recycle=True``), and forget them.
+
+        Returns
+        -------
+        dict
+            ``positions`` (m, N, 3) float32 nm, ``log_q`` (m,), ``reduced_potentials`` (m,) kT
+            (+inf for wrong-handed or failed proposals) and ``valid`` (m,) bool.
+        """
+        parts, self._recycled = self._recycled, []
+        n_atoms = self.model.n_atoms
+        if not parts:
+            return dict(positions=np.zeros((0, n_atoms, 3), np.float32), log_q=np.zeros(0), reduced_potentials=np.zeros(0),
+                        valid=np.zeros(0, bool))
+        x, lq, u, ok = (np.concatenate(a) for a in zip(*parts))
+        return dict(positions=x, log_q=lq, reduced_potentials=u, valid=ok)
+
+    @staticmethod
+    def recycled_result(recycled):
+        """Importance weights ``-u - log q`` of recycled proposals (the dict of :meth:`pop_recycled`,
+        or several concatenated): an :class:`~openmm_arbg.sampling.importance.ImportanceSamplingResult`
+        whose estimates and bootstrap errors are those of plain importance sampling with as many
+        proposals, at no extra energy evaluation."""
+        from .importance import ImportanceSamplingResult, log_importance_weights
+
+        log_w = log_importance_weights(recycled["reduced_potentials"], recycled["log_q"], recycled["valid"])
+        return ImportanceSamplingResult(np.asarray(recycled["positions"], dtype=np.float64), recycled["log_q"],
+                                        recycled["reduced_potentials"], recycled["valid"], log_w)
+
     def _check_state(self, thermodynamic_state, system):
         """Refuse states for which the move is not exact. Runs on every apply (it costs
         microseconds): a cache keyed on the System object would let a changed System through."""
@@ -307,6 +349,7 @@ class ArBGMove(MCMCMove):
             u_prop[i] = self._reduced_potential(thermodynamic_state, context)
         self.n_wrong_stereo += int((~right_handed).sum())
         self.n_failed_energy += int((right_handed & ~np.isfinite(u_prop)).sum())
+        self._record(proposals, log_q, u_prop, right_handed)
 
         accepted_index = None
         for i in range(self.n_attempts):
@@ -334,9 +377,13 @@ class ArBGMove(MCMCMove):
             self.n_proposed += 1
             if not ok[0]:
                 self.n_wrong_stereo += 1
+                if k == 0:
+                    self._record(proposal, log_q, [math.inf], ok)
                 continue
             context.setPositions(proposal[0] * unit.nanometer)
             u_prop = self._reduced_potential(thermodynamic_state, context)
+            if k == 0:  # whole-molecule proposals are i.i.d. from the model: recyclable
+                self._record(proposal, log_q, [u_prop], ok)
             if not math.isfinite(u_prop):
                 self.n_failed_energy += 1
                 continue
@@ -354,6 +401,8 @@ class ArBGMove(MCMCMove):
         state.update(n_attempts=self.n_attempts)
         if self.cuts is not None:  # plain lists for openmmtools' YAML storage
             state.update(cuts=list(self.cuts), cut_probabilities=list(self.cut_probabilities))
+        if self.recycle:
+            state.update(recycle=True)
         state.update(self.statistics)
         return state
 
@@ -362,6 +411,7 @@ class ArBGMove(MCMCMove):
         self.proposal.__setstate__(state)
         self.n_attempts = int(state.get("n_attempts", 1))
         self._set_cuts(state.get("cuts"), state.get("cut_probabilities"))
+        self.recycle, self._recycled = bool(state.get("recycle", False)), []
         self.statistics = state
 
     def __str__(self):
