@@ -18,6 +18,7 @@ Usage (each method writes ``OUTPUT/<method>.json``; ``--report`` merges them int
     python benchmarks/phi_free_energy.py --methods md pt              # budgets 1e5, 1e6, 3e6 (about 25 min)
     python benchmarks/phi_free_energy.py --methods is                 # 2e3, 5e3, 1e4 proposals (about 6 min)
     python benchmarks/phi_free_energy.py --methods arbg               # 5e3, 2e4 evaluations (about 7 min)
+    python benchmarks/phi_free_energy.py --methods arbg-recycled      # the same chains, estimates from every proposal
     python benchmarks/phi_free_energy.py --report
 
 (``--budgets`` and ``--repeats`` change the defaults; ``--model`` another model; the default
@@ -100,13 +101,23 @@ def run_pt(ms, n_evaluations, seed, n_replicas=4, t_max=600.0, steps_per_iterati
     return float(np.mean(_phi_positive(xs, ms.topology))), wall, n_iter * n_replicas * steps_per_iteration
 
 
-def run_arbg_mcmc(ms, model_path, n_evaluations, seed, attempts=25, langevin_steps=25):
-    """P(phi > 0) from an MCMCSampler chain of ArBGMove + Langevin, observed after every iteration."""
+def run_arbg_mcmc(ms, model_path, n_evaluations, seed, attempts=25, langevin_steps=25, recycle=False):
+    """P(phi > 0) from an MCMCSampler chain of ArBGMove + Langevin, observed after every iteration;
+    with ``recycle``, also from every whole-molecule proposal of the chain, weighed as importance
+    sampling (waste recycling; same energies, no more)."""
     n_iter = max(1, n_evaluations // (attempts + langevin_steps))
     chain = run_chain(model_path, states.ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, n_iter, n_attempts=attempts,
                       langevin_steps=langevin_steps, buffer_size=min(1000, n_iter * attempts), platform="Reference", minimize=True,
-                      observables={"phi>0": lambda x: _phi_positive(x, ms.topology)}, keep_positions=False, seed=seed)
-    return float(np.mean(chain.observables["phi>0"])), chain.wall_time_s, chain.n_energy_evaluations, chain.acceptance_rate
+                      observables={"phi>0": lambda x: _phi_positive(x, ms.topology)}, keep_positions=False, seed=seed,
+                      recycle=recycle)
+    p_chain = float(np.mean(chain.observables["phi>0"]))
+    if recycle:
+        rec = chain.recycled_result
+        lw = rec.log_weights
+        w = np.exp(lw - lw[np.isfinite(lw)].max())
+        p_rec = float(w[_phi_positive(rec.positions, ms.topology)].sum() / w.sum())
+        return p_rec, chain.wall_time_s, chain.n_energy_evaluations, chain.acceptance_rate, p_chain
+    return p_chain, chain.wall_time_s, chain.n_energy_evaluations, chain.acceptance_rate
 
 
 def run_is_pool(ms, model_path, n_total, seed):
@@ -119,12 +130,13 @@ def run_is_pool(ms, model_path, n_total, seed):
     return result.log_weights, _phi_positive(result.positions, ms.topology), seconds_per_proposal
 
 
-DEFAULT_BUDGETS = {"md": [100000, 1000000, 3000000], "pt": [100000, 1000000, 3000000], "arbg": [5000, 20000], "is": [2000, 5000, 10000]}
+DEFAULT_BUDGETS = {"md": [100000, 1000000, 3000000], "pt": [100000, 1000000, 3000000], "arbg": [5000, 20000], "is": [2000, 5000, 10000],
+                   "arbg-recycled": [5000, 20000]}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=[], choices=["md", "pt", "arbg", "is"])
+    p.add_argument("--methods", nargs="+", default=[], choices=["md", "pt", "arbg", "is", "arbg-recycled"])
     p.add_argument("--budgets", type=int, nargs="+", default=None,
                    help="energy evaluations per run (default: the budgets of docs/benchmarks.md for each method)")
     p.add_argument("--repeats", type=int, default=8)
@@ -164,19 +176,22 @@ def main():
                     elif method == "pt":
                         est, wall, ev = run_pt(ms, b, seed)
                         row = dict(p=est, wall_s=wall, evaluations=ev)
-                    else:
+                    elif method == "arbg":
                         est, wall, ev, acc = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps)
                         row = dict(p=est, wall_s=wall, evaluations=ev, acceptance=acc)
+                    else:
+                        est, wall, ev, acc, p_chain = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps, True)
+                        row = dict(p=est, wall_s=wall, evaluations=ev, acceptance=acc, p_chain=p_chain)
                     rows.append(dict(budget=b, repeat=r, **row))
                     print(method, rows[-1], flush=True)
-        write_json_atomic(os.path.join(args.output, f"{method}.json"), dict(method=method, model=model_path if method in ("arbg", "is") else None, rows=rows))
+        write_json_atomic(os.path.join(args.output, f"{method}.json"), dict(method=method, model=model_path if method != "md" and method != "pt" else None, rows=rows))
     if args.report:
         ref = args.reference or reference_path("alanine_dipeptide_vacuum_300K_umbrella")
         report(args.output, ref)
 
 
 NAMES = {"md": "(a) Langevin MD", "pt": "(b) parallel tempering, 4 replicas 300-600 K", "arbg": "(c) ArBGMove + Langevin",
-         "is": "(d) importance sampling"}
+         "is": "(d) importance sampling", "arbg-recycled": "(e) ArBGMove + Langevin, recycled proposals"}
 
 
 def report(folder, reference):
@@ -194,7 +209,7 @@ def report(folder, reference):
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     per_eval = {}
-    for method in ("md", "pt", "arbg", "is"):
+    for method in ("md", "pt", "arbg", "is", "arbg-recycled"):
         path = os.path.join(folder, f"{method}.json")
         if not os.path.exists(path):
             continue
