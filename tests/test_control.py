@@ -145,6 +145,8 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
     without phi as a coordinate is refused before any computing."""
     import json
 
+    import mdtraj
+
     from openmm_arbg import ArBG
     from openmm_arbg.cli import main
     from openmm_arbg.pretrained import pretrained_path
@@ -157,8 +159,10 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
     assert model.dihedral_coordinate("phi") == 5 and model.dihedral_coordinate("psi") == 8
     model.save(str(tmp_path / "m.safetensors"))
     umbrella = ["umbrella", "--dihedrals", "phi", "--windows", "4", "--ps", "2", "--report-ps", "0.1", "--equilibration-ps", "0.5",
-                "--workers", "1", "--output", str(tmp_path / "umb"), "--quiet"]
+                "--workers", "1", "--output", str(tmp_path / "umb"), "--quiet", "--save-positions", "--export-windows"]
     assert main(umbrella) == 0
+    windows = mdtraj.load(str(tmp_path / "umb" / "windows.dcd"), top=model.topology)  # biased frames: training data for conditionals
+    assert windows.n_frames == 4 * 20
     out = tmp_path / "prof"
     argv = ["profile", "--model", str(tmp_path / "m.safetensors"), "--dihedrals", "phi", "--grid", "4", "--n-per-point", "16",
             "--workers", "1", "--reference", str(tmp_path / "umb"), "--output", str(out), "--quiet"]

@@ -28,6 +28,10 @@ def add_arguments(p):
     p.add_argument("--export", type=int, default=0,
                    help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
     p.add_argument("--export-region", choices=REGIONS, default="all", help="restrict --export to a region (default %(default)s)")
+    p.add_argument("--export-windows", action="store_true",
+                   help="write every saved frame of every window, as simulated (biased: an even coverage of the restrained "
+                   "dihedrals, each frame Boltzmann-distributed given them) to windows.dcd: training data for the conditionals "
+                   "that arbg profile uses (needs --save-positions)")
     p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")
     add_options(p, "quiet")
 
@@ -44,8 +48,8 @@ def validate(args, parser):
         parser.error(f"--mbar-samples must be a positive integer; got {args.mbar_samples}")
     if args.export < 0:
         parser.error(f"--export must be an integer >= 0 (frames to write); got {args.export}")
-    if args.export and not args.save_positions:
-        parser.error("--export draws frames from the windows' positions: add --save-positions")
+    if (args.export or args.export_windows) and not args.save_positions:
+        parser.error("--export and --export-windows write the windows' positions: add --save-positions")
 
 
 def run(args):
@@ -93,6 +97,15 @@ def run(args):
         for c, fi, ei in zip(centres, f, err):
             fh.write(",".join(f"{np.degrees(v):.6g}" for v in c) + f",{fi:.6g},{ei:.6g}\n")
     print(f"-> {path}, {os.path.join(args.output, 'profile.csv')} (free energy per bin, MBAR)")
+    if args.export_windows:
+        import mdtraj
+
+        top = mdtraj.Topology.from_openmm(ms.topology) if not isinstance(ms.topology, mdtraj.Topology) else ms.topology
+        path = os.path.join(args.output, "windows.dcd")
+        xyz = np.concatenate(result.positions).astype(np.float32)
+        with atomic_write(path, mode=None) as tmp:
+            mdtraj.Trajectory(xyz, top).save(tmp)
+        print(f"{len(xyz)} frames of {len(result.positions)} windows (biased) -> {path}")
     if args.export:
         frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
