@@ -113,3 +113,24 @@ def test_command_line_mcmc_with_partial_moves(tmp_path, capsys):
     assert main(args[:11] + ["--cuts", "0", "60", "--output", str(tmp_path / "x.dcd")]) == 2
     assert "cuts must be model-coordinate indices in [0, 60)" in capsys.readouterr().err
     assert main(args[:11] + ["--cuts", "0", "--cut-probabilities", "0.5", "0.5"]) == 2
+
+
+def test_command_line_mcmc_with_openmmtools_storage(tmp_path, capsys):
+    """arbg mcmc --storage: openmmtools' MultiStateSampler and netCDF storage; the same command
+    with more iterations resumes from the file and extends it."""
+    from openmmtools import multistate
+
+    from openmm_arbg.pretrained import pretrained_path
+
+    nc = tmp_path / "chain.nc"
+    args = ["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--attempts", "3", "--langevin-steps", "5",
+            "--chunk-iterations", "2", "--storage", str(nc), "--quiet"]
+    assert main(args + ["--iterations", "4"]) == 0
+    assert "4 iterations in" in capsys.readouterr().out
+    assert main(args + ["--iterations", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "6 iterations in" in text and "of 18)" in text  # the move's counters were restored: 6 x 3 attempts
+    reporter = multistate.MultiStateReporter(str(nc), open_mode="r")
+    assert reporter.read_last_iteration() == 6
+    reporter.close()
+    assert main(args[:-2] + ["--storage", str(tmp_path / "x.txt"), "--iterations", "2"]) == 2

@@ -26,6 +26,9 @@ def add_arguments(p):
                    help="keep every whole-molecule proposal, accepted or not, with its importance weight (waste recycling): "
                    "estimates from all the energies the chain computed, kept in OUTPUT.progress/result.npz for "
                    "arbg free-energy --recycled")
+    p.add_argument("--storage", metavar="FILE.nc",
+                   help="run the chain in openmmtools' MultiStateSampler with its netCDF storage (MultiStateReporter) "
+                   "instead of --output; the same command resumes from the last checkpoint, a larger --iterations extends it")
     p.add_argument("--output", default="arbg_mcmc.dcd",
                    help="trajectory file of the chain (default %(default)s); chunks are saved in OUTPUT.progress/ as the chain "
                    "runs, and the same command resumes an interrupted chain")
@@ -47,9 +50,39 @@ def validate(args, parser):
         parser.error("--cut-probabilities needs one probability per --cuts value")
 
 
+def _run_storage(args):
+    """arbg mcmc --storage: openmmtools' sampler and storage."""
+    from openmmtools.states import ThermodynamicState
+    import openmm.unit as unit
+
+    from ..arbg import ArBG
+    from ..sampling.chain import run_chain_storage
+    from .common import target_for_model
+
+    model = ArBG.load(args.model)
+    ms, T = target_for_model(model, args)
+    sampler = run_chain_storage(
+        args.model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, args.storage,
+        n_attempts=args.attempts, langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature,
+        timestep_fs=args.timestep_fs, collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform,
+        checkpoint_interval=args.chunk_iterations, cuts=args.cuts, cut_probabilities=args.cut_probabilities, seed=args.seed,
+    )
+    move = sampler.mcmc_moves[0].move_list[-1]
+    print(f"{sampler.iteration} iterations in {args.storage} (openmmtools MultiStateReporter); ArBGMove acceptance "
+          f"{100 * move.acceptance_rate:.2f} % ({move.n_accepted} of {move.n_proposed})")
+
+
 def run(args):
     from ..sampling.streaming import TRAJECTORY_EXTENSIONS
     from ..utils import check_output_file
+
+    if args.storage:
+        if args.recycle:
+            raise ValueError("--recycle keeps proposals in the --output chunks; it does not work with --storage")
+        if not args.storage.endswith(".nc"):
+            raise ValueError(f"--storage {args.storage}: give a netCDF file name ending in .nc")
+        check_output_file(args.storage, "--storage", (".nc",))
+        return _run_storage(args)
 
     check_output_file(args.output, "--output", TRAJECTORY_EXTENSIONS)  # before loading or computing anything
     from openmmtools.states import ThermodynamicState

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["run_chain", "ChainResult"]
+__all__ = ["run_chain", "run_chain_storage", "ChainResult"]
 
 
 @dataclass
@@ -345,6 +345,63 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
 
 
 _RECYCLED = ("positions", "log_q", "reduced_potentials", "valid")
+
+
+def run_chain_storage(model, thermodynamic_state, positions, n_iterations, storage, n_attempts=10, langevin_steps=0,
+                      proposal_temperature=1.0, buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None,
+                      checkpoint_interval=10, cuts=None, cut_probabilities=None, seed=None):
+    """The chain of :func:`run_chain` run by openmmtools itself: a ``MultiStateSampler`` with one
+    state and one replica, stored by ``MultiStateReporter`` in the netCDF file ``storage``
+    (positions every ``checkpoint_interval`` iterations, energies and the moves' statistics every
+    iteration), analysable with openmmtools' tools.
+
+    If ``storage`` exists, the run it holds is resumed from its last checkpoint (openmmtools
+    restores the move, which reloads its model by path and checks its SHA-256) and run, or
+    extended, to ``n_iterations`` in all; the other arguments are then those stored.
+
+    Returns
+    -------
+    openmmtools.multistate.MultiStateSampler
+        ``sampler.iteration`` iterations done; the ArBGMove is ``sampler.mcmc_moves[0].move_list[-1]``.
+    """
+    import os
+
+    import openmm
+    import openmm.unit as unit
+    from openmmtools import cache, mcmc, multistate, states
+
+    from ..physics import default_platform
+    from .mcmc import ArBGMove
+
+    import logging
+
+    logging.getLogger("openmmtools.multistate").setLevel(logging.ERROR)  # its "API is experimental" notices
+    n_iterations = int(n_iterations)
+    if n_iterations < 1:
+        raise ValueError(f"n_iterations must be a positive integer; got {n_iterations}")
+    if not unit.is_quantity(positions):
+        positions = np.asarray(positions, dtype=float) * unit.nanometer
+    platform = platform or default_platform(thermodynamic_state.system.getNumParticles(), thermodynamic_state.system, positions)
+    if os.path.exists(storage):
+        sampler = multistate.MultiStateSampler.from_storage(storage)
+    else:
+        if seed is not None:
+            np.random.seed(int(seed) % 2**32)
+        moves = [ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
+                          cuts=cuts, cut_probabilities=cut_probabilities)]
+        if langevin_steps:
+            moves.insert(0, mcmc.LangevinDynamicsMove(n_steps=int(langevin_steps), timestep=timestep_fs * unit.femtosecond,
+                                                      collision_rate=collision_rate_per_ps / unit.picosecond))
+        sampler = multistate.MultiStateSampler(mcmc_moves=mcmc.SequenceMove(moves), number_of_iterations=n_iterations,
+                                               online_analysis_interval=None)
+        reporter = multistate.MultiStateReporter(storage, checkpoint_interval=int(checkpoint_interval))
+        sampler.create([thermodynamic_state], states.SamplerState(positions), reporter)
+    sampler.energy_context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(platform))
+    sampler.sampler_context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(platform))
+    remaining = n_iterations - sampler.iteration
+    if remaining > 0:
+        sampler.extend(remaining)
+    return sampler
 
 
 def _chunk_values(parts, n):
