@@ -209,3 +209,23 @@ def test_first_torsions_on_capped_peptides(sequence, names):
     assert torch.allclose(model.to_model_coordinates(back.numpy())[0], z, atol=1e-8)
     samples, _ = model.sample(32, seed=0)
     assert model.check_stereo(samples).all()
+
+
+def test_shipped_phi_model_and_reference_by_name(tmp_path, capsys):
+    """The shipped model with phi and psi first and the shipped 1-D phi umbrella reference, named
+    on the command line as a new user would (docs/benchmarks.md section 12 runs them at full size)."""
+    import json
+
+    from openmm_arbg import ArBG
+    from openmm_arbg.cli import main
+
+    model = ArBG.from_pretrained("alanine_dipeptide_vacuum_phi_psi_first")
+    assert model.dihedral_coordinate("phi") == 5 and model.dihedral_coordinate("psi") == 8
+    argv = ["profile", "--model", "alanine_dipeptide_vacuum_phi_psi_first", "--grid", "36", "--n-per-point", "3", "--workers", "1",
+            "--reference", "alanine_dipeptide_vacuum_300K_phi_umbrella", "--output", str(tmp_path / "p"), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "p" / "result.json").read_text())
+    assert result["n_evaluations"] == 108 and result["reference"]["n_defined"] == 36
+    capsys.readouterr()
+    assert main(argv[:4] + ["12"] + argv[5:]) == 2  # the shipped reference has 36 bins
+    assert "--grid 36" in capsys.readouterr().err

@@ -40,6 +40,7 @@ def parse_args(argv, parser=None):
         return args, None
     sub = parser._subparsers._group_actions[0].choices[args.command]
     args = common.apply_config(sub, args, argv[1:])
+    common.resolve_shipped_model(args)
     module = COMMANDS[args.command]
     missing = [k for k in getattr(module, "REQUIRED", ()) if not getattr(args, k, None)]
     if missing:

@@ -87,7 +87,7 @@ SYSTEM_FORMS = "a built-in system name, peptide:SEQUENCE, system.xml:structure.p
 
 # options several commands take, by name: (flags, add_argument keywords)
 SHARED_OPTIONS = {
-    "model": (("--model",), dict(help="model file (model.safetensors)")),
+    "model": (("--model",), dict(help="model file (model.safetensors), or the name of a model shipped with the package")),
     "target": (("--system",), dict(help=f"target: {SYSTEM_FORMS} (default: the built-in system of the model's molecule)")),
     "system": (("--system",), dict(default="alanine_dipeptide_vacuum", help=f"{SYSTEM_FORMS} (default %(default)s)")),
     "temperature": (("--temperature",), dict(type=positive_float, help="target temperature in K (default: the system's)")),
@@ -317,6 +317,19 @@ def system_for_model(model, name=None, option="--system", out=None):
         file=out or sys.stdout,
     )
     return matches[0]
+
+
+def resolve_shipped_model(args):
+    """``--model NAME`` for a model shipped with the package (``openmm_arbg.pretrained``) when no
+    file of that name exists: replaced by the shipped file's path."""
+    import os
+
+    name = getattr(args, "model", None)
+    if name and not os.path.exists(name):
+        from ..pretrained import PRETRAINED, pretrained_path
+
+        if name in PRETRAINED:
+            args.model = pretrained_path(name)
 
 
 def print_warnings(lines, out=None):

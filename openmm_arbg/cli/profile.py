@@ -20,7 +20,8 @@ def add_arguments(p):
     p.add_argument("--grid", type=int, default=36, help="grid points per dihedral, at bin centres (default %(default)s)")
     p.add_argument("--n-per-point", type=int, default=1000, help="proposals (energy evaluations) per grid point (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=4096, help="configurations generated at once (default %(default)s)")
-    p.add_argument("--reference", help="folder of an arbg umbrella run over the same dihedrals to compare with")
+    p.add_argument("--reference", help="an arbg umbrella run over the same dihedrals to compare with: its folder, or a "
+                   "reference JSON with a profile (e.g. the shipped alanine_dipeptide_vacuum_300K_phi_umbrella, by name)")
     p.add_argument("--reference-mbar-samples", type=int, default=2000,
                    help="decorrelated frames per umbrella window MBAR uses for --reference, at most (default %(default)s)")
     p.add_argument("--output", default="arbg_profile", help="folder for profile.csv, profile.png and result.json (default %(default)s)")
@@ -61,15 +62,7 @@ def run(args):
         model.dihedral_coordinate(d)
     reference = None
     if args.reference:
-        from ..simulation.umbrella import load_umbrella
-
-        if not os.path.isdir(args.reference):
-            raise FileNotFoundError(f"--reference {args.reference} is not a folder written by arbg umbrella")
-        umbrella = load_umbrella(args.reference, max_samples_per_window=args.reference_mbar_samples)
-        if umbrella.centres.shape[1] != len(args.dihedrals):
-            raise ValueError(f"--reference {args.reference} restrains {umbrella.centres.shape[1]} dihedral(s), the profile has {len(args.dihedrals)}")
-        _, ref_f, ref_e = umbrella.profile(args.grid)
-        reference = (ref_f, ref_e)
+        reference = _reference_profile(args)
     ms, T = target_for_model(model, args)
     with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
         profile = dihedral_profile(model, u, args.dihedrals, n_grid=args.grid, n_per_point=args.n_per_point,
@@ -117,3 +110,36 @@ def run(args):
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, json.loads(json.dumps(result)))
     print(f"-> {csv_path}, {png}, {path}")
+
+
+def _reference_profile(args):
+    """(free energy, error) per grid point of ``--reference``: an arbg umbrella folder (MBAR now), a
+    JSON file with a ``profile`` entry, or the name of a shipped reference."""
+    import json
+    import os
+
+    import numpy as np
+
+    path = args.reference
+    if not os.path.exists(path):
+        from ..pretrained import REFERENCES, reference_path
+
+        if path not in REFERENCES:
+            raise FileNotFoundError(f"--reference {path}: no such folder or file, nor a shipped reference ({', '.join(sorted(REFERENCES))})")
+        path = reference_path(path)
+    if os.path.isdir(path):
+        from ..simulation.umbrella import load_umbrella
+
+        umbrella = load_umbrella(path, max_samples_per_window=args.reference_mbar_samples)
+        if umbrella.centres.shape[1] != len(args.dihedrals):
+            raise ValueError(f"--reference {path} restrains {umbrella.centres.shape[1]} dihedral(s), the profile has {len(args.dihedrals)}")
+        _, f, e = umbrella.profile(args.grid)
+        return f, e
+    with open(path) as fh:
+        stored = json.load(fh).get("profile")
+    if not stored:
+        raise ValueError(f"--reference {path} holds no profile (give an arbg umbrella folder, or a JSON with a 'profile' entry)")
+    if len(stored["dihedrals"]) != len(args.dihedrals) or int(stored["n_bins"]) != args.grid:
+        raise ValueError(f"--reference {path} is a profile of {stored['dihedrals']} on {stored['n_bins']} bins per dihedral; "
+                         f"run with --dihedrals {' '.join(stored['dihedrals'])} --grid {stored['n_bins']}")
+    return np.asarray(stored["free_energy_kT"], dtype=float), np.asarray(stored["error_kT"], dtype=float)

@@ -5,7 +5,7 @@ nothing is downloaded.
 
 >>> from openmm_arbg.pretrained import list_pretrained
 >>> sorted(list_pretrained())
-['alanine_dipeptide_vacuum', 'alanine_dipeptide_vacuum_300K_600K']
+['alanine_dipeptide_vacuum', 'alanine_dipeptide_vacuum_300K_600K', 'alanine_dipeptide_vacuum_phi_psi_first']
 """
 
 import json
@@ -23,12 +23,21 @@ PRETRAINED = {
         "alanine_dipeptide_vacuum_300K_600K.safetensors",
         "alanine dipeptide, vacuum, trained on 300 K and 600 K MD (a broader proposal)",
     ),
+    "alanine_dipeptide_vacuum_phi_psi_first": (
+        "alanine_dipeptide_vacuum_phi_psi_first.safetensors",
+        "alanine dipeptide, vacuum, 300 K; phi and psi are model coordinates 5 and 8 (--first-torsions phi psi), for "
+        "arbg profile and fixed dihedrals; trained on 10 ns of 300 K MD plus the frames of 36 short umbrella windows on phi",
+    ),
 }
 
 REFERENCES = {
     "alanine_dipeptide_vacuum_300K_umbrella": (
         "alanine_dipeptide_vacuum_300K_umbrella.json",
         "umbrella sampling on (phi, psi) + MBAR: populations and free energies with standard errors",
+    ),
+    "alanine_dipeptide_vacuum_300K_phi_umbrella": (
+        "alanine_dipeptide_vacuum_300K_phi_umbrella.json",
+        "umbrella sampling on phi (36 windows of 1 ns) + MBAR: phi > 0 and the phi profile (36 bins) with standard errors",
     ),
 }
 
