@@ -209,7 +209,7 @@ class ArBG:
         if isinstance(representation, str):  # the same checks as ModelConfig (names, bins, margin)
             ModelConfig(representation=representation, n_bins=n_bins, margin=margin, seed=seed)
         if first_torsions:
-            from .analysis.observables import dihedral_indices
+            from .molecule.topology import dihedral_indices
 
             first_torsions = dihedral_indices(graph, list(first_torsions)).tolist()
         if isinstance(network, CausalTransformer) and int(n_bins) + 2 != network.cfg.vocab_size:
@@ -337,7 +337,7 @@ class ArBG:
         ValueError
             If the dihedral is not one of the model's coordinates, saying how to train one with it.
         """
-        from .analysis.observables import dihedral_indices
+        from .molecule.topology import dihedral_indices
 
         quad = [int(a) for a in dihedral_indices(self.graph, [dihedral])[0]]
         find = getattr(self.representation, "torsion_coordinate", None)

@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["MolecularGraph", "check_same_molecule", "check_bond_lengths"]
+__all__ = ["MolecularGraph", "check_same_molecule", "check_bond_lengths", "backbone_dihedral_indices", "named_dihedrals", "dihedral_indices"]
 
 
 class MolecularGraph:
@@ -268,3 +268,69 @@ def check_bond_lengths(frames, graph, reference, what="the trajectory", source="
             f"{ref_lengths[k]:.3f} nm in {source}): the topology lists the atoms in another atom order than the trajectory, "
             "or is another molecule. Use the topology file written with the trajectory"
         )
+
+
+# ---------------------------------------------------------------------- named dihedrals
+def _as_mdtraj(topology):
+    import mdtraj
+
+    if isinstance(topology, mdtraj.Topology):
+        return topology
+    if isinstance(topology, MolecularGraph):
+        return topology.to_mdtraj()
+    return mdtraj.Topology.from_openmm(topology)
+
+
+def backbone_dihedral_indices(topology):
+    """Atom quadruples of the backbone dihedrals: ``(phi, psi)``, two int arrays (n_phi, 4) and
+    (n_psi, 4), as mdtraj defines them (a residue has phi if the previous one has a C, psi if the
+    next one has an N)."""
+    from mdtraj.geometry.dihedral import indices_phi, indices_psi
+
+    top = _as_mdtraj(topology)
+    return np.asarray(indices_phi(top), dtype=int).reshape(-1, 4), np.asarray(indices_psi(top), dtype=int).reshape(-1, 4)
+
+
+def named_dihedrals(topology):
+    """Backbone dihedrals by name: ``phiK``/``psiK`` -> atom quadruple (K the residue's 1-based
+    position in the topology), and ``phi``/``psi`` for the first residue that has one."""
+    top = _as_mdtraj(topology)
+    phi, psi = backbone_dihedral_indices(top)
+    out = {}
+    for name, idx, atom in (("phi", phi, 2), ("psi", psi, 1)):
+        for quad in idx:
+            out[f"{name}{top.atom(int(quad[atom])).residue.index + 1}"] = [int(a) for a in quad]
+        if len(idx):
+            out[name] = [int(a) for a in idx[0]]
+    return out
+
+
+def dihedral_indices(topology, names):
+    """Atom quadruples (m, 4) from names: ``"phi"``/``"psi"`` (the first residue that has one),
+    ``"phiK"``/``"psiK"`` (residue K, from 1; :func:`named_dihedrals`), ``"i,j,k,l"`` (0-based atom
+    indices) or a sequence of four ints. Raises ``ValueError`` for anything else."""
+    top = _as_mdtraj(topology)
+    named = None
+    out = []
+    for name in names:
+        if not isinstance(name, str):
+            atoms = [int(a) for a in name]
+        elif name[:3] in ("phi", "psi"):
+            named = named_dihedrals(top) if named is None else named
+            if name not in named:
+                known = ", ".join(k for k in named if k[-1].isdigit()) or "none"
+                raise ValueError(f"the molecule has no backbone dihedral {name!r} (it has: {known}); give atom indices as i,j,k,l")
+            out.append(named[name])
+            continue
+        else:
+            try:
+                atoms = [int(a) for a in name.split(",")]
+            except ValueError:
+                atoms = []
+        if len(atoms) != 4 or not all(0 <= a < top.n_atoms for a in atoms):
+            raise ValueError(
+                f"dihedral {name!r}: give phi, psi, phiK, psiK (K the residue, from 1) or four atom indices "
+                f"(0-based, < {top.n_atoms}) as i,j,k,l"
+            )
+        out.append(atoms)
+    return np.array(out, dtype=int).reshape(-1, 4)

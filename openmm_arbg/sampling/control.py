@@ -222,7 +222,7 @@ class Profile:
 
     def region_free_energy(self, indicator):
         """``F(region) - F(rest) = -ln(p / (1 - p))`` in kT, with its standard error."""
-        from ..simulation.umbrella import free_energy_from_probability
+        from .importance import free_energy_from_probability
 
         return free_energy_from_probability(*self.region_probability(indicator))
 

@@ -5,6 +5,7 @@ exact log density; ``w = 0`` for conformations with the wrong stereochemistry or
 Nothing is clipped unless asked for, and clipping warns that it biases.
 """
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from scipy.special import logsumexp
 from ..utils import bootstrap
 
 __all__ = [
+    "free_energy_from_probability",
     "log_importance_weights",
     "effective_sample_size",
     "normalized_weights",
@@ -24,6 +26,14 @@ __all__ = [
     "ImportanceSamplingResult",
     "importance_sample",
 ]
+
+
+def free_energy_from_probability(p, dp):
+    """``F(region) - F(rest) = -ln(p / (1 - p))`` in kT and its standard error ``dp / (p (1 - p))``
+    (delta method); ``(+-inf, inf)`` when ``p`` is 0 or 1."""
+    if not 0 < p < 1:
+        return (math.inf if p <= 0 else -math.inf), math.inf
+    return -math.log(p / (1 - p)), dp / (p * (1 - p))
 
 
 def log_importance_weights(reduced_potentials, log_q, valid=None, clip_top_fraction=0.0):

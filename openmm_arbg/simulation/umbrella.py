@@ -30,6 +30,7 @@ from scipy.special import logsumexp
 from ..analysis.observables import dihedral_regions, dihedrals as compute_dihedrals
 from ..molecule.topology import MolecularGraph
 from ..physics import kT_kJ_per_mol
+from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
 from .md import langevin_integrator, langevin_settings
 
@@ -54,14 +55,6 @@ def dihedral_grid(n_per_dihedral, n_dihedrals=2):
 def _angular_distance(a, b):
     d = np.abs(np.asarray(a) - np.asarray(b)) % (2 * math.pi)
     return np.minimum(d, 2 * math.pi - d)
-
-
-def free_energy_from_probability(p, dp):
-    """``F(region) - F(rest) = -ln(p / (1 - p))`` in kT and its standard error ``dp / (p (1 - p))``
-    (delta method); ``(+-inf, inf)`` when ``p`` is 0 or 1."""
-    if not 0 < p < 1:
-        return (math.inf if p <= 0 else -math.inf), math.inf
-    return -math.log(p / (1 - p)), dp / (p * (1 - p))
 
 
 def _window_path(output_dir, i):
