@@ -91,12 +91,16 @@ def run(args):
         )
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
-    centres, f, err = result.profile(args.windows)  # one bin per window and dihedral
-    with atomic_write(os.path.join(args.output, "profile.csv"), "w") as fh:
-        fh.write(",".join(f"{n}_deg" for n in args.dihedrals) + ",free_energy_kT,error_kT\n")
-        for c, fi, ei in zip(centres, f, err):
-            fh.write(",".join(f"{np.degrees(v):.6g}" for v in c) + f",{fi:.6g},{ei:.6g}\n")
-    print(f"-> {path}, {os.path.join(args.output, 'profile.csv')} (free energy per bin, MBAR)")
+    try:
+        centres, f, err = result.profile(args.windows)  # one bin per window and dihedral
+    except Exception as exc:  # noqa: BLE001 - the profile is extra; result.json is already written
+        print(f"-> {path}\nwarning: no profile.csv: MBAR could not compute the per-bin probabilities ({exc})")
+    else:
+        with atomic_write(os.path.join(args.output, "profile.csv"), "w") as fh:
+            fh.write(",".join(f"{n}_deg" for n in args.dihedrals) + ",free_energy_kT,error_kT\n")
+            for c, fi, ei in zip(centres, f, err):
+                fh.write(",".join(f"{np.degrees(v):.6g}" for v in c) + f",{fi:.6g},{ei:.6g}\n")
+        print(f"-> {path}, {os.path.join(args.output, 'profile.csv')} (free energy per bin, MBAR)")
     if args.export_windows:
         import mdtraj
 

@@ -388,11 +388,11 @@ class UmbrellaResult:
         _ = self.mbar
         index = np.clip(np.floor((np.asarray(self._values) + math.pi) / width).astype(int), 0, int(n_bins) - 1)
         flat = np.ravel_multi_index(tuple(index.T), (int(n_bins),) * d)
-        indicators = np.zeros((int(n_bins) ** d, len(flat)))
-        indicators[flat, np.arange(len(flat))] = 1.0
+        p, dp = np.zeros(int(n_bins) ** d), np.full(int(n_bins) ** d, np.inf)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = self.mbar.compute_multiple_expectations(indicators, np.zeros(len(flat)), compute_covariance=False)
-            p, dp = np.asarray(out["mu"]), np.asarray(out["sigma"])
+            for b in np.unique(flat):  # one bin at a time: a joint computation over hundreds of bins can fail (SVD)
+                out = self.mbar.compute_expectations((flat == b).astype(float), u_kn=np.zeros(len(flat)))
+                p[b], dp[b] = float(np.ravel(out["mu"])[0]), float(np.ravel(out["sigma"])[0])
             f = -np.log(p / width**d)
             err = np.where(p > 0, dp / p, np.inf)
         f = np.where(np.isfinite(f), f, np.inf)
