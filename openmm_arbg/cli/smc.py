@@ -49,6 +49,7 @@ def run(args):
 
     from ..arbg import ArBG
     from ..sampling.energies import ReducedPotential
+    from ..sampling.importance import effective_sample_size
     from ..sampling.smc import smc_sample
     from ..utils import atomic_write, check_output_file
     from .common import target_for_model
@@ -65,7 +66,7 @@ def run(args):
             start = time.perf_counter()
             res = smc_sample(model, u, args.n, stages=stages, lambdas=lambdas, ess_threshold=args.ess_threshold,
                              proposal_temperature=args.proposal_temperature, seed=None if args.seed is None else args.seed + r)
-            ess = float(np.exp(2 * np.logaddexp.reduce(res.log_weights) - np.logaddexp.reduce(2 * res.log_weights)))
+            ess = effective_sample_size(res.log_weights)
             print(f"run {r}: log Z(target) - log Z(model) = {res.log_z:.3f}, final ESS/N {100 * ess / args.n:.2f} %, "
                   f"{res.n_resamplings} resampling(s), {res.n_evaluations} energy evaluations, {time.perf_counter() - start:.1f} s")
             runs.append(res)
