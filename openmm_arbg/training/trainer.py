@@ -254,6 +254,45 @@ def _rank_world():
     return 0, 1
 
 
+def make_optimizer(net, learning_rate, weight_decay):
+    """AdamW with weight decay on the matrices only (not on biases, norms or embeddings)."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
+    return torch.optim.AdamW(
+        [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)],
+        lr=learning_rate,
+        betas=(0.9, 0.99),
+    )
+
+
+def optimizer_tensors(optimizer):
+    """The optimiser's state as flat checkpoint tensors (``trainer.optim.<index>.<name>``); its
+    ``param_groups`` (without parameters) go into the checkpoint's JSON."""
+    out = {}
+    for idx, st in optimizer.state_dict()["state"].items():
+        for key, val in st.items():
+            out[f"trainer.optim.{idx}.{key}"] = torch.as_tensor(val).reshape(-1).clone()
+    return out
+
+
+def load_optimizer_tensors(optimizer, tensors, param_groups):
+    """Restore what :func:`optimizer_tensors` wrote, with the saved ``param_groups``."""
+    state = {}
+    for key, val in tensors.items():
+        if key.startswith("trainer.optim."):
+            _, _, idx, name = key.split(".", 3)
+            state.setdefault(int(idx), {})[name] = val
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, st in state.items():
+        st["step"] = st["step"].reshape(())
+        for name in ("exp_avg", "exp_avg_sq"):
+            st[name] = st[name].reshape(params[idx].shape)
+    groups = optimizer.state_dict()["param_groups"]  # parameter ids in the order saved
+    groups = [dict(saved, params=g["params"]) for g, saved in zip(groups, param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
 class Trainer:
     """Train an :class:`~openmm_arbg.ArBG` on frames by maximum likelihood.
 
@@ -296,14 +335,7 @@ class Trainer:
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.net)
-        decay, no_decay = [], []
-        for name, p in self.net.named_parameters():
-            (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [dict(params=decay, weight_decay=self.config.weight_decay), dict(params=no_decay, weight_decay=0.0)],
-            lr=self.config.learning_rate,
-            betas=(0.9, 0.99),
-        )
+        self.optimizer = make_optimizer(self.net, self.config.learning_rate, self.config.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
         self.step = 0
         self.best_val = math.inf
@@ -374,10 +406,8 @@ class Trainer:
         if self.rank != 0:
             return
         tensors = self.model.network_tensors()
+        tensors.update(optimizer_tensors(self.optimizer))
         opt = self.optimizer.state_dict()
-        for idx, st in opt["state"].items():
-            for key, val in st.items():
-                tensors[f"trainer.optim.{idx}.{key}"] = torch.as_tensor(val).reshape(-1).clone()
         if self.ema is not None:
             for k, v in self.ema.items():
                 tensors[f"trainer.ema.{k}"] = v
@@ -425,19 +455,7 @@ class Trainer:
         if meta["data_hash"] != self.data_hash:
             raise ValueError(f"{where} was trained on other frames; resume with the same data and stride")
         self.model.load_network_weights(tensors)
-        state = {}
-        for key, val in tensors.items():
-            if key.startswith("trainer.optim."):
-                _, _, idx, name = key.split(".", 3)
-                state.setdefault(int(idx), {})[name] = val
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for idx, st in state.items():
-            st["step"] = st["step"].reshape(())
-            for name in ("exp_avg", "exp_avg_sq"):
-                st[name] = st[name].reshape(params[idx].shape)
-        groups = self.optimizer.state_dict()["param_groups"]  # parameter ids in the order saved
-        groups = [dict(saved, params=g["params"]) for g, saved in zip(groups, meta["param_groups"])]
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])
         if self.ema is not None:
             self.ema = {k[len("trainer.ema.") :]: v.clone() for k, v in tensors.items() if k.startswith("trainer.ema.")}
         torch.set_rng_state(tensors["trainer.rng.torch"])

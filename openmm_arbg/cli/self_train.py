@@ -1,0 +1,126 @@
+"""Self-train an ArBG by importance sampling, optionally annealing from a higher temperature
+(arbg self-train; openmm_arbg.training.SelfTrainer).
+
+Starts from a model trained on MD (arbg train), for example on short MD at the target
+temperature and at a high temperature where the molecule crosses its barriers. Each round draws
+fresh proposals, weights them exactly with OpenMM energies at the round's temperature and trains
+on the weighted proposals of the last rounds and on the MD frames (reweighted to that
+temperature). Writes model.safetensors (best ESS/N at the target temperature), last.safetensors,
+learning_curve.csv and .png, and a resumable checkpoint: the same command continues a stopped run.
+The settings are the fields of SelfTrainingConfig (openmm_arbg.training.self_training).
+"""
+
+import os
+
+from .common import add_dataclass_options, add_options, dataclass_values
+
+NAME = "self-train"
+HELP = "self-train a model by importance sampling (and temperature annealing) to find what the MD missed"
+REQUIRED = ("model",)
+
+
+def _config_class():
+    from ..training import SelfTrainingConfig
+
+    return SelfTrainingConfig
+
+
+def add_arguments(p):
+    add_options(p, "model", "target", model=dict(help="starting model (model.safetensors of arbg train, or a shipped name)"))
+    p.add_argument("--trajectories", nargs="+", default=[], help="MD trajectories to train on as well (optional)")
+    p.add_argument("--trajectory-temperatures", nargs="+", type=float, default=[], metavar="K",
+                   help="the temperature of each trajectory in K (one per trajectory)")
+    p.add_argument("--topology", help="topology of the trajectories (default: topology.pdb beside the first one)")
+    p.add_argument("--stride", type=int, default=1, help="use every n-th MD frame (default %(default)s)")
+    p.add_argument(
+        "--state", action="append", default=[], metavar="NAME=EXPRESSION",
+        help="a state whose population the learning curve follows, e.g. 'C7ax=phi > 0' (repeatable; "
+        "default for alanine dipeptide: C7ax=phi > 0)",
+    )
+    p.add_argument("--output", default="arbg_self_training", help="output folder (default %(default)s)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    add_options(p, "workers", "platform", "quiet", workers=dict(default=1))
+    add_dataclass_options(p, (_config_class(),))
+
+
+def validate(args, parser):
+    try:
+        dataclass_values(_config_class(), args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.stride < 1:
+        parser.error(f"--stride must be a positive integer; got {args.stride}")
+    if len(args.trajectory_temperatures) != len(args.trajectories):
+        parser.error(f"give one --trajectory-temperatures value per trajectory: {len(args.trajectories)} trajectories, "
+                     f"{len(args.trajectory_temperatures)} temperatures")
+    for t in args.trajectory_temperatures:
+        if not t > 0:
+            parser.error(f"--trajectory-temperatures must be positive (K); got {t}")
+    for s in args.state:
+        if "=" not in s or not s.partition("=")[0].strip() or not s.partition("=")[2].strip():
+            parser.error(f"--state must be NAME=EXPRESSION, e.g. 'C7ax=phi > 0'; got {s!r}")
+
+
+def md_energy_evaluations(trajectory):
+    """Energy evaluations of an ``arbg md`` run (its settings.json beside the trajectory: steps
+    plus equilibration), or None if the file does not say."""
+    import json
+
+    path = os.path.join(os.path.dirname(os.path.abspath(trajectory)), "settings.json")
+    try:
+        with open(path) as f:
+            s = json.load(f)
+        return int(s["n_steps"]) + int(s.get("equilibration_steps", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run(args):
+    import mdtraj
+
+    from ..arbg import ArBG
+    from ..molecule.topology import MolecularGraph
+    from ..training import SelfTrainer, load_trajectories
+    from .common import system_for_model
+
+    config = dataclass_values(_config_class(), args)
+    model = ArBG.load(args.model)
+    ms = system_for_model(model, args.system)
+    md, md_evaluations, unknown = [], 0, []
+    if args.trajectories:
+        topology = args.topology or os.path.join(os.path.dirname(os.path.abspath(args.trajectories[0])), "topology.pdb")
+        if not os.path.isfile(topology):
+            raise FileNotFoundError(f"topology file {topology} does not exist; give --topology")
+        top = mdtraj.load_topology(topology)
+        model.check_topology(top)
+        graph = MolecularGraph.from_topology(top)
+        for path, temperature in zip(args.trajectories, args.trajectory_temperatures):
+            md.append((load_trajectories([path], topology, stride=args.stride, graph=graph), temperature))
+            n = md_energy_evaluations(path)
+            if n is None:
+                unknown.append(path)
+            else:
+                md_evaluations += n
+    states = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
+    if not states and ms.name == "alanine_dipeptide_vacuum":
+        states = {"C7ax": "phi > 0"}
+    if args.restart:
+        for name in ("checkpoint.safetensors", "model.safetensors", "last.safetensors", "learning_curve.csv", "learning_curve.png"):
+            if os.path.exists(os.path.join(args.output, name)):
+                os.remove(os.path.join(args.output, name))
+    elif os.path.exists(os.path.join(args.output, "checkpoint.safetensors")):
+        print(f"resuming from {os.path.join(args.output, 'checkpoint.safetensors')}")
+    if unknown:
+        print(f"the MD's cost is not known for {', '.join(unknown)} (no arbg md settings.json beside it); "
+              "the energy evaluations reported leave it out")
+    trainer = SelfTrainer(model, ms.system, config, md=md, states=states, md_evaluations=md_evaluations, output_dir=args.output,
+                          platform=args.platform, n_workers=args.workers, progress=not args.quiet)
+    history = trainer.fit()
+    if trainer.interrupted:
+        print(f"{trainer.interrupted} after round {trainer.round - 1}: checkpoint written to {trainer.checkpoint_path}")
+        raise KeyboardInterrupt
+    last = history[-1]
+    print(f"final model: ESS/N {100 * last['ess_fraction']:.2f} % at {last['temperature_K']:g} K "
+          f"({config.n_proposals} fresh proposals); {last['energy_evaluations']} energy evaluations in all "
+          f"(MD {md_evaluations}); best model (ESS/N {100 * trainer.best_ess:.2f} %) -> {trainer.model_path}; "
+          f"curves -> {trainer.log_path}")
