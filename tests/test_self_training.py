@@ -44,7 +44,7 @@ def test_md_frames_are_reweighted_exactly_to_the_target_temperature(chain5, tmp_
     ms, analytic, _ = chain5
     hot = exact_chain_states(analytic, 20000, seed=43, temperature_K=450.0)
     model = ArBG.from_data(ms.topology, hot, n_bins=32, network=TINY_NETWORK, seed=3)
-    trainer = SelfTrainer(model, ms.system, dict(temperature=300.0, n_proposals=10), md=[(hot, 450.0)], output_dir=tmp_path,
+    trainer = SelfTrainer(model, ms.system, dict(temperature=300.0, n_proposals=500), md=[(hot, 450.0)], output_dir=tmp_path,
                           progress=False)
     z, log_p, sizes = trainer._group_log_weights(300.0)
     assert np.isclose(np.exp(log_p).sum(), 1.0)
@@ -61,6 +61,13 @@ def test_md_frames_are_reweighted_exactly_to_the_target_temperature(chain5, tmp_
         assert abs(est - exact) < N_SIGMA * err, (name, est, exact, err)
     assert abs(np.mean(r[:, 0]) - hot_value) < 1e-3  # unweighted, the frames are the hot ones
     assert 0 < sizes[0] < len(hot)  # Kish ESS of the reweighted frames
+    # with proposals in the buffer, MD takes at most md_share of the training mixture
+    _, fresh = trainer._measure(300.0)
+    trainer.buffer = [fresh]
+    for share in (0.25, 0.0):
+        trainer.config.md_share = share
+        _, log_p, _ = trainer._group_log_weights(300.0)
+        assert np.isclose(np.exp(log_p[len(fresh["z"]):]).sum(), share)
 
 
 def test_self_training_without_md_improves_the_proposal_and_stays_exact(chain5, tmp_path):
