@@ -196,3 +196,23 @@ def test_cli_self_train(alanine_model_and_frames, tmp_path, capsys):
     assert "one --trajectory-temperatures value per trajectory" in capsys.readouterr().err
     assert main(["self-train", "--model", str(path), "--state", "phi>0", "--output", str(tmp_path / "y")]) == 2
     assert "NAME=EXPRESSION" in capsys.readouterr().err
+
+
+def test_tempering_exponent_meets_the_ess_target(chain5, tmp_path):
+    from openmm_arbg.physics import kT_kJ_per_mol
+    from openmm_arbg.sampling.importance import effective_sample_size
+
+    ms, _, _ = chain5
+    trainer = SelfTrainer(_untrained(chain5), ms.system, dict(n_proposals=100, ess_target=0.2), output_dir=tmp_path, progress=False)
+    rng = np.random.default_rng(0)
+    kT = kT_kJ_per_mol(300.0)
+    for spread, degenerate in ((5.0, True), (0.1, False)):
+        log_w = spread * rng.standard_normal(4000)
+        trainer.buffer = [dict(z=None, energy=-kT * log_w, log_q=np.zeros(4000), temperature=300.0)]
+        alpha = trainer.tempering_exponent(300.0)
+        if degenerate:
+            assert 0 < alpha < 1 and np.isclose(effective_sample_size(alpha * log_w), 800, rtol=1e-3)
+        else:
+            assert alpha == 1.0
+    trainer.config.ess_target = 0.0
+    assert trainer.tempering_exponent(300.0) == 1.0

@@ -95,6 +95,13 @@ class SelfTrainingConfig(Settings):
         mixed by effective size alone it outweighs the proposals and the model unlearns the basin
         (measured on alanine dipeptide: 1 ns of 300 K MD took the C7ax population proposed from
         5.5 % to 0.5 % in four rounds).
+    ess_target : float
+        Tempering of the training weights: proposals are trained on with weights ``w**alpha``,
+        ``alpha`` the largest value in (0, 1] whose ESS among the newest round's proposals is at
+        least this fraction of them (0: always ``alpha = 1``). The training target is then
+        ``q**(1 - alpha) pi**alpha``, between the model and the Boltzmann distribution: a model
+        whose weights are degenerate moves towards the target without collapsing onto its few
+        heaviest proposals, and ``alpha`` reaches 1 once the model is good. Training only.
     weight_cap : float
         If > 0, no sample gets more than this fraction of its group's weight in the training
         loss (training only; see the module docstring). 0: off. It spreads the first rounds'
@@ -117,6 +124,7 @@ class SelfTrainingConfig(Settings):
     grad_clip: float = 1.0
     buffer_rounds: int = 4
     md_share: float = 0.5
+    ess_target: float = 0.1
     weight_cap: float = 0.003
     seed: int = 0
 
@@ -130,7 +138,7 @@ class SelfTrainingConfig(Settings):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
                 raise ValueError(f"self-training setting {name} must be an integer >= {lowest}; got {v!r}")
         positive = ("temperature", "proposal_temperature", "learning_rate")
-        fractions = ("min_lr_fraction", "weight_cap", "md_share")
+        fractions = ("min_lr_fraction", "weight_cap", "md_share", "ess_target")
         for name in positive + fractions + ("start_temperature", "weight_decay", "grad_clip"):
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -282,12 +290,29 @@ class SelfTrainer:
             digest.update(repr(temperature).encode())
         self.md_hash = digest.hexdigest()[:16]
 
+    def tempering_exponent(self, temperature):
+        """``alpha`` of ``ess_target`` for the newest proposals weighted at ``temperature``."""
+        if not self.buffer or not self.config.ess_target:
+            return 1.0
+        g = self.buffer[-1]
+        log_w = np.where(np.isfinite(g["energy"]), -g["energy"] / kT_kJ_per_mol(temperature) - g["log_q"], -np.inf)
+        target = self.config.ess_target * len(log_w)
+        if effective_sample_size(log_w) >= target:
+            return 1.0
+        lo, hi = 0.0, 1.0  # ESS(alpha * log w) falls from the number of valid proposals at alpha = 0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if effective_sample_size(mid * log_w) >= target else (lo, mid)
+        return max(lo, 1e-6)
+
     def _group_log_weights(self, temperature):
-        """(z, log probability of being drawn into a training batch) over every group."""
+        """(z, log probability of being drawn into a training batch, effective sizes) over every
+        group, with proposals' weights tempered by :meth:`tempering_exponent`."""
         beta = 1.0 / kT_kJ_per_mol(temperature)
+        alpha = self.tempering_exponent(temperature)
         zs, parts, sizes = [], [], []
         for g in self.buffer:
-            log_w = np.where(np.isfinite(g["energy"]), -beta * g["energy"] - g["log_q"], -np.inf)
+            log_w = alpha * np.where(np.isfinite(g["energy"]), -beta * g["energy"] - g["log_q"], -np.inf)
             zs.append(g["z"])
             parts.append(log_w)
             sizes.append(effective_sample_size(log_w))
@@ -510,7 +535,8 @@ class SelfTrainer:
         states = "".join(f", P({n}) {100 * row[f'P_{n}']:.2f} ± {100 * row[f'P_{n}_error']:.2f} %" for n in self.states)
         what = "final" if row["round"] == self.config.n_rounds else f"round {row['round']}"
         print(f"{what} at {row['temperature_K']:.1f} K: ESS/N {100 * row['ess_fraction']:.2f} %, Pareto k {row['pareto_k']:.2f}"
-              f"{states}; train NLL {row['train_nll']:.4f}; {row['energy_evaluations']} energy evaluations", flush=True)
+              f"{states}; training alpha {row.get('alpha', math.nan):.3f}, NLL {row['train_nll']:.4f}; "
+              f"{row['energy_evaluations']} energy evaluations", flush=True)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after=None):
@@ -544,6 +570,7 @@ class SelfTrainer:
                     self._report(row)
                     break
                 self.buffer = (self.buffer + [fresh])[-c.buffer_rounds:]
+                row["alpha"] = self.tempering_exponent(temperature)
                 row["train_nll"] = self._train_round(temperature, stop)
                 row["elapsed_s"] = round(time.time() - t0, 2)
                 self.history.append(row)
