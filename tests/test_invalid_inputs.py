@@ -114,6 +114,8 @@ MCMC = ["mcmc", "--model", "{model}", *SYS, "--iterations", "2", "--output", "{t
 SMC = ["smc", "--model", "{model}", *SYS, "--n", "8"]
 PROFILE = ["profile", "--model", "{model}", *SYS, "--output", "{tmp}/profile", "--quiet"]
 UMB = ["umbrella", "--windows", "2", "--ps", "0.02", "--report-ps", "0.01", "--equilibration-ps", "0.01", "--output", "{tmp}/umb", "--quiet"]
+ST = ["self-train", "--model", "{model}", *SYS, "--n-rounds", "1", "--n-proposals", "4", "--n-steps", "1", "--output", "{tmp}/st",
+      "--quiet"]
 MD = ["md", "--ns", "0.0001", "--report-ps", "0.01", "--equilibration-ps", "0", "--output", "{tmp}/md", "--quiet"]
 
 # id, argv, words the message names
@@ -187,6 +189,17 @@ CLI_ROWS = [
     ("smc-temperature-zero", SMC + ["--temperature", "0"], ["--temperature", "positive", "0"]),
     ("smc-stage-out-of-range", SMC + ["--stages", "0"], ["--stages", "increasing", "[0]"]),
     ("smc-lambdas-without-stages", SMC + ["--lambdas", "0.5"], ["--lambdas", "--stages"]),
+    # self-train
+    ("self-train-missing-model", ["self-train"], ["missing", "--model"]),
+    ("self-train-n-proposals-one", ST + ["--n-proposals", "1"], ["n_proposals", ">= 2", "1"]),
+    ("self-train-start-below-target", ST + ["--start-temperature", "200"], ["start_temperature", "200", "below the target"]),
+    ("self-train-anneal-without-start", ST + ["--anneal-rounds", "2"], ["anneal_rounds", "start_temperature"]),
+    ("self-train-md-share", ST + ["--md-share", "1.5"], ["md_share", "[0, 1]", "1.5"]),
+    ("self-train-temperature-count", ST + ["--trajectories", "{dcd}"], ["one --trajectory-temperatures value per trajectory"]),
+    ("self-train-bad-state", ST + ["--state", "phi>0"], ["--state", "name=expression", "phi>0"]),
+    ("self-train-unknown-dihedral", ST + ["--state", "x=phi9 > 0"], ["phi9", "dihedrals of this molecule"]),
+    ("self-train-missing-topology", ST + ["--trajectories", "{missing}.dcd", "--trajectory-temperatures", "300"],
+     ["topology.pdb", "does not exist", "--topology"]),
     # free-energy
     ("fe-neither-source", ["free-energy"], ["--trajectory", "--model"]),
     ("fe-missing-trajectory", ["free-energy", "--trajectory", "{missing}.dcd", "--topology", "{pdb}"], ["missing.dcd", "does not exist"]),
