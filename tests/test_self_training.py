@@ -216,3 +216,26 @@ def test_tempering_exponent_meets_the_ess_target(chain5, tmp_path):
             assert alpha == 1.0
     trainer.config.ess_target = 0.0
     assert trainer.tempering_exponent(300.0) == 1.0
+
+
+def test_stratified_training_keeps_the_models_state_populations(chain5, tmp_path):
+    ms, _, _ = chain5
+    states = {"up": lambda x: _first_torsion(ms, x) > 1.0}
+    trainer = SelfTrainer(_untrained(chain5), ms.system, dict(n_proposals=2000, stratify=True, weight_cap=0.0), states=states,
+                          output_dir=tmp_path, progress=False)
+    _, fresh = trainer._measure(300.0)
+    trainer.buffer = [fresh]
+    _, log_p, _ = trainer._group_log_weights(300.0)
+    valid = np.isfinite(fresh["energy"])
+    up = valid & (fresh["stratum"] == 0)
+    assert 0.05 < up.sum() / valid.sum() < 0.95
+    assert np.isclose(np.exp(log_p[up]).sum(), up.sum() / valid.sum())  # the model's own share, not the weights'
+    trainer.config.stratify = False
+    _, log_p, _ = trainer._group_log_weights(300.0)
+    assert not np.isclose(np.exp(log_p[up]).sum(), up.sum() / valid.sum(), rtol=1e-2)
+    with pytest.raises(ValueError, match="give states"):
+        SelfTrainer(_untrained(chain5), ms.system, dict(stratify=True), output_dir=tmp_path / "b")
+
+
+def _first_torsion(ms, x):
+    return chain_geometry(ms.topology, x)[2][:, 0]

@@ -102,6 +102,14 @@ class SelfTrainingConfig(Settings):
         ``q**(1 - alpha) pi**alpha``, between the model and the Boltzmann distribution: a model
         whose weights are degenerate moves towards the target without collapsing onto its few
         heaviest proposals, and ``alpha`` reaches 1 once the model is good. Training only.
+    stratify : bool
+        Keep the model's own populations of the states being followed (the ``states`` of
+        :class:`SelfTrainer`; each proposal belongs to the first state it is in, or to the rest)
+        and learn only the distributions within them: the training weights of a round's proposals
+        are normalised within each state and the state gets the share of the round's proposals it
+        holds. A rare basin that the model proposes badly (small weights) otherwise loses mass in
+        every round until it is no longer proposed; with ``stratify`` it keeps the mass while its
+        proposals improve, and importance weights correct its population in every estimate.
     weight_cap : float
         If > 0, no sample gets more than this fraction of its group's weight in the training
         loss (training only; see the module docstring). 0: off. It spreads the first rounds'
@@ -125,6 +133,7 @@ class SelfTrainingConfig(Settings):
     buffer_rounds: int = 4
     md_share: float = 0.5
     ess_target: float = 0.1
+    stratify: bool = False
     weight_cap: float = 0.003
     seed: int = 0
 
@@ -237,6 +246,10 @@ class SelfTrainer:
             from ..analysis.states import StateExpression
 
             self.states = {name: StateExpression(s, model.graph) if isinstance(s, str) else s for name, s in states.items()}
+        if self.config.stratify and not self.states:
+            raise ValueError("stratify keeps the model's populations of the followed states: give states "
+                             "(arbg self-train --state NAME=EXPRESSION)")
+        self.state_key = [str(s.expression) if hasattr(s, "expression") else name for name, s in self.states.items()]
         self.md_evaluations = int(md_evaluations)
         self.n_evaluations = 0  # energies computed by self-training (MD frames and proposals)
         self.net = model.density
@@ -331,12 +344,20 @@ class SelfTrainer:
             raise ValueError(f"no training sample has a nonzero weight at {temperature:.1f} K: every proposal was wrong-handed "
                              "or failed its energy; start from a model trained on MD of this molecule")
         log_p = []
-        for log_w, ess in zip(parts, sizes):
+        for i, (log_w, ess) in enumerate(zip(parts, sizes)):
             if ess <= 0:
                 log_p.append(np.full(len(log_w), -np.inf))
                 continue
             w = np.exp(log_w - np.max(log_w[np.isfinite(log_w)]))
             w /= w.sum()
+            if self.config.stratify and i < n_proposal_groups:  # the model's own state populations
+                valid = np.isfinite(log_w)
+                stratum = self.buffer[i]["stratum"]
+                for k in np.unique(stratum[valid]):
+                    members = valid & (stratum == k)
+                    mass = w[members].sum()
+                    share = members.sum() / valid.sum()
+                    w[members] = w[members] / mass * share if mass > 0 else share / members.sum()
             if self.config.weight_cap:
                 w = np.minimum(w, self.config.weight_cap)
                 w /= w.sum()
@@ -393,7 +414,14 @@ class SelfTrainer:
             else:
                 row[f"P_{name}"], row[f"P_{name}_error"] = math.nan, math.nan
         row["measure_s"] = round(time.time() - t0, 2)
-        return row, dict(z=z, energy=energy, log_q=log_q, temperature=temperature)
+        return row, dict(z=z, energy=energy, log_q=log_q, temperature=temperature, stratum=self._strata(x))
+
+    def _strata(self, x):
+        """Index of the first followed state each configuration is in (``len(states)``: none)."""
+        out = np.full(len(x), len(self.states), dtype=np.int64)
+        for k, state in reversed(list(enumerate(self.states.values()))):
+            out[np.asarray(state(x), dtype=bool).reshape(-1)] = k
+        return out
 
     def learning_rate(self, step):
         c = self.config
@@ -441,6 +469,7 @@ class SelfTrainer:
             tensors[f"buffer.{i}.z"] = g["z"]
             tensors[f"buffer.{i}.energy"] = torch.as_tensor(g["energy"])
             tensors[f"buffer.{i}.log_q"] = torch.as_tensor(g["log_q"])
+            tensors[f"buffer.{i}.stratum"] = torch.as_tensor(g["stratum"])
         tensors["trainer.rng.torch"] = torch.get_rng_state()  # dropout
         config = self.model.checkpoint_config()
         config["self_training"] = dict(
@@ -448,6 +477,7 @@ class SelfTrainer:
             step=self.step,
             schedule=self.config.schedule_key(),
             md_hash=self.md_hash,
+            states=self.state_key,
             n_evaluations=self.n_evaluations,
             best_ess=self.best_ess,
             history=self.history,
@@ -472,13 +502,16 @@ class SelfTrainer:
             changed = sorted(k for k, v in self.config.schedule_key().items() if meta["schedule"].get(k) != v)
             raise ValueError(f"{where} was written with other self-training settings ({', '.join(changed)} differ); "
                              "resume with the same settings or use another output folder")
+        if self.config.stratify and meta.get("states") != self.state_key:
+            raise ValueError(f"{where} was written following other states ({meta.get('states')}); stratify needs the same "
+                             "states to resume")
         if meta["md_hash"] != self.md_hash:
             raise ValueError(f"{where} was written with other MD frames; resume with the same trajectories")
         self.model.load_network_weights(tensors)
         load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])
         self.buffer = [
             dict(z=tensors[f"buffer.{i}.z"], energy=tensors[f"buffer.{i}.energy"].numpy(), log_q=tensors[f"buffer.{i}.log_q"].numpy(),
-                 temperature=t)
+                 stratum=tensors[f"buffer.{i}.stratum"].numpy(), temperature=t)
             for i, t in enumerate(meta["buffer_temperatures"])
         ]
         torch.set_rng_state(tensors["trainer.rng.torch"])
