@@ -221,7 +221,7 @@ def test_tempering_exponent_meets_the_ess_target(chain5, tmp_path):
 def test_stratified_training_keeps_the_models_state_populations(chain5, tmp_path):
     ms, _, _ = chain5
     states = {"up": lambda x: _first_torsion(ms, x) > 1.0}
-    trainer = SelfTrainer(_untrained(chain5), ms.system, dict(n_proposals=2000, stratify=True, weight_cap=0.0), states=states,
+    trainer = SelfTrainer(_untrained(chain5), ms.system, dict(n_proposals=2000, stratify=True, weight_cap=0.003), states=states,
                           output_dir=tmp_path, progress=False)
     _, fresh = trainer._measure(300.0)
     trainer.buffer = [fresh]

@@ -350,6 +350,9 @@ class SelfTrainer:
                 continue
             w = np.exp(log_w - np.max(log_w[np.isfinite(log_w)]))
             w /= w.sum()
+            if self.config.weight_cap:  # before the strata: a cap after them would move mass between states
+                w = np.minimum(w, self.config.weight_cap)
+                w /= w.sum()
             if self.config.stratify and i < n_proposal_groups:  # the model's own state populations
                 valid = np.isfinite(log_w)
                 stratum = self.buffer[i]["stratum"]
@@ -358,9 +361,6 @@ class SelfTrainer:
                     mass = w[members].sum()
                     share = members.sum() / valid.sum()
                     w[members] = w[members] / mass * share if mass > 0 else share / members.sum()
-            if self.config.weight_cap:
-                w = np.minimum(w, self.config.weight_cap)
-                w /= w.sum()
             with np.errstate(divide="ignore"):
                 log_p.append(np.log(w) + math.log(ess / total))
         return torch.cat(zs), np.concatenate(log_p), dict(zip(range(len(sizes)), sizes))
