@@ -230,6 +230,13 @@ def test_stratified_training_keeps_the_models_state_populations(chain5, tmp_path
     up = valid & (fresh["stratum"] == 0)
     assert 0.05 < up.sum() / valid.sum() < 0.95
     assert np.isclose(np.exp(log_p[up]).sum(), up.sum() / valid.sum())  # the model's own share, not the weights'
+    from openmm_arbg.sampling.importance import effective_sample_size
+
+    log_w = -trainer.potential.beta * fresh["energy"] - fresh["log_q"]
+    for k in (0, 1):  # each state's own alpha spreads its weights to the ESS target
+        alpha, members = trainer.tempering_exponent(300.0, k), fresh["stratum"] == k
+        assert 0 < alpha <= 1
+        assert alpha == 1 or np.isclose(effective_sample_size(alpha * log_w[members]), 0.1 * members.sum(), rtol=1e-3)
     trainer.config.stratify = False
     _, log_p, _ = trainer._group_log_weights(300.0)
     assert not np.isclose(np.exp(log_p[up]).sum(), up.sum() / valid.sum(), rtol=1e-2)

@@ -106,8 +106,8 @@ class SelfTrainingConfig(Settings):
         Keep the model's own populations of the states being followed (the ``states`` of
         :class:`SelfTrainer`; each proposal belongs to the first state it is in, or to the rest)
         and learn only the distributions within them: the training weights of a round's proposals
-        are normalised within each state and the state gets the share of the round's proposals it
-        holds. A rare basin that the model proposes badly (small weights) otherwise loses mass in
+        are normalised (and tempered, ``ess_target``) within each state and the state gets the
+        share of the round's proposals it holds. A rare basin that the model proposes badly (small weights) otherwise loses mass in
         every round until it is no longer proposed; with ``stratify`` it keeps the mass while its
         proposals improve, and importance weights correct its population in every estimate.
     weight_cap : float
@@ -303,12 +303,17 @@ class SelfTrainer:
             digest.update(repr(temperature).encode())
         self.md_hash = digest.hexdigest()[:16]
 
-    def tempering_exponent(self, temperature):
-        """``alpha`` of ``ess_target`` for the newest proposals weighted at ``temperature``."""
+    def tempering_exponent(self, temperature, stratum=None):
+        """``alpha`` of ``ess_target`` for the newest proposals weighted at ``temperature`` (those
+        in one stratum, with ``stratify``: each state gets its own ``alpha``)."""
         if not self.buffer or not self.config.ess_target:
             return 1.0
         g = self.buffer[-1]
         log_w = np.where(np.isfinite(g["energy"]), -g["energy"] / kT_kJ_per_mol(temperature) - g["log_q"], -np.inf)
+        if stratum is not None:
+            log_w = log_w[g["stratum"] == stratum]
+            if not np.isfinite(log_w).any():
+                return 1.0
         target = self.config.ess_target * len(log_w)
         if effective_sample_size(log_w) >= target:
             return 1.0
@@ -323,9 +328,12 @@ class SelfTrainer:
         group, with proposals' weights tempered by :meth:`tempering_exponent`."""
         beta = 1.0 / kT_kJ_per_mol(temperature)
         alpha = self.tempering_exponent(temperature)
+        if self.config.stratify:  # one alpha per stratum (state), so each state's weights are spread too
+            alphas = np.array([self.tempering_exponent(temperature, k) for k in range(len(self.states) + 1)])
         zs, parts, sizes = [], [], []
         for g in self.buffer:
-            log_w = alpha * np.where(np.isfinite(g["energy"]), -beta * g["energy"] - g["log_q"], -np.inf)
+            log_w = np.where(np.isfinite(g["energy"]), -beta * g["energy"] - g["log_q"], -np.inf)
+            log_w = log_w * (alphas[g["stratum"]] if self.config.stratify else alpha)
             zs.append(g["z"])
             parts.append(log_w)
             sizes.append(effective_sample_size(log_w))
@@ -604,6 +612,9 @@ class SelfTrainer:
                     break
                 self.buffer = (self.buffer + [fresh])[-c.buffer_rounds:]
                 row["alpha"] = self.tempering_exponent(temperature)
+                if c.stratify:
+                    for k, name in enumerate(list(self.states) + ["rest"]):
+                        row[f"alpha_{name}"] = self.tempering_exponent(temperature, k)
                 row["train_nll"] = self._train_round(temperature, stop)
                 row["elapsed_s"] = round(time.time() - t0, 2)
                 self.history.append(row)
