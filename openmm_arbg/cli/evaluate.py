@@ -1,7 +1,7 @@
 """The ArBG paper's metrics of a model against reference frames (ESS, E-W2, T-W2, TICA-W2), a
 Markdown table and plots (arbg evaluate; openmm_arbg.analysis.evaluation.evaluate)."""
 
-from .common import add_options
+from .common import add_options, positive_int
 
 NAME = "evaluate"
 HELP = "the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots"
@@ -13,18 +13,12 @@ def add_arguments(p):
     p.add_argument("--reference", help="reference trajectory (e.g. long MD), in time order")
     p.add_argument("--topology", help="topology file of the reference trajectory")
     add_options(p, "target", "temperature", "proposal_temperature")
-    p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
-    p.add_argument("--stride", type=int, default=1, help="reference frame stride (default %(default)s)")
-    p.add_argument("--lag", type=int, default=100, help="TICA lag in (strided) reference frames (default %(default)s)")
-    p.add_argument("--max-points", type=int, default=5000, help="points per set for exact optimal transport (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=10000, help="proposals (default %(default)s)")
+    p.add_argument("--stride", type=positive_int, default=1, help="reference frame stride (default %(default)s)")
+    p.add_argument("--lag", type=positive_int, default=100, help="TICA lag in (strided) reference frames (default %(default)s)")
+    p.add_argument("--max-points", type=positive_int, default=5000, help="points per set for exact optimal transport (default %(default)s)")
     add_options(p, "workers", "seed", "quiet")
     p.add_argument("--output", default="arbg_evaluation", help="folder for evaluation.md and plots (default %(default)s)")
-
-
-def validate(args, parser):
-    for name, value in (("--n", args.n), ("--stride", args.stride), ("--lag", args.lag), ("--max-points", args.max_points)):
-        if value < 1:
-            parser.error(f"{name} must be a positive integer; got {value}")
 
 
 def run(args):

@@ -3,7 +3,7 @@ or by importance sampling with a model (arbg free-energy): states given with --s
 (openmm_arbg.analysis.states), or alanine dipeptide's basins by default
 (openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
-from .common import add_options
+from .common import add_options, positive_int
 
 NAME = "free-energy"
 HELP = "state populations and free energies from a trajectory or by importance sampling"
@@ -12,12 +12,12 @@ HELP = "state populations and free energies from a trajectory or by importance s
 def add_arguments(p):
     p.add_argument("--trajectory", help="MD or MCMC trajectory (chain estimate)")
     p.add_argument("--topology", help="topology file of --trajectory")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
     p.add_argument("--recycled", metavar="RESULT_NPZ",
                    help="the recycled proposals of arbg mcmc --recycle (OUTPUT.progress/result.npz), weighed as importance "
                    "sampling; with --topology")
     add_options(p, "model", "target", "temperature", model=dict(help="model file (importance-sampling estimate)"))
-    p.add_argument("--n", type=int, default=10000, help="proposals (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=10000, help="proposals (default %(default)s)")
     p.add_argument(
         "--state", action="append", default=[], metavar="NAME=EXPRESSION",
         help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
@@ -27,9 +27,6 @@ def add_arguments(p):
 
 
 def validate(args, parser):
-    for name, value in (("--stride", args.stride), ("--n", args.n)):
-        if value < 1:
-            parser.error(f"{name} must be a positive integer; got {value}")
     if sum(bool(v) for v in (args.trajectory, args.model, args.recycled)) != 1:
         parser.error("give one of --trajectory (with --topology) for a chain, --model (with --system) for importance sampling, "
                      "or --recycled (with --topology) for the recycled proposals of arbg mcmc --recycle")

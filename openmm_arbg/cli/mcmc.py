@@ -3,7 +3,7 @@
 
 import sys
 
-from .common import add_options
+from .common import add_options, non_negative_int, positive_int
 
 NAME = "mcmc"
 HELP = "sample a system with ArBGMove (+ Langevin) in an openmmtools MCMCSampler"
@@ -12,9 +12,9 @@ REQUIRED = ("model",)
 
 def add_arguments(p):
     add_options(p, "model", "target", "temperature")
-    p.add_argument("--iterations", type=int, default=1000, help="chain iterations, each Langevin steps then ArBG attempts (default %(default)s)")
-    p.add_argument("--attempts", type=int, default=10, help="ArBG Metropolis-Hastings attempts per iteration (default %(default)s)")
-    p.add_argument("--langevin-steps", type=int, default=100, help="Langevin steps per iteration, before the attempts (0: ArBG moves only; default %(default)s)")
+    p.add_argument("--iterations", type=positive_int, default=1000, help="chain iterations, each Langevin steps then ArBG attempts (default %(default)s)")
+    p.add_argument("--attempts", type=positive_int, default=10, help="ArBG Metropolis-Hastings attempts per iteration (default %(default)s)")
+    p.add_argument("--langevin-steps", type=non_negative_int, default=100, help="Langevin steps per iteration, before the attempts (0: ArBG moves only; default %(default)s)")
     p.add_argument("--collision-rate-per-ps", type=float, default=1.0, help="Langevin collision rate (default %(default)s)")
     add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed",
                 seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"))
@@ -32,20 +32,12 @@ def add_arguments(p):
     p.add_argument("--output", default="arbg_mcmc.dcd",
                    help="trajectory file of the chain (default %(default)s); chunks are saved in OUTPUT.progress/ as the chain "
                    "runs, and the same command resumes an interrupted chain")
-    p.add_argument("--chunk-iterations", type=int, default=100,
+    p.add_argument("--chunk-iterations", type=positive_int, default=100,
                    help="iterations per saved chunk: what an interruption can lose, and the unit of reseeding (default %(default)s)")
     add_options(p, "quiet")
 
 
 def validate(args, parser):
-    if args.iterations < 1:
-        parser.error(f"--iterations must be a positive integer; got {args.iterations}")
-    if args.attempts < 1:
-        parser.error(f"--attempts must be a positive integer; got {args.attempts}")
-    if args.langevin_steps < 0:
-        parser.error(f"--langevin-steps must be an integer >= 0; got {args.langevin_steps}")
-    if args.chunk_iterations < 1:
-        parser.error(f"--chunk-iterations must be a positive integer; got {args.chunk_iterations}")
     if args.cut_probabilities is not None and (args.cuts is None or len(args.cuts) != len(args.cut_probabilities)):
         parser.error("--cut-probabilities needs one probability per --cuts value")
 

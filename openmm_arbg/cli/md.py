@@ -4,7 +4,7 @@
 import math
 import os
 
-from .common import add_options
+from .common import add_options, positive_int
 
 NAME = "md"
 HELP = "run unconstrained Langevin MD to make training data"
@@ -19,7 +19,7 @@ def add_arguments(p):
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps of dynamics before the first saved frame (default %(default)s)")
     add_options(p, "timestep_fs", "platform", "seed")
     p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
-    p.add_argument("--chunk-frames", type=int, default=1000,
+    p.add_argument("--chunk-frames", type=positive_int, default=1000,
                    help="frames per saved chunk: what an interruption can lose (default %(default)s)")
     add_options(p, "quiet")
 
@@ -30,8 +30,6 @@ def validate(args, parser):
             parser.error(f"{name} must be a positive number; got {value}")
     if not (math.isfinite(args.equilibration_ps) and args.equilibration_ps >= 0):
         parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
-    if args.chunk_frames < 1:
-        parser.error(f"--chunk-frames must be a positive integer; got {args.chunk_frames}")
     if args.temperatures and not all(math.isfinite(t) and t > 0 for t in args.temperatures):
         parser.error(f"--temperatures must be positive numbers (K); got {' '.join(f'{t:g}' for t in args.temperatures)}")
     if os.path.exists(args.output) and not os.path.isdir(args.output):

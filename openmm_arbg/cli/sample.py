@@ -2,7 +2,7 @@
 (Boltzmann-distributed) population against the target system (arbg sample;
 openmm_arbg.sampling.importance.importance_sample)."""
 
-from .common import add_options
+from .common import add_options, positive_int
 
 NAME = "sample"
 HELP = "draw conformations; importance weights and ESS against the target system"
@@ -11,26 +11,20 @@ REQUIRED = ("model",)
 
 def add_arguments(p):
     add_options(p, "model")
-    p.add_argument("--n", type=int, default=1000, help="number of proposals (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of proposals (default %(default)s)")
     add_options(p, "target", "temperature", "proposal_temperature", "workers", workers=dict(default=1))
     p.add_argument("--no-weights", action="store_true", help="only draw conformations: no target, no energies, no weights")
     p.add_argument("--resample", action="store_true", help="write a resampled (Boltzmann-distributed) population")
     p.add_argument("--output", help="write samples to this trajectory file (e.g. samples.dcd); chunks are saved in "
                    "OUTPUT.progress/ as they are drawn (with log q, reduced potentials and log weights in result.npz at the end), "
                    "and the same command resumes an interrupted run")
-    p.add_argument("--chunk-size", type=int, default=1000,
+    p.add_argument("--chunk-size", type=positive_int, default=1000,
                    help="proposals per saved chunk with --output: what an interruption can lose, and the unit of seeding (default %(default)s)")
     add_options(p, "seed", seed=dict(default=None, help="random seed (default: none)"))
     add_options(p, "quiet")
 
 
 def validate(args, parser):
-    if args.n < 1:
-        parser.error(f"--n must be a positive integer; got {args.n}")
-    if args.chunk_size < 1:
-        parser.error(f"--chunk-size must be a positive integer; got {args.chunk_size}")
-    if args.workers < 1:
-        parser.error(f"--workers must be a positive integer; got {args.workers}")
     if args.no_weights and (args.system or args.resample):
         parser.error("--no-weights draws without a target: leave out --system and --resample")
 

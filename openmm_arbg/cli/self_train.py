@@ -12,7 +12,7 @@ The settings are the fields of SelfTrainingConfig (openmm_arbg.training.self_tra
 
 import os
 
-from .common import add_dataclass_options, add_options, dataclass_values
+from .common import add_dataclass_options, add_options, dataclass_values, positive_int
 
 NAME = "self-train"
 HELP = "self-train a model by importance sampling (and temperature annealing) to find what the MD missed"
@@ -31,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--trajectory-temperatures", nargs="+", type=float, default=[], metavar="K",
                    help="the temperature of each trajectory in K (one per trajectory)")
     p.add_argument("--topology", help="topology of the trajectories (default: topology.pdb beside the first one)")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th MD frame (default %(default)s)")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every n-th MD frame (default %(default)s)")
     p.add_argument(
         "--state", action="append", default=[], metavar="NAME=EXPRESSION",
         help="a state whose population the learning curve follows, e.g. 'C7ax=phi > 0' (repeatable; "
@@ -48,8 +48,6 @@ def validate(args, parser):
         dataclass_values(_config_class(), args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    if args.stride < 1:
-        parser.error(f"--stride must be a positive integer; got {args.stride}")
     if len(args.trajectory_temperatures) != len(args.trajectories):
         parser.error(f"give one --trajectory-temperatures value per trajectory: {len(args.trajectories)} trajectories, "
                      f"{len(args.trajectory_temperatures)} temperatures")

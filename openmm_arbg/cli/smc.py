@@ -5,7 +5,7 @@ end (openmm_arbg.sampling.smc.smc_sample). Prints log Z(target) - log Z(model), 
 the energy evaluations (partial ones counted); with --repeats the spread of log Z over
 independent runs is its error. --output writes the particles and their weights (npz)."""
 
-from .common import add_options
+from .common import add_options, positive_int
 
 NAME = "smc"
 HELP = "sequential Monte Carlo over partial structures: log Z and weighted particles"
@@ -14,21 +14,18 @@ REQUIRED = ("model",)
 
 def add_arguments(p):
     add_options(p, "model", "target", "temperature", "proposal_temperature")
-    p.add_argument("--n", type=int, default=2000, help="particles per run (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=2000, help="particles per run (default %(default)s)")
     p.add_argument("--stages", type=int, nargs="+", required=False,
                    help="model-coordinate cuts where particles are reweighted, increasing, in (0, number of coordinates) "
                    "(default: one stage at five sixths of the coordinates)")
     p.add_argument("--lambdas", type=float, nargs="+", help="inverse-temperature factor of each stage's partial energy (default 0.3 each)")
     p.add_argument("--ess-threshold", type=float, default=0.5, help="resample when ESS < this fraction of --n (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=1, help="independent runs; their spread is the error of log Z (default %(default)s)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="independent runs; their spread is the error of log Z (default %(default)s)")
     p.add_argument("--output", help="write the particles, log weights and log Z of every run to this .npz file")
     add_options(p, "workers", "seed", workers=dict(default=1))
 
 
 def validate(args, parser):
-    for name, value in (("--n", args.n), ("--repeats", args.repeats), ("--workers", args.workers)):
-        if value < 1:
-            parser.error(f"{name} must be a positive integer; got {value}")
     if not 0 < args.ess_threshold <= 1:
         parser.error(f"--ess-threshold must be in (0, 1]; got {args.ess_threshold}")
     if args.stages is not None and (any(c < 1 for c in args.stages) or args.stages != sorted(set(args.stages))):

@@ -9,7 +9,7 @@ training. An existing checkpoint in --output is resumed unless --restart.
 
 import os
 
-from .common import RENAMED, add_dataclass_options, add_options, dataclass_values
+from .common import RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
@@ -37,7 +37,7 @@ def _classes():
 def add_arguments(p):
     p.add_argument("--trajectories", nargs="+", help="trajectory files mdtraj reads (DCD, XTC, H5, ...)")
     p.add_argument("--topology", help="topology file (PDB) of the molecule")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame (default %(default)s)")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
     p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
@@ -58,8 +58,6 @@ def validate(args, parser):
         settings(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    if args.stride < 1:
-        parser.error(f"--stride must be a positive integer; got {args.stride}")
     import torch
 
     try:

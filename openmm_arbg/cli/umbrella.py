@@ -5,7 +5,7 @@ openmm_arbg.simulation.umbrella.run_umbrella)."""
 import math
 
 from ..analysis.observables import BASINS
-from .common import add_options
+from .common import add_options, non_negative_int, positive_int
 
 NAME = "umbrella"
 HELP = "umbrella sampling on dihedrals + MBAR: a converged reference for rare basins"
@@ -23,9 +23,9 @@ def add_arguments(p):
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps per window before saving (default %(default)s)")
     add_options(p, "timestep_fs", "temperature", "platform", "workers", "seed", workers=dict(help="worker processes, one window each (default %(default)s)"))
     p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
-    p.add_argument("--mbar-samples", type=int, default=200,
+    p.add_argument("--mbar-samples", type=positive_int, default=200,
                    help="decorrelated frames per window used by MBAR, at most (default %(default)s)")
-    p.add_argument("--export", type=int, default=0,
+    p.add_argument("--export", type=non_negative_int, default=0,
                    help="write this many frames resampled from the unbiased distribution to frames.dcd (needs --save-positions)")
     p.add_argument("--export-region", choices=REGIONS, default="all", help="restrict --export to a region (default %(default)s)")
     p.add_argument("--export-windows", action="store_true",
@@ -44,10 +44,6 @@ def validate(args, parser):
             parser.error(f"{name} must be a positive number; got {value}")
     if not (math.isfinite(args.equilibration_ps) and args.equilibration_ps >= 0):
         parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
-    if args.mbar_samples < 1:
-        parser.error(f"--mbar-samples must be a positive integer; got {args.mbar_samples}")
-    if args.export < 0:
-        parser.error(f"--export must be an integer >= 0 (frames to write); got {args.export}")
     if (args.export or args.export_windows) and not args.save_positions:
         parser.error("--export and --export-windows write the windows' positions: add --save-positions")
 
