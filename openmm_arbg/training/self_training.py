@@ -77,7 +77,10 @@ class SelfTrainingConfig(Settings):
     n_steps : int
         Optimiser steps per round. Keep rounds short: many steps on the few effective samples of
         an early round overfit them (on the analytic chain from an untrained model, 20 steps per
-        round took ESS/N from 0.15 % to 54 % in four rounds, 60 steps left it below 1 %).
+        round took ESS/N from 0.15 % to 54 % in four rounds, 60 steps left it below 1 %; on the
+        shipped 300 K + 600 K alanine dipeptide model, four rounds of 5 000 proposals with 50 steps
+        at learning rate 5e-4 lowered ESS/N from 9.6 % to 5.8 %, 20 steps at 2e-4 with
+        ``stratify`` raised it to 13.1 %, each measured on 20 000 fresh proposals).
     batch_size : int
     learning_rate : float
         Peak learning rate of AdamW (warm-up, then cosine decay over all rounds).
@@ -123,9 +126,9 @@ class SelfTrainingConfig(Settings):
     n_rounds: int = 8
     n_proposals: int = 10000
     proposal_temperature: float = 1.0
-    n_steps: int = 50
+    n_steps: int = 20
     batch_size: int = 256
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-4
     weight_decay: float = 0.01
     warmup_steps: int = 20
     min_lr_fraction: float = 0.1
