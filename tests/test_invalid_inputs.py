@@ -475,6 +475,7 @@ API_ROWS = [
     ("sample-prefix-too-long", lambda fx: fx.model.sample(4, prefix=np.zeros(100)), ValueError, ["prefix", "100", "60"]),
     # ArBG.log_prob and other functions of positions
     ("log_prob-angstrom", lambda fx: fx.model.log_prob(fx.x * ANGSTROM), ValueError, ["angstrom", "divide by 10"]),
+    ("log_prob-tenth-of-nm", lambda fx: fx.model.log_prob(fx.x / 10), ValueError, ["median bond length", "not a length in nm"]),
     ("log_prob-angstrom-one-frame", lambda fx: fx.model.log_prob(fx.x[0] * ANGSTROM), ValueError, ["angstrom", "divide by 10"]),
     ("log_prob-nan", lambda fx: fx.model.log_prob(NAN_FRAME), ValueError, ["nan", "frame 0"]),
     ("log_prob-wrong-atom-count", lambda fx: fx.model.log_prob(fx.x[:, :21]), ValueError, ["21 atoms", "22"]),
