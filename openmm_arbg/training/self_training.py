@@ -50,7 +50,8 @@ from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalen
 from ..physics import kT_kJ_per_mol
 from ..sampling.importance import effective_sample_size, log_partition_function, pareto_k, weighted_mean
 from ..utils import Settings, atomic_write
-from .trainer import load_optimizer_tensors, make_optimizer, optimizer_tensors
+from .trainer import (check_same_settings, load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors,
+                      warmup_cosine)
 
 __all__ = ["SelfTrainingConfig", "SelfTrainer", "temperature_ladder"]
 
@@ -436,11 +437,7 @@ class SelfTrainer:
 
     def learning_rate(self, step):
         c = self.config
-        total = c.n_rounds * c.n_steps
-        if step < c.warmup_steps:
-            return c.learning_rate * (step + 1) / c.warmup_steps
-        progress = min(1.0, (step - c.warmup_steps) / max(1, total - c.warmup_steps))
-        return c.learning_rate * (c.min_lr_fraction + (1 - c.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_rounds * c.n_steps, c.min_lr_fraction)
 
     def _train_round(self, temperature, stop):
         """``n_steps`` optimiser steps on batches drawn in proportion to the training weights."""
@@ -460,11 +457,7 @@ class SelfTrainer:
                 self.net.eval()
                 raise FloatingPointError(f"the self-training loss became {loss.item()} in round {self.round}; the last "
                                          f"checkpoint ({self.checkpoint_path}) is intact. Lower learning_rate.")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
-            self.optimizer.step()
+            optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
             self.net.eval()
             self.step += 1
             total += loss.item()
@@ -509,10 +502,7 @@ class SelfTrainer:
         if config["molecule"]["representation"] != mine["molecule"]["representation"] or config["network"] != mine["network"]:
             raise ValueError(f"{where} was written for another model (representation or network); start from the same model "
                              "or use another output folder")
-        if meta["schedule"] != self.config.schedule_key():
-            changed = sorted(k for k, v in self.config.schedule_key().items() if meta["schedule"].get(k) != v)
-            raise ValueError(f"{where} was written with other self-training settings ({', '.join(changed)} differ); "
-                             "resume with the same settings or use another output folder")
+        check_same_settings(where, meta["schedule"], self.config.schedule_key(), "self-training settings")
         if self.config.stratify and meta.get("states") != self.state_key:
             raise ValueError(f"{where} was written following other states ({meta.get('states')}); stratify needs the same "
                              "states to resume")

@@ -254,6 +254,34 @@ def _rank_world():
     return 0, 1
 
 
+def warmup_cosine(step, peak, warmup_steps, total_steps, min_fraction):
+    """Learning rate at ``step``: linear warm-up to ``peak`` over ``warmup_steps``, then cosine
+    decay to ``min_fraction * peak`` at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return peak * (min_fraction + (1 - min_fraction) * cosine)
+
+
+def optimizer_step(net, optimizer, loss, grad_clip):
+    """Back-propagate ``loss`` and take one step, clipping the gradient norm at ``grad_clip`` (0: off)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+
+
+def check_same_settings(where, saved, current, what):
+    """``ValueError`` naming the settings that differ between a checkpoint's ``saved`` schedule key
+    and the ``current`` one (``what``: e.g. "training settings")."""
+    if saved != current:
+        changed = sorted(k for k, v in current.items() if saved.get(k) != v)
+        raise ValueError(f"{where} was written with other {what} ({', '.join(changed)} differ); resume with the same "
+                         "settings or use another output folder")
+
+
 def make_optimizer(net, learning_rate, weight_decay):
     """AdamW with weight decay on the matrices only (not on biases, norms or embeddings)."""
     decay, no_decay = [], []
@@ -351,11 +379,7 @@ class Trainer:
     # ------------------------------------------------------------------ schedule and batches
     def learning_rate(self, step):
         c = self.config
-        if step < c.warmup_steps:
-            return c.learning_rate * (step + 1) / c.warmup_steps
-        progress = (step - c.warmup_steps) / max(1, c.n_steps - c.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return c.learning_rate * (c.min_lr_fraction + (1 - c.min_lr_fraction) * cosine)
+        return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_steps, c.min_lr_fraction)
 
     def _batch_indices(self, step):
         """This rank's frame indices for ``step``: deterministic in (seed, step), independent of
@@ -446,12 +470,7 @@ class Trainer:
                 f"{where} was written with other network settings ({', '.join(changed)} differ); resume with the same "
                 "settings or use another output folder"
             )
-        if meta["schedule"] != self.config.schedule_key():
-            changed = sorted(k for k, v in self.config.schedule_key().items() if meta["schedule"].get(k) != v)
-            raise ValueError(
-                f"{where} was written with other training settings ({', '.join(changed)} differ); resume with the same "
-                "settings or use another output folder"
-            )
+        check_same_settings(where, meta["schedule"], self.config.schedule_key(), "training settings")
         if meta["data_hash"] != self.data_hash:
             raise ValueError(f"{where} was trained on other frames; resume with the same data and stride")
         self.model.load_network_weights(tensors)
@@ -550,11 +569,7 @@ class Trainer:
                     f"(the last checkpoint and best model are intact). Lower learning_rate (now {c.learning_rate}) "
                     "or set grad_clip, and check the training frames for broken geometries."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
-            self.optimizer.step()
+            optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
             self.net.eval()
             if self.ema is not None:
                 with torch.no_grad():
