@@ -47,7 +47,7 @@ import torch
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
-from ..physics import kT_kJ_per_mol
+from ..physics import check_temperature, kT_kJ_per_mol
 from ..sampling.importance import effective_sample_size, log_partition_function, pareto_k, weighted_mean
 from ..utils import Settings, atomic_write
 from .trainer import (check_same_settings, load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors,
@@ -282,8 +282,6 @@ class SelfTrainer:
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
                 raise ValueError("md must be a list of (positions, temperature_K) pairs")
             positions, temperature = item
-            from ..physics import check_temperature
-
             temperature = check_temperature(float(temperature), "MD temperature")
             x = as_positions_nm(positions, self.model.n_atoms, self.model.graph, "MD positions")
             x = permute_equivalent_atoms(x, groups, rng=self.config.seed + k)
@@ -348,8 +346,9 @@ class SelfTrainer:
             sizes.append(effective_sample_size(log_w) / g["inefficiency"])
         n_proposal_groups = len(self.buffer)
         proposals, md = sum(sizes[:n_proposal_groups]), sum(sizes[n_proposal_groups:])
-        if proposals > 0 and md > self.config.md_share / (1 - self.config.md_share + 1e-300) * proposals:
-            scale = self.config.md_share / (1 - self.config.md_share + 1e-300) * proposals / md
+        share = self.config.md_share
+        if proposals > 0 and md > 0 and md / (md + proposals) > share:  # MD scaled down to exactly md_share
+            scale = share / (1 - share) * proposals / md
             sizes = sizes[:n_proposal_groups] + [s * scale for s in sizes[n_proposal_groups:]]
         total = sum(sizes)
         if total <= 0:
@@ -417,8 +416,9 @@ class SelfTrainer:
             log_z=log_z,
             log_z_error=log_z_err,
         )
-        for name, state in self.states.items():
-            mask = np.asarray(state(x), dtype=float).reshape(-1)
+        masks = {name: np.asarray(state(x), dtype=bool).reshape(-1) for name, state in self.states.items()}
+        for name, mask in masks.items():
+            mask = mask.astype(float)
             row[f"P({name})"] = float(np.mean(mask))  # raw fraction of proposals in the state
             if ess > 0:
                 p, dp = weighted_mean(mask, log_w, rng=self.config.seed + self.round)
@@ -426,13 +426,15 @@ class SelfTrainer:
             else:
                 row[f"P_{name}"], row[f"P_{name}_error"] = math.nan, math.nan
         row["measure_s"] = round(time.time() - t0, 2)
-        return row, dict(z=z, energy=energy, log_q=log_q, temperature=temperature, stratum=self._strata(x))
+        return row, dict(z=z, energy=energy, log_q=log_q, temperature=temperature, stratum=self._strata(masks, len(x)))
 
-    def _strata(self, x):
-        """Index of the first followed state each configuration is in (``len(states)``: none)."""
-        out = np.full(len(x), len(self.states), dtype=np.int64)
-        for k, state in reversed(list(enumerate(self.states.values()))):
-            out[np.asarray(state(x), dtype=bool).reshape(-1)] = k
+    @staticmethod
+    def _strata(masks, n):
+        """Index of the first followed state each configuration is in (``len(masks)``: none), from
+        the states' masks."""
+        out = np.full(n, len(masks), dtype=np.int64)
+        for k, mask in reversed(list(enumerate(masks.values()))):
+            out[mask] = k
         return out
 
     def learning_rate(self, step):
