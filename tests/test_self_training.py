@@ -246,3 +246,19 @@ def test_stratified_training_keeps_the_models_state_populations(chain5, tmp_path
 
 def _first_torsion(ms, x):
     return chain_geometry(ms.topology, x)[2][:, 0]
+
+
+def test_cli_self_train_targets_the_systems_temperature(tmp_path, capsys):
+    """A capped peptide's built-in system is at 310 K: without --temperature, so is self-training."""
+    from openmm_arbg.cli import main
+    from openmm_arbg.simulation.systems import build_system
+
+    ms = build_system("peptide:AG")
+    model = ArBG.from_data(ms.topology, jittered(ms.positions_nm(), 200, 0.003, seed=8), n_bins=32, network=TINY_NETWORK, seed=4)
+    model.save(tmp_path / "start.safetensors")
+    argv = ["self-train", "--model", str(tmp_path / "start.safetensors"), "--n-rounds", "1", "--n-proposals", "50", "--n-steps", "1",
+            "--output", str(tmp_path / "st"), "--quiet"]
+    assert main(argv) == 0
+    with open(tmp_path / "st" / "learning_curve.csv") as f:
+        assert {float(r["temperature_K"]) for r in csv.DictReader(f)} == {310.0}
+    assert "at 310 K" in capsys.readouterr().out

@@ -41,6 +41,9 @@ def add_arguments(p):
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     add_options(p, "workers", "platform", "quiet", workers=dict(default=1))
     add_dataclass_options(p, (_config_class(),))
+    for action in p._actions:
+        if action.dest == "temperature":
+            action.help = "target temperature in K (default: the system's, 300 K for alanine dipeptide, 310 K for peptides)"
 
 
 def validate(args, parser):
@@ -79,11 +82,13 @@ def run(args):
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
     from ..training import SelfTrainer, load_trajectories
-    from .common import system_for_model
+    from .common import system_for_model, temperature_K
 
-    config = dataclass_values(_config_class(), args)
     model = ArBG.load(args.model)
     ms = system_for_model(model, args.system)
+    if args.temperature is None:  # the system's temperature (310 K for peptides), as in every other command
+        args.temperature = temperature_K(args, ms)
+    config = dataclass_values(_config_class(), args)
     md, md_evaluations, unknown = [], 0, []
     if args.trajectories:
         topology = args.topology or os.path.join(os.path.dirname(os.path.abspath(args.trajectories[0])), "topology.pdb")
