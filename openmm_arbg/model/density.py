@@ -33,6 +33,16 @@ def check_proposal_temperature(proposal_temperature):
         raise ValueError(f"proposal_temperature must be a positive finite number; got {t!r}")
 
 
+def _draw_tokens(logp, generator=None):
+    """One token per row of ``logp`` (n, V) log probabilities, by inverting the cumulative
+    distribution at a uniform draw (a token of probability 0 is never drawn)."""
+    cdf = torch.cumsum(logp.exp(), dim=-1)
+    total = cdf[:, -1:]
+    r = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device, generator=generator) * total
+    r = torch.minimum(r, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    return torch.searchsorted(cdf, r, right=True)[:, 0]
+
+
 @contextlib.contextmanager
 def evaluation_mode(module):
     """Run the block with ``module`` in evaluation mode (no dropout), then restore its mode."""
@@ -212,7 +222,7 @@ class AutoregressiveDensity(nn.Module):
         prev_values = torch.cat([values.new_zeros((n, 1, values.shape[2])), values], dim=1)[:, : min(k + 1, D)]
         state = GenerationState(
             z, torch.zeros(n, dtype=torch.float64, device=dev), k, None,
-            self.network.new_cache() if kv_cache else None, proposal_temperature,
+            self.network.new_cache(D) if kv_cache else None, proposal_temperature,
             None if kv_cache else (prev_tokens, prev_values),
         )
         if k < D:
@@ -234,7 +244,7 @@ class AutoregressiveDensity(nn.Module):
         if j >= D:
             raise ValueError("every coordinate has been generated")
         logp = torch.log_softmax(state.logits.double() / state.proposal_temperature, dim=-1)
-        tok = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
+        tok = _draw_tokens(logp, generator)
         u = torch.rand(n, dtype=torch.float64, device=state.z.device, generator=generator).clamp(1e-12, 1 - 1e-12)
         zj, log_within = self.discretizer.dequantize(tok, u, j)
         log_qj = logp.gather(-1, tok[:, None])[:, 0] + log_within

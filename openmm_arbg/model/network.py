@@ -101,6 +101,18 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
+    @staticmethod
+    def _grow(cache, k, length):
+        """(Re)allocate a layer's key and value buffers for ``max(length, capacity)`` positions,
+        keeping what they hold: one allocation per generation when the capacity is known."""
+        B, H, _, hd = k.shape
+        size = max(length, cache.get("capacity") or 0)
+        for key in ("k", "v"):
+            buf = k.new_empty((B, H, size, hd))
+            if cache.get(key) is not None:
+                buf[:, :, : cache["length"]] = cache[key][:, :, : cache["length"]]
+            cache[key] = buf
+
     def forward(self, x, positions, cache=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
@@ -109,16 +121,23 @@ class SelfAttention(nn.Module):
             q, k = _rotate(q, positions), _rotate(k, positions)
         past = 0
         if cache is not None:
-            if cache.get("k") is not None:
-                past = cache["k"].shape[2]
-                k = torch.cat([cache["k"], k], dim=2)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-        if past and T > 1:
-            raise ValueError("the KV cache takes one new position at a time after the first call")
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=(past == 0 and T > 1), dropout_p=self.dropout if self.training else 0.0
-        )
+            past = cache["length"]
+            if past and T > 1:
+                raise ValueError("the KV cache takes one new position at a time after the first call")
+            if cache.get("k") is None or past + T > cache["k"].shape[2]:
+                self._grow(cache, k, past + T)
+            cache["k"][:, :, past : past + T] = k
+            cache["v"][:, :, past : past + T] = v
+            cache["length"] = past + T
+            k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
+        if past:  # one new position attends to every cached one (a plain product: faster on CPU
+            # than the fused kernel for one query, and reads the cache views without a copy)
+            att = torch.softmax((q @ k.transpose(-2, -1)) * (C // self.n_head) ** -0.5, dim=-1)
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
+            )
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -238,5 +257,8 @@ class CausalTransformer(nn.Module):
             x = block(x, positions, None if cache is None else cache[i])
         return self.head(self.norm(x)).float()
 
-    def new_cache(self):
-        return [dict() for _ in self.blocks]
+    def new_cache(self, capacity=None):
+        """An empty KV cache: one dict per layer. ``capacity`` (positions) preallocates the key
+        and value buffers at the first call, so generation never copies them (they grow by
+        reallocation if more positions arrive)."""
+        return [dict(length=0, capacity=capacity) for _ in self.blocks]
