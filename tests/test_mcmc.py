@@ -261,3 +261,28 @@ def test_five_atom_chain_long_run(kind, tmp_path):
     for j in range(2):
         est, err = mean_and_error(np.cos(3 * phis[:, j]))
         assert abs(est - exact) < N_SIGMA * err, (kind, j, est, exact, err)
+
+
+def test_energies_in_worker_processes_give_the_same_chain(chain, untrained):
+    """ArBGMove(n_workers=2) computes the attempts' energies in a worker pool on the Context's
+    platform: the same energies, so the same seed gives the same chain as one Context."""
+    ms, _, _ = chain
+    thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
+    runs = []
+    for n_workers in (1, 2):
+        np.random.seed(5)
+        move = ArBGMove(untrained, n_attempts=25, buffer_size=100, n_workers=n_workers, recycle=True)
+        sampler_state = states.SamplerState(ms.positions)
+        context_cache = reference_cache()
+        xs = []
+        for _ in range(8):
+            move.apply(thermo, sampler_state, context_cache)
+            xs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+        assert (len(move._pools) == 1) == (n_workers == 2)
+        runs.append((np.array(xs), move.statistics, move.pop_recycled()["reduced_potentials"]))
+        copied = copy.deepcopy(move)
+        assert copied.n_workers == n_workers and copied._pools == {}
+    (x1, stats1, u1), (x2, stats2, u2) = runs
+    assert stats1 == stats2 and stats1["n_accepted"] > 0
+    np.testing.assert_allclose(u1, u2, rtol=1e-12)  # beta * U in another order: equal to rounding
+    np.testing.assert_array_equal(x1, x2)

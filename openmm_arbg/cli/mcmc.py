@@ -11,13 +11,15 @@ REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    add_options(p, "model", "target", "temperature")
+    add_options(p, "model", "device", "target", "temperature")
     p.add_argument("--iterations", type=positive_int, default=1000, help="chain iterations, each Langevin steps then ArBG attempts (default %(default)s)")
     p.add_argument("--attempts", type=positive_int, default=10, help="ArBG Metropolis-Hastings attempts per iteration (default %(default)s)")
     p.add_argument("--langevin-steps", type=non_negative_int, default=100, help="Langevin steps per iteration, before the attempts (0: ArBG moves only; default %(default)s)")
     p.add_argument("--collision-rate-per-ps", type=float, default=1.0, help="Langevin collision rate (default %(default)s)")
-    add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed",
-                seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"))
+    add_options(p, "timestep_fs", "proposal_temperature", "platform", "seed", "workers",
+                seed=dict(help="seeds numpy's global generator, openmmtools' convention (default %(default)s)"),
+                workers=dict(default=1, help="processes for the energies of each iteration's attempts; the chain is the "
+                             "same for any number (default %(default)s)"))
     p.add_argument("--cuts", type=int, nargs="+",
                    help="partial resampling: each attempt keeps the first K model coordinates, K drawn from these "
                    "(0 redraws the whole molecule), and redraws the rest from the model's exact conditional (default: 0 only)")
@@ -51,13 +53,14 @@ def _run_storage(args):
     from ..sampling.chain import run_chain_storage
     from .common import target_for_model
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     ms, T = target_for_model(model, args)
     sampler = run_chain_storage(
         args.model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, args.storage,
         n_attempts=args.attempts, langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature,
         timestep_fs=args.timestep_fs, collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform,
         checkpoint_interval=args.chunk_iterations, cuts=args.cuts, cut_probabilities=args.cut_probabilities, seed=args.seed,
+        n_workers=args.workers,
     )
     move = sampler.mcmc_moves[0].move_list[-1]
     print(f"{sampler.iteration} iterations in {args.storage} (openmmtools MultiStateReporter); ArBGMove acceptance "
@@ -71,6 +74,9 @@ def run(args):
     if args.storage:
         if args.recycle:
             raise ValueError("--recycle keeps proposals in the --output chunks; it does not work with --storage")
+        if args.device != "cpu":
+            raise ValueError("--storage restores the move's model from its file on the CPU; use --output for a chain "
+                             f"with the network on {args.device}")
         if not args.storage.endswith(".nc"):
             raise ValueError(f"--storage {args.storage}: give a netCDF file name ending in .nc")
         check_output_file(args.storage, "--storage", (".nc",))
@@ -86,7 +92,7 @@ def run(args):
     from ..sampling.streaming import RunInterrupted
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     ms, T = target_for_model(model, args)
     try:
         chain = run_chain(
@@ -94,7 +100,7 @@ def run(args):
             langevin_steps=args.langevin_steps, proposal_temperature=args.proposal_temperature, timestep_fs=args.timestep_fs,
             collision_rate_per_ps=args.collision_rate_per_ps, platform=args.platform, seed=args.seed, progress=not args.quiet,
             output=args.output, chunk_iterations=args.chunk_iterations, topology=ms.topology,
-            cuts=args.cuts, cut_probabilities=args.cut_probabilities, recycle=args.recycle,
+            cuts=args.cuts, cut_probabilities=args.cut_probabilities, recycle=args.recycle, n_workers=args.workers,
         )
     except RunInterrupted as stopped:
         print(f"arbg mcmc: {stopped}", file=sys.stderr)

@@ -105,7 +105,7 @@ def _system_sha256(system):
 def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10, langevin_steps=0, proposal_temperature=1.0,
               buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
               keep_positions=True, block_size=1000, seed=None, progress=False, output=None, chunk_iterations=100,
-              topology=None, out=None, cuts=None, cut_probabilities=None, recycle=False):
+              topology=None, out=None, cuts=None, cut_probabilities=None, recycle=False, n_workers=1):
     """Run ``n_iterations`` of [Langevin dynamics, then ``n_attempts`` ArBGMove attempts].
 
     The chain runs in chunks of ``chunk_iterations``. Each chunk starts from the state (positions
@@ -169,6 +169,9 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
     recycle : bool
         Keep every whole-molecule proposal with its weight (``ChainResult.recycled_result``):
         estimates from all the energies the chain computed, not only from its states.
+    n_workers : int
+        Processes for the energies of each iteration's attempts (:class:`~openmm_arbg.ArBGMove`);
+        the chain is the same for any value (energies equal to rounding).
 
     Returns
     -------
@@ -200,7 +203,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
 
         start = np.asarray(positions.value_in_unit(unit.nanometer), dtype=np.float64)
         arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
-                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle)
+                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle, n_workers=n_workers)
         settings = dict(
             model_sha256=arbg_move.proposal.model_sha256,
             system_sha256=_system_sha256(system),
@@ -221,7 +224,7 @@ def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10
         platform = store.stored.get("platform_used", platform)
     else:
         arbg_move = ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
-                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle)
+                            cuts=cuts, cut_probabilities=cut_probabilities, recycle=recycle, n_workers=n_workers)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     platform = platform or default_platform(system.getNumParticles(), system, positions)
@@ -349,7 +352,7 @@ _RECYCLED = ("positions", "log_q", "reduced_potentials", "valid")
 
 def run_chain_storage(model, thermodynamic_state, positions, n_iterations, storage, n_attempts=10, langevin_steps=0,
                       proposal_temperature=1.0, buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None,
-                      checkpoint_interval=10, cuts=None, cut_probabilities=None, seed=None):
+                      checkpoint_interval=10, cuts=None, cut_probabilities=None, seed=None, n_workers=1):
     """The chain of :func:`run_chain` run by openmmtools itself: a ``MultiStateSampler`` with one
     state and one replica, stored by ``MultiStateReporter`` in the netCDF file ``storage``
     (positions every ``checkpoint_interval`` iterations, energies and the moves' statistics every
@@ -388,7 +391,7 @@ def run_chain_storage(model, thermodynamic_state, positions, n_iterations, stora
         if seed is not None:
             np.random.seed(int(seed) % 2**32)
         moves = [ArBGMove(model, n_attempts=n_attempts, proposal_temperature=proposal_temperature, buffer_size=buffer_size,
-                          cuts=cuts, cut_probabilities=cut_probabilities)]
+                          cuts=cuts, cut_probabilities=cut_probabilities, n_workers=n_workers)]
         if langevin_steps:
             moves.insert(0, mcmc.LangevinDynamicsMove(n_steps=int(langevin_steps), timestep=timestep_fs * unit.femtosecond,
                                                       collision_rate=collision_rate_per_ps / unit.picosecond))

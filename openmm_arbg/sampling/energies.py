@@ -150,7 +150,9 @@ class ReducedPotential:
             self.platform = default_platform(len(x[0]), self.system, x[0])
         if self.n_workers == 1 or len(x) < 4 * self.n_workers:
             return _energies_kj(self._single_context(), x)
-        chunks = np.array_split(x, 4 * self.n_workers)
+        # a few chunks per worker balance the load of long lists; short ones (a move's attempts)
+        # pay one round trip per worker
+        chunks = np.array_split(x, (4 if len(x) >= 64 * self.n_workers else 1) * self.n_workers)
         return np.concatenate(self._worker_pool().map(_worker_energies, chunks))
 
     def __call__(self, positions):

@@ -30,11 +30,13 @@ Random numbers come from numpy's global generator, as in openmmtools' own Metrop
 seed it with ``numpy.random.seed`` for reproducible runs.
 """
 
+import hashlib
 import logging
 import math
 import os
 
 import numpy as np
+import openmm
 import openmm.unit as unit
 from openmmtools.mcmc import MCMCMove
 
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 _MODEL_CACHE = {}  # (path, sha256) -> ArBG: deep copies of a move share the loaded model
 _HASH_CACHE = {}  # (path, mtime_ns, size) -> sha256
+
+
+def _hash_text(text):
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _hash(path):
@@ -200,6 +206,12 @@ class ArBGMove(MCMCMove):
         potential: they are i.i.d. draws from the model whatever the chain does, so
         :meth:`recycled_result` weighs them as plain importance sampling (waste recycling; see
         ``docs/design.md``). Partial proposals depend on the state and are not kept.
+    n_workers : int
+        Worker processes for the energies of the ``n_attempts`` whole-molecule proposals
+        (:class:`~openmm_arbg.sampling.energies.ReducedPotential`, on the platform of the
+        sampler's Context). ``1`` computes them one after another in the sampler's Context. The
+        pool is used for plain NVT ``ThermodynamicState`` objects; other states (a barostat,
+        compound states with alchemical parameters) always use the Context, which knows them.
 
     Attributes
     ----------
@@ -213,13 +225,15 @@ class ArBGMove(MCMCMove):
     """
 
     def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256, cuts=None, cut_probabilities=None,
-                 recycle=False):
+                 recycle=False, n_workers=1):
         super().__init__()
         self.proposal = ArBGProposal(model, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
         self.n_attempts = _positive_int(n_attempts, "n_attempts")
         self._set_cuts(cuts, cut_probabilities)
         self.recycle = bool(recycle)
         self._recycled = []
+        self.n_workers = _positive_int(n_workers, "n_workers")
+        self._pools = {}
         self.n_accepted = 0
         self.n_proposed = 0
         self.n_wrong_stereo = 0
@@ -343,10 +357,7 @@ class ArBGMove(MCMCMove):
         log_q_current = float(self.proposal.log_prob(x[None])[0])
 
         proposals, log_q, right_handed = self.proposal.propose(self.n_attempts, x)
-        u_prop = np.full(self.n_attempts, math.inf)
-        for i in np.flatnonzero(right_handed):  # energies of the placed conformations, in one batch
-            context.setPositions(proposals[i] * unit.nanometer)
-            u_prop[i] = self._reduced_potential(thermodynamic_state, context)
+        u_prop = self._proposal_energies(thermodynamic_state, context, proposals, right_handed)
         self.n_wrong_stereo += int((~right_handed).sum())
         self.n_failed_energy += int((right_handed & ~np.isfinite(u_prop)).sum())
         self._record(proposals, log_q, u_prop, right_handed)
@@ -364,6 +375,39 @@ class ArBGMove(MCMCMove):
         if accepted_index is not None:
             sampler_state.positions = proposals[accepted_index] * unit.nanometer
         sampler_state.apply_to_context(context, ignore_velocities=True)
+
+    def _energy_pool(self, thermodynamic_state, context):
+        """The worker pool for this state (NVT ``ThermodynamicState`` only), or None."""
+        from openmmtools.states import ThermodynamicState
+
+        from .energies import ReducedPotential
+
+        if self.n_workers == 1 or type(thermodynamic_state) is not ThermodynamicState or thermodynamic_state.pressure is not None:
+            return None
+        key = getattr(thermodynamic_state, "_standard_system_hash", None)
+        if key is None:  # openmmtools without the cached hash: hash the System itself (slower)
+            key = _hash_text(openmm.XmlSerializer.serialize(context.getSystem()))
+        key = (key, thermodynamic_state.temperature.value_in_unit(unit.kelvin), context.getPlatform().getName())
+        if key not in self._pools:
+            for pool in self._pools.values():  # one pool at a time: a new state replaces the last
+                pool.close()
+            self._pools = {key: ReducedPotential(context.getSystem(), temperature=key[1], platform=key[2],
+                                                 n_workers=self.n_workers)}
+        return self._pools[key]
+
+    def _proposal_energies(self, thermodynamic_state, context, proposals, right_handed):
+        """Reduced potentials (n,) of the right-handed ``proposals`` (+inf for the others and for
+        failed energies): in the worker pool when there is one, else in ``context``."""
+        u = np.full(len(proposals), math.inf)
+        index = np.flatnonzero(right_handed)
+        pool = self._energy_pool(thermodynamic_state, context) if len(index) > 1 else None
+        if pool is not None:
+            u[index] = pool(proposals[index])
+        else:
+            for i in index:
+                context.setPositions(proposals[i] * unit.nanometer)
+                u[i] = self._reduced_potential(thermodynamic_state, context)
+        return u
 
     def _apply_partial(self, thermodynamic_state, sampler_state, context, x, u_current):
         """Attempts one after another: each proposal depends on the state the last one left."""
@@ -399,6 +443,8 @@ class ArBGMove(MCMCMove):
     def __getstate__(self):
         state = self.proposal.__getstate__()
         state.update(n_attempts=self.n_attempts)
+        if self.n_workers > 1:
+            state.update(n_workers=self.n_workers)
         if self.cuts is not None:  # plain lists for openmmtools' YAML storage
             state.update(cuts=list(self.cuts), cut_probabilities=list(self.cut_probabilities))
         if self.recycle:
@@ -412,6 +458,7 @@ class ArBGMove(MCMCMove):
         self.n_attempts = int(state.get("n_attempts", 1))
         self._set_cuts(state.get("cuts"), state.get("cut_probabilities"))
         self.recycle, self._recycled = bool(state.get("recycle", False)), []
+        self.n_workers, self._pools = int(state.get("n_workers", 1)), {}
         self.statistics = state
 
     def __str__(self):
