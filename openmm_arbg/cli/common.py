@@ -83,6 +83,26 @@ def platform_name(text):
 
 platform_name.description = "an OpenMM platform available here"
 
+
+def torch_device(text):
+    """argparse ``type`` of ``--device``: a torch device that exists here (cpu, cuda, cuda:N)."""
+    if text == "cpu":  # the default: no need to import torch while parsing
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: give cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available to torch here; use --device cpu") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text}: give cpu, cuda or cuda:N")
+    return text
+
+
+torch_device.description = "a torch device available here (cpu, cuda, cuda:N)"
+
 SYSTEM_FORMS = "a built-in system name, peptide:SEQUENCE, system.xml:structure.pdb or structure.pdb[:forcefield.xml,...]"
 
 # options several commands take, by name: (flags, add_argument keywords)
@@ -97,6 +117,7 @@ SHARED_OPTIONS = {
     "platform": (("--platform",), dict(type=platform_name, default=None, help="OpenMM platform (default: Reference for small molecules)")),
     "timestep_fs": (("--timestep-fs",), dict(type=positive_float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
+    "device": (("--device",), dict(type=torch_device, default="cpu", help="torch device of the network: cpu, cuda or cuda:N (default %(default)s); OpenMM energies use --platform")),
     "quiet": (("--quiet",), dict(action="store_true", help="no progress bar")),
 }
 
@@ -330,6 +351,20 @@ def resolve_shipped_model(args):
 
         if name in PRETRAINED:
             args.model = pretrained_path(name)
+
+
+def restart_or_resume(output, restart, files):
+    """``--restart``: delete a trainer's ``files`` in ``output`` (start over); otherwise say that
+    an existing checkpoint there will be resumed."""
+    import os
+
+    checkpoint = os.path.join(output, "checkpoint.safetensors")
+    if restart:
+        for name in ("checkpoint.safetensors", *files):
+            if os.path.exists(os.path.join(output, name)):
+                os.remove(os.path.join(output, name))
+    elif os.path.exists(checkpoint):
+        print(f"resuming from {checkpoint}")
 
 
 def print_warnings(lines, out=None):

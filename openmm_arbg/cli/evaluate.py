@@ -9,7 +9,7 @@ REQUIRED = ("model", "reference", "topology")
 
 
 def add_arguments(p):
-    add_options(p, "model")
+    add_options(p, "model", "device")
     p.add_argument("--reference", help="reference trajectory (e.g. long MD), in time order")
     p.add_argument("--topology", help="topology file of the reference trajectory")
     add_options(p, "target", "temperature", "proposal_temperature")
@@ -33,7 +33,7 @@ def run(args):
     from ..utils import atomic_write
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     if not os.path.isfile(args.topology):
         raise FileNotFoundError(f"topology file {args.topology} does not exist")
     ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond

@@ -23,7 +23,7 @@ def add_arguments(p):
         help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
         "residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
     )
-    add_options(p, "workers", "seed", "quiet")
+    add_options(p, "workers", "seed", "device", "quiet")
 
 
 def validate(args, parser):
@@ -83,7 +83,7 @@ def run(args):
         from ..sampling.importance import importance_sample
         from .common import target_for_model
 
-        model = ArBG.load(args.model)
+        model = ArBG.load(args.model, device=args.device)
         ms, T = target_for_model(model, args)
         with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
             result = importance_sample(model, u, args.n, seed=args.seed, progress=not args.quiet)

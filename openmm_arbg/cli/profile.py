@@ -14,7 +14,7 @@ REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    add_options(p, "model", "target", "temperature", "proposal_temperature")
+    add_options(p, "model", "device", "target", "temperature", "proposal_temperature")
     p.add_argument("--dihedrals", nargs="+", default=["phi"],
                    help="one or two dihedrals: phi, psi, phiK, psiK (residue K, from 1) or i,j,k,l (default: phi)")
     p.add_argument("--grid", type=int, default=36, help="grid points per dihedral, at bin centres (default %(default)s)")
@@ -57,7 +57,7 @@ def run(args):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise ValueError(f"--output {args.output} is a file; give a folder")
     check_output_file(os.path.join(args.output, "result.json"))  # before any computing: the folder can be written
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     for d in args.dihedrals:  # before any computing: every dihedral must be a model coordinate
         model.dihedral_coordinate(d)
     reference = None

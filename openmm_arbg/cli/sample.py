@@ -10,7 +10,7 @@ REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    add_options(p, "model")
+    add_options(p, "model", "device")
     p.add_argument("--n", type=positive_int, default=1000, help="number of proposals (default %(default)s)")
     add_options(p, "target", "temperature", "proposal_temperature", "workers", workers=dict(default=1))
     p.add_argument("--no-weights", action="store_true", help="only draw conformations: no target, no energies, no weights")
@@ -46,7 +46,7 @@ def run(args):
     from ..sampling.importance import importance_sample
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     if args.no_weights:
         positions, log_q = model.sample(args.n, proposal_temperature=args.proposal_temperature, seed=args.seed)
         print(f"{len(positions)} samples, mean log q {np.mean(log_q):.2f}")
@@ -75,7 +75,7 @@ def _run_to_file(args):
     from ..sampling.streaming import RunInterrupted, sample_to_file
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     if args.no_weights:
         u = contextlib.nullcontext(None)
     else:

@@ -39,7 +39,7 @@ def add_arguments(p):
     )
     p.add_argument("--output", default="arbg_self_training", help="output folder (default %(default)s)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    add_options(p, "workers", "platform", "quiet", workers=dict(default=1))
+    add_options(p, "workers", "platform", "device", "quiet", workers=dict(default=1))
     add_dataclass_options(p, (_config_class(),))
     for action in p._actions:
         if action.dest == "temperature":
@@ -82,9 +82,9 @@ def run(args):
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
     from ..training import SelfTrainer, load_trajectories
-    from .common import system_for_model, temperature_K
+    from .common import restart_or_resume, system_for_model, temperature_K
 
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     ms = system_for_model(model, args.system)
     if args.temperature is None:  # the system's temperature (310 K for peptides), as in every other command
         args.temperature = temperature_K(args, ms)
@@ -107,12 +107,8 @@ def run(args):
     states = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
     if not states and ms.name == "alanine_dipeptide_vacuum":
         states = {"C7ax": "phi > 0"}
-    if args.restart:
-        for name in ("checkpoint.safetensors", "model.safetensors", "last.safetensors", "learning_curve.csv", "learning_curve.png"):
-            if os.path.exists(os.path.join(args.output, name)):
-                os.remove(os.path.join(args.output, name))
-    elif os.path.exists(os.path.join(args.output, "checkpoint.safetensors")):
-        print(f"resuming from {os.path.join(args.output, 'checkpoint.safetensors')}")
+    restart_or_resume(args.output, args.restart,
+                      ("model.safetensors", "last.safetensors", "learning_curve.csv", "learning_curve.png"))
     if unknown:
         print(f"the MD's cost is not known for {', '.join(unknown)} (no arbg md settings.json beside it); "
               "the energy evaluations reported leave it out")

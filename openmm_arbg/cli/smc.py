@@ -13,7 +13,7 @@ REQUIRED = ("model",)
 
 
 def add_arguments(p):
-    add_options(p, "model", "target", "temperature", "proposal_temperature")
+    add_options(p, "model", "device", "target", "temperature", "proposal_temperature")
     p.add_argument("--n", type=positive_int, default=2000, help="particles per run (default %(default)s)")
     p.add_argument("--stages", type=int, nargs="+", required=False,
                    help="model-coordinate cuts where particles are reweighted, increasing, in (0, number of coordinates) "
@@ -53,7 +53,7 @@ def run(args):
 
     if args.output:
         check_output_file(args.output, "--output", (".npz",))  # before any computing
-    model = ArBG.load(args.model)
+    model = ArBG.load(args.model, device=args.device)
     stages = args.stages or [int(round(5 * model.n_coords / 6))]
     lambdas = args.lambdas or [0.3] * len(stages)
     ms, T = target_for_model(model, args)

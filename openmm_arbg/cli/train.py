@@ -9,7 +9,7 @@ training. An existing checkpoint in --output is resumed unless --restart.
 
 import os
 
-from .common import RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int
+from .common import RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
@@ -39,7 +39,7 @@ def add_arguments(p):
     p.add_argument("--topology", help="topology file (PDB) of the molecule")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
     p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    add_options(p, "device")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     add_options(p, "quiet")
     add_dataclass_options(p, _classes(), skip=DERIVED_NETWORK_FIELDS)
@@ -58,14 +58,6 @@ def validate(args, parser):
         settings(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    import torch
-
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        parser.error(f"--device {args.device!r} is not a torch device: give cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA GPU is available to torch here; use --device cpu")
 
 
 def run(args):
@@ -91,12 +83,7 @@ def run(args):
     x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
     print(f"{len(x)} frames of {graph.n_atoms} atoms from {len(args.trajectories)} file(s)")
     model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
-    if args.restart:
-        for name in ("checkpoint.safetensors", "model.safetensors", "training_log.csv"):
-            if os.path.exists(os.path.join(args.output, name)):
-                os.remove(os.path.join(args.output, name))
-    elif os.path.exists(os.path.join(args.output, "checkpoint.safetensors")):
-        print(f"resuming from {os.path.join(args.output, 'checkpoint.safetensors')}")
+    restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", "train", *args.argv])
     print(model)
