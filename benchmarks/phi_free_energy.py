@@ -101,13 +101,13 @@ def run_pt(ms, n_evaluations, seed, n_replicas=4, t_max=600.0, steps_per_iterati
     return float(np.mean(_phi_positive(xs, ms.topology))), wall, n_iter * n_replicas * steps_per_iteration
 
 
-def run_arbg_mcmc(ms, model_path, n_evaluations, seed, attempts=25, langevin_steps=25, recycle=False):
+def run_arbg_mcmc(ms, model_path, n_evaluations, seed, attempts=25, langevin_steps=25, recycle=False, buffer_size=1000):
     """P(phi > 0) from an MCMCSampler chain of ArBGMove + Langevin, observed after every iteration;
     with ``recycle``, also from every whole-molecule proposal of the chain, weighed as importance
     sampling (waste recycling; same energies, no more)."""
     n_iter = max(1, n_evaluations // (attempts + langevin_steps))
     chain = run_chain(model_path, states.ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, n_iter, n_attempts=attempts,
-                      langevin_steps=langevin_steps, buffer_size=min(1000, n_iter * attempts), platform="Reference", minimize=True,
+                      langevin_steps=langevin_steps, buffer_size=min(buffer_size, n_iter * attempts), platform="Reference", minimize=True,
                       observables={"phi>0": lambda x: _phi_positive(x, ms.topology)}, keep_positions=False, seed=seed,
                       recycle=recycle)
     p_chain = float(np.mean(chain.observables["phi>0"]))
@@ -144,6 +144,7 @@ def main():
     p.add_argument("--attempts", type=int, default=25, help="ArBGMove attempts per iteration")
     p.add_argument("--langevin-steps", type=int, default=25, help="Langevin steps per ArBGMove iteration")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--buffer-size", type=int, default=1000, help="ArBGMove proposals per network call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="benchmark_phi", help="folder for per-method JSON and the plot")
     p.add_argument("--report", action="store_true", help="merge the JSON files into a table and error_vs_cost.png")
@@ -177,10 +178,10 @@ def main():
                         est, wall, ev = run_pt(ms, b, seed)
                         row = dict(p=est, wall_s=wall, evaluations=ev)
                     elif method == "arbg":
-                        est, wall, ev, acc = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps)
+                        est, wall, ev, acc = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps, buffer_size=args.buffer_size)
                         row = dict(p=est, wall_s=wall, evaluations=ev, acceptance=acc)
                     else:
-                        est, wall, ev, acc, p_chain = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps, True)
+                        est, wall, ev, acc, p_chain = run_arbg_mcmc(ms, model_path, b, seed, args.attempts, args.langevin_steps, True, buffer_size=args.buffer_size)
                         row = dict(p=est, wall_s=wall, evaluations=ev, acceptance=acc, p_chain=p_chain)
                     rows.append(dict(budget=b, repeat=r, **row))
                     print(method, rows[-1], flush=True)

@@ -103,7 +103,7 @@ def _system_sha256(system):
 
 
 def run_chain(model, thermodynamic_state, positions, n_iterations, n_attempts=10, langevin_steps=0, proposal_temperature=1.0,
-              buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
+              buffer_size=1024, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None, minimize=False, observables=None,
               keep_positions=True, block_size=1000, seed=None, progress=False, output=None, chunk_iterations=100,
               topology=None, out=None, cuts=None, cut_probabilities=None, recycle=False, n_workers=1):
     """Run ``n_iterations`` of [Langevin dynamics, then ``n_attempts`` ArBGMove attempts].
@@ -351,7 +351,7 @@ _RECYCLED = ("positions", "log_q", "reduced_potentials", "valid")
 
 
 def run_chain_storage(model, thermodynamic_state, positions, n_iterations, storage, n_attempts=10, langevin_steps=0,
-                      proposal_temperature=1.0, buffer_size=256, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None,
+                      proposal_temperature=1.0, buffer_size=1024, timestep_fs=1.0, collision_rate_per_ps=1.0, platform=None,
                       checkpoint_interval=10, cuts=None, cut_probabilities=None, seed=None, n_workers=1):
     """The chain of :func:`run_chain` run by openmmtools itself: a ``MultiStateSampler`` with one
     state and one replica, stored by ``MultiStateReporter`` in the netCDF file ``storage``

@@ -104,10 +104,11 @@ class ArBGProposal:
     proposal_temperature : float
         Softmax temperature of the proposal (``log q`` is that of the tempered model).
     buffer_size : int
-        Proposals drawn per network call (>= 1).
+        Proposals drawn per network call (>= 1). Generation on the CPU is fastest per proposal
+        at about 1024 with one torch thread and 2048 with two (``docs/benchmarks.md`` section 3).
     """
 
-    def __init__(self, model, proposal_temperature=1.0, buffer_size=256):
+    def __init__(self, model, proposal_temperature=1.0, buffer_size=1024):
         if isinstance(model, ArBG):
             path = getattr(model, "checkpoint_path", None)
             if path is None:
@@ -224,7 +225,7 @@ class ArBGMove(MCMCMove):
         The counters above (openmmtools synchronises these across MPI ranks).
     """
 
-    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=256, cuts=None, cut_probabilities=None,
+    def __init__(self, model, n_attempts=1, proposal_temperature=1.0, buffer_size=1024, cuts=None, cut_probabilities=None,
                  recycle=False, n_workers=1):
         super().__init__()
         self.proposal = ArBGProposal(model, proposal_temperature=proposal_temperature, buffer_size=buffer_size)
