@@ -286,3 +286,24 @@ def test_energies_in_worker_processes_give_the_same_chain(chain, untrained):
     assert stats1 == stats2 and stats1["n_accepted"] > 0
     np.testing.assert_allclose(u1, u2, rtol=1e-12)  # beta * U in another order: equal to rounding
     np.testing.assert_array_equal(x1, x2)
+
+
+def test_energy_pool_is_shared_across_temperatures(chain, untrained):
+    """Replicas that swap temperatures reuse one worker pool; energies are reduced at each
+    state's own temperature (the same as the Context's reduced potential)."""
+    ms, _, _ = chain
+    np.random.seed(9)
+    move = ArBGMove(untrained, n_attempts=10, buffer_size=100, n_workers=2, recycle=True)
+    context_cache = reference_cache()
+    for T in (300.0, 450.0, 300.0, 450.0):
+        thermo = states.ThermodynamicState(ms.system, T * unit.kelvin)
+        move.apply(thermo, states.SamplerState(ms.positions), context_cache)
+        rec = move.pop_recycled()
+        context, _ = context_cache.get_context(thermo)
+        ok = np.isfinite(rec["reduced_potentials"])
+        assert ok.sum() > 1
+        expected = [ArBGMove._reduced_potential(thermo, (context.setPositions(x * unit.nanometer), context)[1])
+                    for x in rec["positions"][ok].astype(np.float64)]
+        np.testing.assert_allclose(rec["reduced_potentials"][ok], expected, rtol=1e-6, atol=1e-3)  # kept positions are float32
+    assert len(move._pools) == 1
+

@@ -378,7 +378,9 @@ class ArBGMove(MCMCMove):
         sampler_state.apply_to_context(context, ignore_velocities=True)
 
     def _energy_pool(self, thermodynamic_state, context):
-        """The worker pool for this state (NVT ``ThermodynamicState`` only), or None."""
+        """The worker pool for this state's System (NVT ``ThermodynamicState`` only), or None.
+        Pools are kept per (System, platform), not per temperature: replicas that swap
+        temperatures (parallel tempering) reuse one pool."""
         from openmmtools.states import ThermodynamicState
 
         from .energies import ReducedPotential
@@ -388,22 +390,24 @@ class ArBGMove(MCMCMove):
         key = getattr(thermodynamic_state, "_standard_system_hash", None)
         if key is None:  # openmmtools without the cached hash: hash the System itself (slower)
             key = _hash_text(openmm.XmlSerializer.serialize(context.getSystem()))
-        key = (key, thermodynamic_state.temperature.value_in_unit(unit.kelvin), context.getPlatform().getName())
+        key = (key, context.getPlatform().getName())
         if key not in self._pools:
-            for pool in self._pools.values():  # one pool at a time: a new state replaces the last
+            for pool in self._pools.values():  # one pool at a time: another System replaces the last
                 pool.close()
-            self._pools = {key: ReducedPotential(context.getSystem(), temperature=key[1], platform=key[2],
+            self._pools = {key: ReducedPotential(context.getSystem(), temperature=300.0, platform=key[1],
                                                  n_workers=self.n_workers)}
         return self._pools[key]
 
     def _proposal_energies(self, thermodynamic_state, context, proposals, right_handed):
         """Reduced potentials (n,) of the right-handed ``proposals`` (+inf for the others and for
         failed energies): in the worker pool when there is one, else in ``context``."""
+        from ..physics import kT_kJ_per_mol
+
         u = np.full(len(proposals), math.inf)
         index = np.flatnonzero(right_handed)
         pool = self._energy_pool(thermodynamic_state, context) if len(index) > 1 else None
-        if pool is not None:
-            u[index] = pool(proposals[index])
+        if pool is not None:  # potential energies (kJ/mol) of the System, reduced at this state's temperature
+            u[index] = pool.energies(proposals[index]) / kT_kJ_per_mol(thermodynamic_state.temperature.value_in_unit(unit.kelvin))
         else:
             for i in index:
                 context.setPositions(proposals[i] * unit.nanometer)
