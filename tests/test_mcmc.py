@@ -32,6 +32,17 @@ def reference_cache():
     return cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference"))
 
 
+def apply_repeatedly(move, thermo, positions, n_applies, context_cache=None):
+    """Apply ``move`` ``n_applies`` times from ``positions``; the state after each apply (n, N, 3) nm."""
+    sampler_state = states.SamplerState(positions)
+    context_cache = context_cache or reference_cache()
+    xs = []
+    for _ in range(n_applies):
+        move.apply(thermo, sampler_state, context_cache)
+        xs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+    return np.array(xs)
+
+
 def mean_and_error(series):
     series = np.asarray(series, dtype=float)
     g = timeseries.statistical_inefficiency(series) if series.std() > 0 else 1.0
@@ -81,15 +92,10 @@ def test_arbg_move_alone_reproduces_analytic_marginals(chain, untrained):
     np.random.seed(7)
     move = ArBGMove(untrained, n_attempts=250, buffer_size=2000)
     thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
-    sampler_state = states.SamplerState(ms.positions)
-    context_cache = reference_cache()
-    xs = []
-    for _ in range(240):  # 60 000 attempts
-        move.apply(thermo, sampler_state, context_cache)
-        xs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+    xs = apply_repeatedly(move, thermo, ms.positions, 240)  # 60 000 attempts
     assert move.n_proposed == 60_000
     assert move.n_accepted > 300, move.statistics
-    for (kind, name), (series, f) in observables(ms, np.array(xs)).items():
+    for (kind, name), (series, f) in observables(ms, xs).items():
         est, err = mean_and_error(series)
         exact = exact_value(analytic, kind, name, f)
         assert abs(est - exact) < N_SIGMA * err, (untrained.representation.kind, name, est, exact, err)
@@ -249,13 +255,8 @@ def test_five_atom_chain_long_run(kind, tmp_path):
     np.random.seed(11)
     move = ArBGMove(str(path), n_attempts=500, buffer_size=5000)
     thermo = states.ThermodynamicState(ms.system, 300 * unit.kelvin)
-    ss = states.SamplerState(ms.positions)
-    cc = reference_cache()
-    xs = []
-    for _ in range(500):
-        move.apply(thermo, ss, cc)
-        xs.append(ss.positions.value_in_unit(unit.nanometer))
-    traj = mdtraj.Trajectory(np.array(xs, dtype=np.float32), mdtraj.Topology.from_openmm(ms.topology))
+    xs = apply_repeatedly(move, thermo, ms.positions, 500)
+    traj = mdtraj.Trajectory(xs.astype(np.float32), mdtraj.Topology.from_openmm(ms.topology))
     phis = mdtraj.compute_dihedrals(traj, [[0, 1, 2, 3], [1, 2, 3, 4]]).astype(float)
     exact = analytic.expectation("torsion", lambda p: np.cos(3 * p))
     for j in range(2):
@@ -272,14 +273,9 @@ def test_energies_in_worker_processes_give_the_same_chain(chain, untrained):
     for n_workers in (1, 2):
         np.random.seed(5)
         move = ArBGMove(untrained, n_attempts=25, buffer_size=100, n_workers=n_workers, recycle=True)
-        sampler_state = states.SamplerState(ms.positions)
-        context_cache = reference_cache()
-        xs = []
-        for _ in range(8):
-            move.apply(thermo, sampler_state, context_cache)
-            xs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+        xs = apply_repeatedly(move, thermo, ms.positions, 8)
         assert (len(move._pools) == 1) == (n_workers == 2)
-        runs.append((np.array(xs), move.statistics, move.pop_recycled()["reduced_potentials"]))
+        runs.append((xs, move.statistics, move.pop_recycled()["reduced_potentials"]))
         copied = copy.deepcopy(move)
         assert copied.n_workers == n_workers and copied._pools == {}
     (x1, stats1, u1), (x2, stats2, u2) = runs
@@ -302,8 +298,10 @@ def test_energy_pool_is_shared_across_temperatures(chain, untrained):
         context, _ = context_cache.get_context(thermo)
         ok = np.isfinite(rec["reduced_potentials"])
         assert ok.sum() > 1
-        expected = [ArBGMove._reduced_potential(thermo, (context.setPositions(x * unit.nanometer), context)[1])
-                    for x in rec["positions"][ok].astype(np.float64)]
+        expected = []
+        for x in rec["positions"][ok].astype(np.float64):  # the Context's reduced potential at this temperature
+            context.setPositions(x * unit.nanometer)
+            expected.append(thermo.reduced_potential(context))
         np.testing.assert_allclose(rec["reduced_potentials"][ok], expected, rtol=1e-6, atol=1e-3)  # kept positions are float32
     assert len(move._pools) == 1
 

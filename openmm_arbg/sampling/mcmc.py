@@ -394,6 +394,8 @@ class ArBGMove(MCMCMove):
         if key not in self._pools:
             for pool in self._pools.values():  # one pool at a time: another System replaces the last
                 pool.close()
+            # only its energies (kJ/mol) are used, reduced by the caller at the state's temperature:
+            # the pool's own temperature is a placeholder
             self._pools = {key: ReducedPotential(context.getSystem(), temperature=300.0, platform=key[1],
                                                  n_workers=self.n_workers)}
         return self._pools[key]
