@@ -109,3 +109,111 @@ def test_md_with_missing_chunks_restarts(tmp_path, monkeypatch, capsys):
     (tmp_path / "chunks" / "chunk_000001.npy").unlink()  # the user tidied up
     traj = run_md(ms, str(tmp_path), **kwargs)
     assert "running again from the start" in capsys.readouterr().out and traj.n_frames == 40
+
+
+# ---------------------------------------------------------------------------- seeded MD
+def _rotate_dihedral(x, topology, dihedral, degrees):
+    """``x`` (N, 3) with the atoms on the far side of the dihedral's central bond turned about it."""
+    import mdtraj
+
+    top = mdtraj.Topology.from_openmm(topology)
+    _, j, k, _ = dihedral
+    neighbours = {a.index: set() for a in top.atoms}
+    for a, b in top.bonds:
+        neighbours[a.index].add(b.index)
+        neighbours[b.index].add(a.index)
+    side, todo = {k}, [k]
+    while todo:
+        for n in neighbours[todo.pop()] - side - {j}:
+            side.add(n)
+            todo.append(n)
+    axis = (x[k] - x[j]) / np.linalg.norm(x[k] - x[j])
+    t = np.radians(degrees)
+    y = x.copy()
+    for a in side:  # Rodrigues' rotation about the j-k bond
+        v = x[a] - x[k]
+        y[a] = x[k] + v * np.cos(t) + np.cross(axis, v) * np.sin(t) + axis * (axis @ v) * (1 - np.cos(t))
+    return y
+
+
+@pytest.mark.parametrize("name", ["alanine_dipeptide_vacuum", "peptide:AAA"])
+def test_start_frames_cover_a_rare_basin(name):
+    """k-means on the backbone dihedrals gives a rare conformation its own start: 6 of 200 frames
+    have the first phi turned by 180 degrees."""
+    from openmm_arbg.molecule.topology import backbone_dihedral_indices
+    from openmm_arbg.simulation.md import choose_start_frames
+    from openmm_arbg.simulation.systems import build_system
+
+    from conftest import jittered
+
+    ms = build_system(name)
+    phi = backbone_dihedral_indices(ms.topology)[0][0]
+    x = jittered(ms.positions_nm(), 200, scale=0.002)
+    x[-6:] = jittered(_rotate_dihedral(ms.positions_nm(), ms.topology, phi, 180.0), 6, scale=0.002, seed=1)
+    for seed in range(3):
+        idx = choose_start_frames(x, ms.topology, 2, seed=seed)
+        assert len(idx) == 2 and (idx >= 194).sum() == 1
+    assert len(np.unique(choose_start_frames(x, ms.topology, 20))) == 20
+
+
+def _circular_difference_deg(a, b):
+    return np.abs((np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0)
+
+
+def test_seeded_md_starts_each_segment_from_its_structure(tmp_path, alanine, monkeypatch):
+    """Each segment starts from its own structure (a start with phi turned keeps it), an
+    interrupted seeded run resumes at the next segment, and other starts are refused."""
+    from openmm_arbg.analysis.observables import backbone_dihedrals
+
+    from openmm_arbg.molecule.topology import backbone_dihedral_indices
+
+    x0 = alanine.positions_nm()
+    phi_atoms = backbone_dihedral_indices(alanine.topology)[0][0]
+    starts = np.stack([x0, _rotate_dihedral(x0, alanine.topology, phi_atoms, 240.0), x0])
+    phi_start = backbone_dihedrals(starts, alanine.topology)[0][:, 0]
+    kwargs = dict(n_steps=3 * 200, report_interval=20, equilibration_steps=50, start_positions=starts, progress=False,
+                  platform="Reference", seed=3)
+    calls = {"n": 0}
+    real_save = np.save
+
+    def flaky_save(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_save(*args, **kw)
+
+    monkeypatch.setattr(md_module.np, "save", flaky_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(alanine, str(tmp_path), **kwargs)
+    assert json.loads((tmp_path / "settings.json").read_text())["completed_chunks"] == 1
+    monkeypatch.setattr(md_module.np, "save", real_save)
+    traj = run_md(alanine, str(tmp_path), **kwargs)
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert traj.n_frames == 30 and settings["complete"] and settings["n_starts"] == 3
+    phi = backbone_dihedrals(traj.xyz, alanine.topology)[0][:, 0].reshape(3, 10)
+    assert _circular_difference_deg(phi_start[1], phi_start[0]) > 90  # the turned start is another conformation
+    for segment, start in zip(phi, phi_start):
+        assert _circular_difference_deg(segment, start).max() < 60
+    other = dict(kwargs, start_positions=starts[[1, 0, 2]])
+    with pytest.raises(ValueError, match="other settings"):
+        run_md(alanine, str(tmp_path), **other)
+    with pytest.raises(ValueError, match="multiple of the number of starts"):
+        run_md(alanine, str(tmp_path / "uneven"), **dict(kwargs, n_steps=400))
+    with pytest.raises(ValueError, match=r"shape \(n_starts, 22, 3\)"):
+        run_md(alanine, str(tmp_path / "shape"), **dict(kwargs, start_positions=starts[:, :5]))
+
+
+def test_seeded_md_from_the_command_line(tmp_path):
+    """arbg md --start-from: starts from frames of another run of the molecule; bad files and
+    uneven splits are refused with what to do."""
+    from openmm_arbg.cli import main
+
+    md = ["md", "--ns", "0.002", "--report-ps", "0.1", "--equilibration-ps", "0.05", "--quiet", "--seed", "1"]
+    assert main(md + ["--temperatures", "600", "--output", str(tmp_path / "hot")]) == 0
+    hot = tmp_path / "hot" / "600K" / "trajectory.dcd"
+    assert main(md + ["--start-from", str(hot), "--n-starts", "4", "--output", str(tmp_path / "seeded")]) == 0
+    settings = json.loads((tmp_path / "seeded" / "300K" / "settings.json").read_text())
+    assert settings["n_starts"] == 4 and settings["complete"]
+    assert main(md + ["--start-from", str(hot), "--n-starts", "3", "--output", str(tmp_path / "x")]) == 2
+    assert main(md + ["--start-from", str(tmp_path / "nothing.dcd"), "--output", str(tmp_path / "y")]) == 2
+    assert main(md + ["--system", "peptide:AAA", "--start-from", str(hot), "--n-starts", "4", "--output", str(tmp_path / "z")]) == 2

@@ -21,6 +21,15 @@ def add_arguments(p):
     p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
     p.add_argument("--chunk-frames", type=positive_int, default=1000,
                    help="frames per saved chunk: what an interruption can lose (default %(default)s)")
+    p.add_argument("--start-from", default=None, metavar="TRAJECTORY",
+                   help="seeded MD: split each run into --n-starts segments started from frames of this trajectory of the "
+                        "same molecule (for example a high-temperature run), chosen by k-means on the backbone dihedrals so "
+                        "that they cover every basin it visited; each segment is minimised and equilibrated (--equilibration-ps) "
+                        "at the run's temperature")
+    p.add_argument("--start-topology", default=None,
+                   help="topology (PDB) of --start-from (default: topology.pdb beside it, else the system's own)")
+    p.add_argument("--n-starts", type=positive_int, default=20,
+                   help="number of seeded segments with --start-from (default %(default)s)")
     add_options(p, "quiet")
 
 
@@ -34,6 +43,21 @@ def validate(args, parser):
         parser.error(f"--temperatures must be positive numbers (K); got {' '.join(f'{t:g}' for t in args.temperatures)}")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         parser.error(f"--output {args.output} is a file; give a folder")
+    for name, path in (("--start-from", args.start_from), ("--start-topology", args.start_topology)):
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"{name} {path}: no such file")
+    if args.start_topology and not args.start_from:
+        parser.error("--start-topology needs --start-from")
+    if args.start_from:
+        from ..simulation.md import steps_from_ps
+
+        try:
+            n_steps, report = steps_from_ps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
+        except ValueError as exc:
+            parser.error(str(exc))
+        if (n_steps // report) % args.n_starts:
+            parser.error(f"seeded MD splits each run's {n_steps // report} frames evenly over --n-starts {args.n_starts}: "
+                         "choose --ns, --report-ps and --n-starts so that the frame count is a multiple of the number of starts")
 
 
 def run(args):
@@ -44,11 +68,36 @@ def run(args):
 
     ms = build_system(args.system)
     n_steps, report = steps_from_ps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
+    starts = None
+    if args.start_from:
+        starts = _start_positions(ms, args.start_from, args.start_topology, args.n_starts, args.seed)
+        print(f"seeded MD: {len(starts)} segments of {args.ns * 1e3 / len(starts):g} ps from frames of {args.start_from}")
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:
         out = os.path.join(args.output, f"{T:g}K")
         traj = run_md(
             ms, out, n_steps=n_steps, report_interval=report, temperature=T, timestep_fs=args.timestep_fs, seed=args.seed,
             platform=args.platform, equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), progress=not args.quiet,
-            chunk_frames=args.chunk_frames,
+            chunk_frames=args.chunk_frames, start_positions=starts,
         )
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")
+
+
+def _start_positions(ms, path, topology_path, n_starts, seed):
+    """Positions (nm) of ``n_starts`` frames of ``path`` that cover its backbone conformations."""
+    import mdtraj
+
+    from ..simulation.md import choose_start_frames
+
+    if topology_path is None and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")):
+        topology_path = os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")
+    top = topology_path if topology_path else mdtraj.Topology.from_openmm(ms.topology)
+    try:
+        traj = mdtraj.load(path, top=top)
+    except Exception as exc:
+        raise ValueError(f"cannot read --start-from {path} ({type(exc).__name__}: {exc}); give a trajectory mdtraj "
+                         "reads and, if its folder has no topology.pdb, --start-topology") from None
+    if traj.n_atoms != ms.n_atoms:
+        raise ValueError(f"--start-from {path} has {traj.n_atoms} atoms, the system {ms.name} {ms.n_atoms}: "
+                         "give a trajectory of the same molecule")
+    idx = choose_start_frames(traj.xyz, traj.topology, n_starts, seed=seed)
+    return traj.xyz[idx]

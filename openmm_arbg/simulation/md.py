@@ -23,7 +23,7 @@ import openmm.unit as unit
 from ..physics import check_platform, check_temperature, default_platform
 from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
-__all__ = ["run_md", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
+__all__ = ["run_md", "choose_start_frames", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
 
 def steps_from_ps(duration_ps, report_ps, timestep_fs, what="the run"):
@@ -81,8 +81,17 @@ def langevin_integrator(settings, seed):
 
 
 def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperature=None, timestep_fs=1.0,
-           friction_per_ps=1.0, seed=0, platform=None, chunk_frames=1000, equilibration_steps=10000, progress=True, out=None):
+           friction_per_ps=1.0, seed=0, platform=None, chunk_frames=1000, equilibration_steps=10000, progress=True, out=None,
+           start_positions=None):
     """Run Langevin MD and write frames every ``report_interval`` steps; resume if possible.
+
+    With ``start_positions``, the run is ``len(start_positions)`` independent segments of equal
+    length ("seeded" MD), each started from one structure: minimised, given velocities at the
+    temperature, equilibrated for ``equilibration_steps``, then run for ``n_steps / n_starts``
+    steps. Seeded from frames of a high-temperature run (:func:`choose_start_frames`), this puts
+    target-temperature frames into basins the target-temperature run never reached: training
+    data for them without umbrella sampling. Their frames are not Boltzmann-weighted across
+    basins (each basin gets what its segments give it); importance sampling corrects that.
 
     Parameters
     ----------
@@ -103,10 +112,14 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     chunk_frames : int
         Frames per saved chunk (the resume granularity).
     equilibration_steps : int
+        Steps of dynamics before the first saved frame (of every segment, with ``start_positions``).
     progress : bool
         Show a progress bar (plain log lines when stderr is not a terminal).
     out : file, optional
         Where notices about resuming and restarting go (default stdout).
+    start_positions : array_like (n_starts, n_atoms, 3), nm, optional
+        Starting structures of seeded MD (see above); ``n_steps`` must be a multiple of
+        ``n_starts * report_interval``. Each segment is one saved chunk (``chunk_frames`` is ignored).
 
     Files: the run never overwrites a ``trajectory.dcd``, ``topology.pdb`` or ``state.xml`` it
     did not write (a folder with one of them and no ``settings.json`` is refused; a
@@ -130,6 +143,24 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     settings = langevin_settings(
         molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
     )
+    if start_positions is not None:
+        start_positions = np.asarray(start_positions, dtype=float)
+        if start_positions.ndim != 3 or start_positions.shape[1:] != (molecular_system.n_atoms, 3) or not len(start_positions):
+            raise ValueError(
+                f"start_positions must have shape (n_starts, {molecular_system.n_atoms}, 3) for {molecular_system.name}; "
+                f"got {start_positions.shape}"
+            )
+        if not np.isfinite(start_positions).all():
+            raise ValueError("start_positions hold NaN or infinite coordinates")
+        n_starts = len(start_positions)
+        if (n_steps // report_interval) % n_starts:
+            raise ValueError(
+                f"seeded MD splits the run's {n_steps // report_interval} frames evenly over {n_starts} starts: "
+                "choose a length (or frame interval) whose frame count is a multiple of the number of starts"
+            )
+        chunk_frames = n_steps // report_interval // n_starts
+        settings["n_starts"] = n_starts
+        settings["starts_sha256"] = _array_sha256(start_positions)
     settings["chunk_frames"] = chunk_frames
     T, n_steps, report_interval, platform = settings["temperature_K"], settings["n_steps"], settings["report_interval"], settings["platform"]
     settings_path = os.path.join(output_dir, "settings.json")
@@ -160,7 +191,12 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     with atomic_write(pdb_path) as f:
         app.PDBFile.writeFile(molecular_system.topology, molecular_system.positions, f)
 
-    if done["completed_chunks"] > 0:
+    if start_positions is not None:  # seeded: every chunk starts afresh from its own structure
+        integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
+        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
+        if done["completed_chunks"] > 0:
+            print(f"resuming {output_dir}: {done['completed_chunks']} of {n_chunks} seeded segments done", file=out or sys.stdout)
+    elif done["completed_chunks"] > 0:
         # a resumed run continues from the saved state with new random numbers: an integrator's seed
         # counts only when its Context is created
         integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
@@ -186,6 +222,11 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     )
     for chunk in range(done["completed_chunks"], n_chunks):
         frames_here = min(chunk_frames, n_frames - chunk * chunk_frames)
+        if start_positions is not None:
+            context.setPositions(start_positions[chunk] * unit.nanometer)
+            openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
+            context.setVelocitiesToTemperature(T * unit.kelvin, int(seed) + 2 + chunk)
+            integrator.step(int(equilibration_steps))
         xyz = np.empty((frames_here, molecular_system.n_atoms, 3), dtype=np.float32)
         for i in range(frames_here):
             integrator.step(report_interval)
@@ -215,6 +256,57 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     for c in range(n_chunks):
         os.remove(os.path.join(output_dir, "chunks", f"chunk_{c:06d}.npy"))
     return traj
+
+
+def choose_start_frames(positions, topology, n_starts, seed=0):
+    """Frames that cover the backbone conformations of a trajectory: starts for seeded MD.
+
+    k-means (deeptime) with ``n_starts`` clusters on the cosines and sines of every backbone
+    phi and psi; from each cluster, the frame nearest its centre. Run on a high-temperature
+    trajectory, where nothing is rare, this spreads the starts over every basin it visited,
+    whatever their Boltzmann weights at the target temperature.
+
+    Parameters
+    ----------
+    positions : array_like (n_frames, n_atoms, 3), nm
+    topology : mdtraj.Topology or openmm.app.Topology
+        A molecule with at least one backbone phi or psi.
+    n_starts : int
+        Number of starts (at most the number of frames).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_starts,)
+        Frame indices, one per cluster, sorted.
+    """
+    from deeptime.clustering import KMeans
+
+    from ..analysis.evaluation import dihedral_features
+
+    positions = np.asarray(positions, dtype=float)
+    if isinstance(n_starts, bool) or not isinstance(n_starts, numbers.Integral) or n_starts < 1:
+        raise ValueError(f"n_starts must be a positive integer; got {n_starts!r}")
+    if n_starts > len(positions):
+        raise ValueError(f"{n_starts} starts asked for from {len(positions)} frames: give a longer trajectory or fewer starts")
+    features = dihedral_features(positions, topology)
+    if features.shape[1] == 0:
+        raise ValueError("the molecule has no backbone phi or psi to cluster seeded-MD starts on")
+    clustering = KMeans(n_clusters=int(n_starts), init_strategy="kmeans++", fixed_seed=int(seed) % 2**31, n_jobs=1)
+    centers = clustering.fit(features).fetch_model().cluster_centers
+    d = ((features[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    chosen = np.unique(d.argmin(0))
+    if len(chosen) < n_starts:  # two centres nearest the same frame: add the farthest frames from those chosen
+        for _ in range(n_starts - len(chosen)):
+            gap = ((features[:, None, :] - features[None, chosen, :]) ** 2).sum(-1).min(1)
+            chosen = np.sort(np.append(chosen, int(gap.argmax())))
+    return chosen
+
+
+def _array_sha256(a):
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
 
 
 def _stored(path):
