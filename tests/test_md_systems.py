@@ -13,18 +13,25 @@ from openmm_arbg.simulation.systems import alanine_dipeptide_implicit
 from openmm_arbg.simulation.testsystems import harmonic_chain
 
 
-def test_interrupted_md_resumes_and_completes(tmp_path, monkeypatch):
-    ms, _ = harmonic_chain(4)
+def _interrupt_chunk_save(monkeypatch, call):
+    """Make run_md's ``call``-th chunk save raise KeyboardInterrupt (an interruption mid-run);
+    returns the real ``np.save`` to restore."""
     calls = {"n": 0}
     real_save = np.save
 
     def flaky_save(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == call:
             raise KeyboardInterrupt("simulated interruption")
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(md_module.np, "save", flaky_save)
+    return real_save
+
+
+def test_interrupted_md_resumes_and_completes(tmp_path, monkeypatch):
+    ms, _ = harmonic_chain(4)
+    real_save = _interrupt_chunk_save(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_md(ms, str(tmp_path), n_steps=5000, report_interval=10, chunk_frames=100, equilibration_steps=100, progress=False)
     settings = json.loads((tmp_path / "settings.json").read_text())
@@ -173,16 +180,7 @@ def test_seeded_md_starts_each_segment_from_its_structure(tmp_path, alanine, mon
     phi_start = backbone_dihedrals(starts, alanine.topology)[0][:, 0]
     kwargs = dict(n_steps=3 * 200, report_interval=20, equilibration_steps=50, start_positions=starts, progress=False,
                   platform="Reference", seed=3)
-    calls = {"n": 0}
-    real_save = np.save
-
-    def flaky_save(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated interruption")
-        return real_save(*args, **kw)
-
-    monkeypatch.setattr(md_module.np, "save", flaky_save)
+    real_save = _interrupt_chunk_save(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_md(alanine, str(tmp_path), **kwargs)
     assert json.loads((tmp_path / "settings.json").read_text())["completed_chunks"] == 1
