@@ -191,27 +191,28 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     with atomic_write(pdb_path) as f:
         app.PDBFile.writeFile(molecular_system.topology, molecular_system.positions, f)
 
-    if start_positions is not None:  # seeded: every chunk starts afresh from its own structure
-        integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
-        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
+    # a resumed run continues with new random numbers: an integrator's seed counts only when its
+    # Context is created
+    integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
+    context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
+
+    def start_from(positions, velocity_seed):
+        """Minimise, draw velocities at T, equilibrate: the start of a run or of a seeded segment."""
+        context.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
+        context.setVelocitiesToTemperature(T * unit.kelvin, velocity_seed)
+        integrator.step(int(equilibration_steps))
+
+    if start_positions is not None:  # seeded: every chunk starts afresh from its own structure (below)
         if done["completed_chunks"] > 0:
             print(f"resuming {output_dir}: {done['completed_chunks']} of {n_chunks} seeded segments done", file=out or sys.stdout)
     elif done["completed_chunks"] > 0:
-        # a resumed run continues from the saved state with new random numbers: an integrator's seed
-        # counts only when its Context is created
-        integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
-        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
         with open(state_path) as f:
             context.setState(openmm.XmlSerializer.deserialize(f.read()))
         print(f"resuming {output_dir}: {min(done['completed_chunks'] * chunk_frames, n_frames)} of {n_frames} frames done",
               file=out or sys.stdout)
     else:
-        integrator = langevin_integrator(settings, int(seed) + 1)
-        context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
-        context.setPositions(molecular_system.positions)
-        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
-        context.setVelocitiesToTemperature(T * unit.kelvin, int(seed) + 2)
-        integrator.step(int(equilibration_steps))
+        start_from(molecular_system.positions, int(seed) + 2)
 
     bar = progress_bar(
         total=n_frames,
@@ -223,10 +224,7 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     for chunk in range(done["completed_chunks"], n_chunks):
         frames_here = min(chunk_frames, n_frames - chunk * chunk_frames)
         if start_positions is not None:
-            context.setPositions(start_positions[chunk] * unit.nanometer)
-            openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
-            context.setVelocitiesToTemperature(T * unit.kelvin, int(seed) + 2 + chunk)
-            integrator.step(int(equilibration_steps))
+            start_from(start_positions[chunk] * unit.nanometer, int(seed) + 2 + chunk)
         xyz = np.empty((frames_here, molecular_system.n_atoms, 3), dtype=np.float32)
         for i in range(frames_here):
             integrator.step(report_interval)
@@ -281,6 +279,7 @@ def choose_start_frames(positions, topology, n_starts, seed=0):
         Frame indices, one per cluster, sorted.
     """
     from deeptime.clustering import KMeans
+    from scipy.spatial import cKDTree
 
     from ..analysis.evaluation import dihedral_features
 
@@ -294,12 +293,13 @@ def choose_start_frames(positions, topology, n_starts, seed=0):
         raise ValueError("the molecule has no backbone phi or psi to cluster seeded-MD starts on")
     clustering = KMeans(n_clusters=int(n_starts), init_strategy="kmeans++", fixed_seed=int(seed) % 2**31, n_jobs=1)
     centers = clustering.fit(features).fetch_model().cluster_centers
-    d = ((features[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
-    chosen = np.unique(d.argmin(0))
+    chosen = np.unique(cKDTree(features).query(centers)[1])  # the frame nearest each centre
     if len(chosen) < n_starts:  # two centres nearest the same frame: add the farthest frames from those chosen
+        gap = cKDTree(features[chosen]).query(features)[0]
         for _ in range(n_starts - len(chosen)):
-            gap = ((features[:, None, :] - features[None, chosen, :]) ** 2).sum(-1).min(1)
-            chosen = np.sort(np.append(chosen, int(gap.argmax())))
+            new = int(gap.argmax())
+            chosen = np.sort(np.append(chosen, new))
+            gap = np.minimum(gap, np.sqrt(((features - features[new]) ** 2).sum(-1)))
     return chosen
 
 
