@@ -119,6 +119,10 @@ def test_bad_flags_and_renamed_flags(capsys):
     assert "--bins is now --n-bins" in err and "--steps is now --n-steps" in err
     assert main(["train", "--config", "/nonexistent/c.yaml"]) == 2
     assert "cannot read the config file" in capsys.readouterr().err
+    assert main(["train", "--trajectories", "x.dcd", "--trajectory-weights", "1", "2", "--topology", "t.pdb"]) == 2
+    assert "2 values for 1 trajectories" in capsys.readouterr().err
+    assert main(["train", "--trajectories", "x.dcd", "--trajectory-weights", "nan", "--topology", "t.pdb"]) == 2
+    assert "finite, >= 0" in capsys.readouterr().err
 
 
 def test_generated_options_for_bool_list_choice_and_grouped_fields():

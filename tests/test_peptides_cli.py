@@ -58,6 +58,10 @@ def test_command_line_md_train_sample(tmp_path, capsys):
     assert trained.network.cfg.n_layer == 1 and trained.network.cfg.d_model == 32  # the YAML's settings
     assert trained.metadata["command"].startswith("arbg train --config")
     capsys.readouterr()
+    weighted = ["train", "--config", str(config), "--trajectories", str(traj), str(traj), "--trajectory-weights", "1", "2",
+                "--topology", str(top), "--output", str(tmp_path / "weighted"), "--threads", "1"]
+    assert main(weighted) == 0
+    assert "x2 (" in capsys.readouterr().out and (tmp_path / "weighted" / "model.safetensors").exists()
     # without --system the target is the built-in system of the model's molecule (here peptide:AA)
     assert main(["sample", "--model", model_path, "--n", "50", "--output", str(tmp_path / "s.dcd")]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ from openmm_arbg import ArBG
 from openmm_arbg.model.checkpoint import read_checkpoint
 from openmm_arbg.simulation.md import run_md
 from openmm_arbg.simulation.testsystems import harmonic_chain
-from openmm_arbg.training import Trainer, load_trajectories, time_block_split
+from openmm_arbg.training import Trainer, load_trajectories, time_block_split, trajectory_frame_weights
 
 from conftest import TINY_NETWORK
 
@@ -76,6 +76,40 @@ def test_resume_with_other_settings_is_refused(chain_md, tmp_path):
         Trainer(model, traj, dict(CONFIG, learning_rate=1e-2), output_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="other frames"):
         Trainer(model, traj[::2], CONFIG, output_dir=tmp_path, progress=False)
+
+
+def test_frame_weights_set_batch_frequencies_and_the_validation_mean(chain_md, tmp_path):
+    """Weighted frames: batches draw each training frame with probability proportional to its weight
+    (frames of weight 0 never), the validation NLL is the weighted mean, and a resume with other
+    weights is refused."""
+    ms, traj, _ = chain_md
+    n = traj.n_frames
+    weights = trajectory_frame_weights([n // 2, n - n // 2], [1.0, 3.0])
+    weights[:50] = 0.0
+    model = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32)
+    trainer = Trainer(model, traj, CONFIG, output_dir=tmp_path, progress=False, frame_weights=weights)
+    train_idx, val_idx = time_block_split(n, trainer.config.validation_fraction, trainer.config.n_validation_blocks)
+    w = weights[train_idx]
+    idx = np.concatenate([trainer._batch_indices(step).numpy() for step in range(400)])
+    assert not np.isin(idx, np.flatnonzero(w == 0)).any()
+    p_heavy = w[train_idx >= n // 2].sum() / w.sum()  # probability of a frame from the weight-3 half
+    heavy = np.mean(train_idx[idx] >= n // 2)
+    assert abs(heavy - p_heavy) < 5 * np.sqrt(p_heavy * (1 - p_heavy) / len(idx))
+    assert np.array_equal(trainer._batch_indices(7).numpy(), trainer._batch_indices(7).numpy())  # resumable: a function of the step
+    z_val = trainer.z_val.to(model.device)
+    nll = -model.density.log_prob(z_val).double().cpu().numpy()
+    expected = np.sum(nll * weights[val_idx]) / (weights[val_idx].sum() * model.n_coords)
+    trainer.ema = None  # compare the network's own weights
+    assert trainer.validation_nll() == pytest.approx(expected, rel=1e-9)
+    trainer.fit(stop_after=5)
+    with pytest.raises(ValueError, match="other frames"):
+        Trainer(model, traj, CONFIG, output_dir=tmp_path, progress=False, frame_weights=np.ones(n))
+    with pytest.raises(ValueError, match="one weight per frame"):
+        Trainer(model, traj, CONFIG, output_dir=tmp_path / "b", progress=False, frame_weights=np.ones(n - 1))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        Trainer(model, traj, CONFIG, output_dir=tmp_path / "b", progress=False, frame_weights=-np.ones(n))
+    with pytest.raises(ValueError, match="one weight per trajectory"):
+        trajectory_frame_weights([3, 2], [1.0])
 
 
 def test_trajectory_errors(chain_md, tmp_path, alanine):

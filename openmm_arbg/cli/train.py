@@ -36,6 +36,10 @@ def _classes():
 
 def add_arguments(p):
     p.add_argument("--trajectories", nargs="+", help="trajectory files mdtraj reads (DCD, XTC, H5, ...)")
+    p.add_argument("--trajectory-weights", nargs="+", type=float, metavar="W",
+                   help="relative weight of each trajectory's frames in training (one per trajectory, default 1 each): "
+                        "2 counts a trajectory twice, without the copies of its held-out frames that listing it twice "
+                        "would leave among the training frames")
     p.add_argument("--topology", help="topology file (PDB) of the molecule")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
     p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
@@ -58,6 +62,13 @@ def validate(args, parser):
         settings(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    weights = args.trajectory_weights
+    if weights is not None:
+        if args.trajectories and len(weights) != len(args.trajectories):
+            parser.error(f"--trajectory-weights has {len(weights)} values for {len(args.trajectories)} trajectories; "
+                         "give one weight per trajectory")
+        if any(not w >= 0 or w == float("inf") for w in weights) or not any(w > 0 for w in weights):
+            parser.error(f"--trajectory-weights must be finite, >= 0 and not all zero; got {weights}")
 
 
 def run(args):
@@ -67,7 +78,7 @@ def run(args):
 
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
-    from ..training import Trainer, load_trajectories
+    from ..training import Trainer, load_trajectories, trajectory_frame_weights
 
     model_config, network_config, config = settings(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: DistributedDataParallel
@@ -80,14 +91,20 @@ def run(args):
         raise FileNotFoundError(f"topology file {args.topology} does not exist")
     top = mdtraj.load_topology(args.topology)
     graph = MolecularGraph.from_topology(top)
-    x = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph)
+    x, lengths = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph, return_lengths=True)
     print(f"{len(x)} frames of {graph.n_atoms} atoms from {len(args.trajectories)} file(s)")
+    frame_weights = None
+    if args.trajectory_weights is not None:
+        frame_weights = trajectory_frame_weights(lengths, args.trajectory_weights)
+        print("trajectory weights: " + ", ".join(f"{p} x{w:g} ({n} frames)"
+                                                 for p, w, n in zip(args.trajectories, args.trajectory_weights, lengths)))
     model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", "train", *args.argv])
     print(model)
-    trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet)
+    trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet,
+                      frame_weights=frame_weights)
     history = trainer.fit()
     if trainer.interrupted:
         print(f"{trainer.interrupted} at step {trainer.step}/{config.n_steps}: checkpoint written to {trainer.checkpoint_path}; "

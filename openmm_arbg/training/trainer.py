@@ -27,7 +27,7 @@ from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
 from ..utils import Settings, atomic_write, check_dcd_complete
 
-__all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "check_memory"]
+__all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "trajectory_frame_weights", "check_memory"]
 
 
 @dataclass
@@ -156,6 +156,43 @@ def time_block_split(n_frames, validation_fraction=0.1, n_blocks=5):
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def check_frame_weights(frame_weights, n_frames):
+    """``frame_weights`` as a float64 array (n_frames,) of finite values >= 0, not all zero;
+    ``ValueError`` otherwise."""
+    w = np.asarray(frame_weights, dtype=np.float64).reshape(-1)
+    if len(w) != n_frames:
+        raise ValueError(f"frame_weights has {len(w)} values for {n_frames} frames; give one weight per frame")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("frame_weights must be finite and >= 0")
+    if not w.sum() > 0:
+        raise ValueError("frame_weights are all zero: no frame would be trained on")
+    return w
+
+
+def trajectory_frame_weights(lengths, weights):
+    """Per-frame weights (sum(lengths),) from one weight per trajectory of ``lengths`` frames.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Frames of each trajectory (as :func:`load_trajectories` reports with ``return_lengths``).
+    weights : sequence of float
+        Relative weight of every frame of each trajectory (``arbg train --trajectory-weights``):
+        2 makes a trajectory count as if it were listed twice.
+
+    Examples
+    --------
+    >>> trajectory_frame_weights([3, 2], [1, 2.5]).tolist()
+    [1.0, 1.0, 1.0, 2.5, 2.5]
+    """
+    weights = [float(w) for w in weights]
+    if len(weights) != len(lengths):
+        raise ValueError(f"{len(weights)} trajectory weights for {len(lengths)} trajectories; give one weight per trajectory")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise ValueError(f"trajectory weights must be finite, >= 0 and not all zero; got {weights}")
+    return np.repeat(np.asarray(weights, dtype=np.float64), np.asarray(lengths, dtype=np.int64))
+
+
 def check_memory(n_bytes, what):
     """Raise ``MemoryError`` with advice if ``n_bytes`` exceed the memory available now."""
     try:
@@ -169,7 +206,7 @@ def check_memory(n_bytes, what):
         )
 
 
-def load_trajectories(paths, topology, stride=1, graph=None):
+def load_trajectories(paths, topology, stride=1, graph=None, return_lengths=False):
     """Positions (n, N, 3) nm from trajectory files that mdtraj reads, checked against the topology.
 
     Parameters
@@ -180,6 +217,8 @@ def load_trajectories(paths, topology, stride=1, graph=None):
     stride : int
     graph : MolecularGraph, optional
         If given, each trajectory's topology must match it.
+    return_lengths : bool
+        Also return the number of frames read from each file (list of int).
     """
     import mdtraj
 
@@ -229,7 +268,7 @@ def load_trajectories(paths, topology, stride=1, graph=None):
             check_bond_lengths(out[-1], graph, reference, what=f"the frames of {path}", source=source)
     x = np.concatenate(out)
     _check_bonds(x, graph)
-    return x
+    return (x, [len(o) for o in out]) if return_lengths else x
 
 
 def _check_bonds(x, graph):
@@ -336,9 +375,17 @@ class Trainer:
     resume : bool
         Continue from ``output_dir/checkpoint.safetensors`` if it exists.
     progress : bool
+    frame_weights : array_like (n,), optional
+        Relative weight of each frame (>= 0, for example 2 for every frame of a trajectory that
+        should count twice, as ``arbg train --trajectory-weights`` sets them). Batches are then
+        drawn with replacement with probability proportional to the weight, and the validation NLL
+        is the weighted mean over the held-out blocks, so training and model selection follow the
+        same weighted objective. Unlike listing a trajectory twice, a held-out frame never has a
+        copy among the training frames. Default: every frame once per epoch.
     """
 
-    def __init__(self, model, positions, config=None, output_dir="arbg_model", resume=True, progress=True):
+    def __init__(self, model, positions, config=None, output_dir="arbg_model", resume=True, progress=True,
+                 frame_weights=None):
         self.model = model
         self.config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config or {})
         self.output_dir = os.fspath(output_dir)
@@ -351,9 +398,21 @@ class Trainer:
         check_memory(x.shape[0] * model.n_coords * 8 * 2, "the model coordinates of the training frames")
         with torch.no_grad():
             z, _ = model.representation.to_model_coordinates(torch.as_tensor(x))
-        self.data_hash = hashlib.sha256(np.ascontiguousarray(z.numpy()).tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(np.ascontiguousarray(z.numpy()).tobytes())
+        weights = None if frame_weights is None else check_frame_weights(frame_weights, len(z))
+        if weights is not None:  # a resume with other weights is another objective: refused like other data
+            digest.update(np.ascontiguousarray(weights).tobytes())
+        self.data_hash = digest.hexdigest()[:16]
         train_idx, val_idx = time_block_split(len(z), self.config.validation_fraction, self.config.n_validation_blocks)
         self.z_train, self.z_val = z[train_idx], z[val_idx]
+        self.w_train = self.w_val = None
+        if weights is not None:
+            self.w_train, self.w_val = torch.as_tensor(weights[train_idx]), torch.as_tensor(weights[val_idx])
+            if not float(self.w_train.sum()) > 0:
+                raise ValueError("frame_weights are zero on every training frame (outside the validation blocks)")
+            self._w_cdf = np.cumsum(weights[train_idx]) / weights[train_idx].sum()
+            if len(self.w_val) and not float(self.w_val.sum()) > 0:
+                self.z_val, self.w_val = self.z_val[:0], self.w_val[:0]  # no weighted validation frames: none at all
         if len(self.z_train) < self.config.batch_size:
             raise ValueError(f"{len(self.z_train)} training frames are fewer than one batch ({self.config.batch_size})")
         if self.config.batch_size % self.world:
@@ -384,6 +443,11 @@ class Trainer:
     def _batch_indices(self, step):
         """This rank's frame indices for ``step``: deterministic in (seed, step), independent of
         how the run was interrupted."""
+        if self.w_train is not None:  # weighted frames: with replacement, proportional to the weights
+            u = np.random.default_rng([self.config.seed, step]).random(self.config.batch_size)
+            batch = torch.as_tensor(np.minimum(np.searchsorted(self._w_cdf, u, side="right"), len(self._w_cdf) - 1))
+            share = self.config.batch_size // self.world
+            return batch[self.rank * share : (self.rank + 1) * share]
         n = len(self.z_train)
         per_epoch = n // self.config.batch_size
         epoch, k = divmod(step, per_epoch)
@@ -396,14 +460,18 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def validation_nll(self, batch_size=2048):
-        """Validation NLL in nats per coordinate of the exact density over model coordinates."""
+        """Validation NLL in nats per coordinate of the exact density over model coordinates (the
+        ``frame_weights``-weighted mean when they are given)."""
         if len(self.z_val) == 0:
             return math.nan
         total = 0.0
+        w = self.w_val
         with self._holding(self.ema) if self.ema is not None else contextlib.nullcontext():
             for s in range(0, len(self.z_val), batch_size):  # log_prob evaluates without dropout
-                total += -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).sum().item()
-        return total / (len(self.z_val) * self.model.n_coords)
+                nll = -self.net.log_prob(self.z_val[s : s + batch_size].to(self.device)).double().cpu()
+                total += float(nll.sum() if w is None else (nll * w[s : s + batch_size]).sum())
+        norm = len(self.z_val) if w is None else float(w.sum())
+        return total / (norm * self.model.n_coords)
 
     @contextlib.contextmanager
     def _holding(self, state):
