@@ -98,6 +98,11 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb)]) == 0
     text = capsys.readouterr().out
     assert "F(phi>0) - F(beta)" in text and "F(alpha_R) - F(beta)" in text and "P(beta)" in text
+    # user states: a state the 20 frames never visit is reported as such, not with a meaningless error
+    assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb), "--state", "all=phi < 200",
+                 "--state", "none=phi > 200"]) == 0
+    text = capsys.readouterr().out
+    assert "P(all) = 100.00" in text and "P(none) = 0.00" in text and "never visited" in text
     assert main(["free-energy"]) == 2
     assert main(["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--system", "peptide:AA", "--iterations", "1"]) == 2
 

@@ -98,10 +98,14 @@ def run(args):
         result = state_populations(states, positions, topology, log_weights, rng=args.seed)
         print(f"states, {label}:")
         for name, r in result.items():
-            print(
-                f"  P({name}) = {100 * r['population']:.2f} +- {100 * r['population_error']:.2f} %   "
-                f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT   ({states[name]})"
-            )
+            p, dp = r["population"], r["population_error"]
+            if p > 0 and dp < p:
+                f = f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT"
+            elif p > 0:  # the delta method's dP/P means nothing when the error of P exceeds P
+                f = f"-ln P = {r['free_energy']:.3f} kT, error undetermined (the error of P exceeds P)"
+            else:
+                f = "-ln P = inf kT (never visited)"
+            print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %   {f}   ({states[name]})")
         return
     analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed)
     print(f"alanine dipeptide basins, {label}:")

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The README's "2 ns of MD, no umbrella frames" recipe for a capped peptide in implicit solvent
+# (OBC1, 310 K), end to end: MD for training, an independent reference MD, training,
+# self-training, and the evaluation against the reference (ESS/N, E-W2, T-W2, TICA-W2, basin
+# populations by importance sampling and by plain MD, ArBGMove acceptance).
+#
+#   bash examples/peptide_recipe.sh SEQUENCE [OUTPUT_FOLDER]
+#
+# SEQUENCE is one-letter codes (AAA is Ace-Ala-Ala-Ala-Nme). Every step resumes where it stopped,
+# so the same command continues an interrupted run. Settings come from the environment:
+#
+#   THREADS=1          torch threads and OpenMM CPU threads of every step
+#   DEVICE=cpu         torch device of training and sampling (cuda on a GPU machine)
+#   HOT_NS=0.2         MD at 1000 K that visits the basins (ns)
+#   MD_NS=1.5          MD at 310 K for training (ns)
+#   N_STARTS=40        seeded segments at 310 K, started from k-means centres of the hot run
+#   SEEDED_NS=0.2      their total length (ns)
+#   REF_NS=2.5         independent reference MD at 310 K (ns), another seed; 0 skips the reference
+#   N_LAYER=3 N_HEAD=4 D_MODEL=96 TRAIN_STEPS=1500    the network and its training
+#   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
+#   N_EVAL=10000       proposals of the evaluation
+#
+# On two CPU cores (THREADS=1), capped tri-alanine takes about 2 h of MD and 1 h of training
+# (docs/benchmarks.md section 14). On a GPU machine, for the larger peptides of the ArBG paper's
+# Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network:
+#
+#   DEVICE=cuda THREADS=4 MD_NS=10 SEEDED_NS=1 N_STARTS=100 REF_NS=20 N_LAYER=6 D_MODEL=256 \
+#       TRAIN_STEPS=20000 PROPOSALS=200000 N_EVAL=200000 bash examples/peptide_recipe.sh AAAAAA
+set -euo pipefail
+
+SEQ=${1:?usage: bash examples/peptide_recipe.sh SEQUENCE [OUTPUT_FOLDER]}
+OUT=${2:-recipe_$SEQ}
+THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
+HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
+N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500}
+ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000}
+export OPENMM_CPU_THREADS=$THREADS
+
+SYSTEM=peptide:$SEQ
+N=${#SEQ}
+# states over the peptide's own backbone dihedrals: residue i of the sequence is residue i+1 (Ace is 1)
+LEFT="" STATES=()
+for ((r = 2; r <= N + 1; r++)); do
+    LEFT+="${LEFT:+ or }phi$r > 0"
+    STATES+=(--state "alpha$r=phi$r < 0 and -120 <= psi$r <= 50" --state "alphaL$r=phi$r > 0")
+done
+STATES+=(--state "phiL=$LEFT")
+
+mkdir -p "$OUT"
+cd "$OUT"
+run() { echo "+ arbg $*"; arbg "$@"; }
+COMMON=(--threads "$THREADS")
+
+run md --system "$SYSTEM" --temperatures 1000 --ns "$HOT_NS" --report-ps 0.2 --seed 1 --output hot "${COMMON[@]}" --quiet
+run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
+run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
+    --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
+run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --trajectory-weights 1 2 \
+    --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" \
+    --n-steps "$TRAIN_STEPS" --learning-rate 2e-3 --warmup-steps 100 --ema-decay 0.995 --eval-interval 100 \
+    --device "$DEVICE" "${COMMON[@]}" --quiet
+run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd \
+    --trajectory-temperatures 310 310 --state "phiL=$LEFT" --stratify --n-rounds "$ROUNDS" --n-proposals "$PROPOSALS" \
+    --n-steps 100 --learning-rate 3e-4 --output self_trained --device "$DEVICE" "${COMMON[@]}" --quiet
+
+# evaluation: the self-trained model against an independent MD run (another seed)
+run free-energy --model self_trained/model.safetensors --system "$SYSTEM" --n "$N_EVAL" --seed 4 "${STATES[@]}" \
+    --device "$DEVICE" "${COMMON[@]}" | tee free_energy_model.txt
+run mcmc --model self_trained/model.safetensors --system "$SYSTEM" --iterations 200 --attempts 10 --langevin-steps 50 \
+    --seed 5 --output chain.dcd --device "$DEVICE" "${COMMON[@]}" --quiet | tee mcmc.txt
+if [ "$REF_NS" != "0" ]; then
+    run md --system "$SYSTEM" --temperatures 310 --ns "$REF_NS" --report-ps 1 --seed 6 --output reference "${COMMON[@]}" --quiet
+    run evaluate --model self_trained/model.safetensors --system "$SYSTEM" --reference reference/310K/trajectory.dcd \
+        --topology reference/310K/topology.pdb --n "$N_EVAL" --seed 7 --output evaluation --device "$DEVICE" "${COMMON[@]}" --quiet
+    run free-energy --trajectory reference/310K/trajectory.dcd --topology reference/310K/topology.pdb "${STATES[@]}" \
+        | tee free_energy_reference.txt
+fi
+echo "done: $OUT/evaluation/evaluation.md, $OUT/free_energy_model.txt against $OUT/free_energy_reference.txt, $OUT/mcmc.txt"
