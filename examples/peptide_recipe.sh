@@ -22,7 +22,8 @@
 #
 # On two CPU cores (THREADS=1), capped tri-alanine takes about 2 h of MD and 1 h of training
 # (docs/benchmarks.md section 14). On a GPU machine, for the larger peptides of the ArBG paper's
-# Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network:
+# Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
+# settings are a starting point: no GPU run of this script has been measured yet):
 #
 #   DEVICE=cuda THREADS=4 MD_NS=10 SEEDED_NS=1 N_STARTS=100 REF_NS=20 N_LAYER=6 D_MODEL=256 \
 #       TRAIN_STEPS=20000 PROPOSALS=200000 N_EVAL=200000 bash examples/peptide_recipe.sh AAAAAA
