@@ -20,8 +20,10 @@
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
 #
-# On two CPU cores (THREADS=1), capped tri-alanine takes about 2 h of MD and 1 h of training
-# (docs/benchmarks.md section 14). On a GPU machine, for the larger peptides of the ArBG paper's
+# Capped tri-alanine on two CPU cores: about 2 h of MD (one thread a run), 1 h of training on
+# two threads, and about 25 min per self-training round of 50 000 proposals, so about 4 h for
+# the 8 rounds (docs/benchmarks.md section 14); the trained model before self-training already
+# gives ESS/N 5-6 % at 10^4 proposals there. On a GPU machine, for the larger peptides of the ArBG paper's
 # Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
 # settings are a starting point: no GPU run of this script has been measured yet):
 #
