@@ -410,7 +410,8 @@ class Trainer:
             self.w_train, self.w_val = torch.as_tensor(weights[train_idx]), torch.as_tensor(weights[val_idx])
             if not float(self.w_train.sum()) > 0:
                 raise ValueError("frame_weights are zero on every training frame (outside the validation blocks)")
-            self._w_cdf = np.cumsum(weights[train_idx]) / weights[train_idx].sum()
+            cdf = np.cumsum(weights[train_idx])
+            self._w_cdf = cdf / cdf[-1]  # ends at exactly 1: a draw u < 1 never lands past the last weighted frame
             if len(self.w_val) and not float(self.w_val.sum()) > 0:
                 self.z_val, self.w_val = self.z_val[:0], self.w_val[:0]  # no weighted validation frames: none at all
         if len(self.z_train) < self.config.batch_size:
