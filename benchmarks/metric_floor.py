@@ -8,7 +8,7 @@ Usage:
 
 Prints, for ``draws`` random subsets of ``other`` with as many frames as the reference, and for
 its first contiguous block of that length, E-W2 (kT), T-W2 (rad, every backbone phi and psi) and
-TICA-W2 (lag in reference frames), computed as ``arbg evaluate`` computes them.
+TICA-W2 (lag in reference frames), with ``arbg evaluate``'s functions (``energy_w2``, ``structural_w2``).
 """
 
 import argparse
@@ -29,8 +29,7 @@ def main(argv=None):
 
     import openmm.unit as unit
 
-    from openmm_arbg.analysis.evaluation import dihedral_features, energy_w2, tica_w2, torus_w2
-    from openmm_arbg.analysis.observables import dihedrals
+    from openmm_arbg.analysis.evaluation import energy_w2, structural_w2
     from openmm_arbg.sampling.energies import ReducedPotential
     from openmm_arbg.simulation.systems import build_system
     from openmm_arbg.training import load_trajectories
@@ -47,7 +46,6 @@ def main(argv=None):
     T = args.temperature or ms.temperature.value_in_unit(unit.kelvin)
     with ReducedPotential(ms.system, temperature=T, n_workers=1) as u:
         u_ref, u_other = u(ref), u(other)
-    f_ref, a_ref = dihedral_features(ref, top), dihedrals(ref, top)
     rng = np.random.default_rng(0)
     subsets = [(f"random {n} frames, draw {d}", np.sort(rng.choice(len(other), n, replace=False))) for d in range(args.draws)]
     subsets.append((f"first {n} contiguous frames", np.arange(n)))
@@ -55,10 +53,8 @@ def main(argv=None):
     print("| independent MD | E-W2 (kT) | T-W2 (rad) | TICA-W2 |")
     print("| --- | --- | --- | --- |")
     for label, idx in subsets:
-        e = energy_w2(u_other[idx], u_ref)
-        t, _ = torus_w2(dihedrals(other[idx], top), a_ref, max_points=n)
-        k, _ = tica_w2(f_ref, dihedral_features(other[idx], top), lag=args.lag, max_points=n)
-        print(f"| {label} | {e:.3f} | {t:.3f} | {k:.3f} |")
+        w2 = structural_w2(ref, other[idx], top, lag=args.lag, max_points=n)
+        print(f"| {label} | {energy_w2(u_other[idx], u_ref):.3f} | {w2['t_w2']:.3f} | {w2['tica_w2']:.3f} |")
 
 
 if __name__ == "__main__":

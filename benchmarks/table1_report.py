@@ -35,8 +35,7 @@ def main(argv=None):
     from openmmtools import cache, states
 
     from openmm_arbg import ArBG, ArBGMove
-    from openmm_arbg.analysis.evaluation import dihedral_features, energy_w2, tica_w2, torus_w2
-    from openmm_arbg.analysis.observables import dihedrals
+    from openmm_arbg.analysis.evaluation import energy_w2, structural_w2
     from openmm_arbg.physics import default_platform
     from openmm_arbg.sampling.energies import ReducedPotential
     from openmm_arbg.sampling.importance import effective_sample_size, log_importance_weights, pareto_k
@@ -65,8 +64,8 @@ def main(argv=None):
         u_ref = u(ref)
         u_res = u(resampled)
     row["e_w2"] = energy_w2(u_res, u_ref)
-    row["t_w2"], _ = torus_w2(dihedrals(resampled, top), dihedrals(ref, top), max_points=5000, rng=args.seed)
-    row["tica_w2"], _ = tica_w2(dihedral_features(ref, top), dihedral_features(resampled, top), lag=100, rng=args.seed)
+    w2 = structural_w2(ref, resampled, top, lag=100, max_points=5000, seed=args.seed)
+    row["t_w2"], row["tica_w2"] = w2["t_w2"], w2["tica_w2"]
     # ArBGMove acceptance from reference frames (whole-molecule proposals)
     np.random.seed(args.seed)
     move = ArBGMove(f"{args.run}/model.safetensors", n_attempts=args.mcmc_attempts, buffer_size=500)

@@ -25,6 +25,7 @@ __all__ = [
     "energy_w2",
     "torus_w2",
     "tica_w2",
+    "structural_w2",
     "dihedral_features",
     "ramachandran_plot",
     "energy_histogram_plot",
@@ -104,6 +105,39 @@ def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0
     cost = ot.dist(b, a, metric="sqeuclidean")
     value = ot.emd2(np.full(len(b), 1 / len(b)), np.full(len(a), 1 / len(a)), cost, numItermax=10_000_000)
     return float(np.sqrt(max(value, 0.0))), min(len(a), len(b))
+
+
+def structural_w2(reference_positions, positions, topology, lag=100, max_points=5000, seed=0):
+    """T-W2 over every backbone phi and psi, and TICA-W2, of ``positions`` against reference frames.
+
+    Parameters
+    ----------
+    reference_positions : array_like (n, N, 3) nm
+        Reference frames in time order (TICA is fitted on them).
+    positions : array_like (m, N, 3) nm
+        The samples compared with them (e.g. resampled proposals, or other MD).
+    topology : mdtraj, OpenMM or MolecularGraph topology with backbone dihedrals
+    lag : int
+        TICA lag in reference frames.
+    max_points : int
+        Points per set for exact optimal transport.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``t_w2`` (rad), ``t_w2_points``, ``tica_w2``, ``tica_w2_points``.
+    """
+    from .observables import backbone_dihedrals
+
+    phi_r, psi_r = backbone_dihedrals(reference_positions, topology)
+    phi_s, psi_s = backbone_dihedrals(positions, topology)
+    t, t_points = torus_w2(
+        np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), max_points, seed
+    )
+    k, k_points = tica_w2(dihedral_features(reference_positions, topology), dihedral_features(positions, topology), lag,
+                          max_points, seed)
+    return dict(t_w2=t, t_w2_points=t_points, tica_w2=k, tica_w2_points=k_points)
 
 
 def ramachandran_plot(panels, path, title=None):
@@ -226,11 +260,7 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     if structural and not has_backbone:
         warnings.append("the molecule has no backbone phi and psi: T-W2 and TICA-W2 are not computed")
     elif structural:
-        phi_s, psi_s = backbone_dihedrals(x_rs, top)
-        out["t_w2"], out["t_w2_points"] = torus_w2(
-            np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), max_points, seed
-        )
-        out["tica_w2"], out["tica_w2_points"] = tica_w2(dihedral_features(ref, top), dihedral_features(x_rs, top), lag, max_points, seed)
+        out.update(structural_w2(ref, x_rs, top, lag, max_points, seed))
     out["plots"] = []
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
