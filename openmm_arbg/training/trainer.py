@@ -405,13 +405,13 @@ class Trainer:
         self.data_hash = digest.hexdigest()[:16]
         train_idx, val_idx = time_block_split(len(z), self.config.validation_fraction, self.config.n_validation_blocks)
         self.z_train, self.z_val = z[train_idx], z[val_idx]
-        self.w_train = self.w_val = None
+        self._w_cdf = self.w_val = None  # cumulative training weights (batches), validation weights
         if weights is not None:
-            self.w_train, self.w_val = torch.as_tensor(weights[train_idx]), torch.as_tensor(weights[val_idx])
-            if not float(self.w_train.sum()) > 0:
-                raise ValueError("frame_weights are zero on every training frame (outside the validation blocks)")
             cdf = np.cumsum(weights[train_idx])
+            if not cdf[-1] > 0:
+                raise ValueError("frame_weights are zero on every training frame (outside the validation blocks)")
             self._w_cdf = cdf / cdf[-1]  # ends at exactly 1: a draw u < 1 never lands past the last weighted frame
+            self.w_val = torch.as_tensor(weights[val_idx])
             if len(self.w_val) and not float(self.w_val.sum()) > 0:
                 self.z_val, self.w_val = self.z_val[:0], self.w_val[:0]  # no weighted validation frames: none at all
         if len(self.z_train) < self.config.batch_size:
@@ -444,7 +444,7 @@ class Trainer:
     def _batch_indices(self, step):
         """This rank's frame indices for ``step``: deterministic in (seed, step), independent of
         how the run was interrupted."""
-        if self.w_train is not None:  # weighted frames: with replacement, proportional to the weights
+        if self._w_cdf is not None:  # weighted frames: with replacement, proportional to the weights
             u = np.random.default_rng([self.config.seed, step]).random(self.config.batch_size)
             batch = torch.as_tensor(np.minimum(np.searchsorted(self._w_cdf, u, side="right"), len(self._w_cdf) - 1))
             share = self.config.batch_size // self.world
