@@ -67,8 +67,12 @@ def validate(args, parser):
         if args.trajectories and len(weights) != len(args.trajectories):
             parser.error(f"--trajectory-weights has {len(weights)} values for {len(args.trajectories)} trajectories; "
                          "give one weight per trajectory")
-        if any(not w >= 0 or w == float("inf") for w in weights) or not any(w > 0 for w in weights):
-            parser.error(f"--trajectory-weights must be finite, >= 0 and not all zero; got {weights}")
+        from ..training import trajectory_frame_weights
+
+        try:  # the library's check of the values, before any file is read
+            trajectory_frame_weights([1] * len(weights), weights)
+        except ValueError as exc:
+            parser.error(f"--trajectory-weights: {exc}")
 
 
 def run(args):
