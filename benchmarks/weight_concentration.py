@@ -10,7 +10,6 @@ Prints a table, and the ten heaviest proposals with their backbone dihedrals (de
 """
 
 import argparse
-import os
 
 import numpy as np
 
@@ -31,13 +30,13 @@ def main(argv=None):
     from openmm_arbg import ArBG
     from openmm_arbg.analysis.observables import backbone_dihedrals
     from openmm_arbg.analysis.states import StateExpression
-    from openmm_arbg.cli.common import system_for_model
-    from openmm_arbg.pretrained import pretrained_path
+    from openmm_arbg.cli.common import resolve_shipped_model, system_for_model
     from openmm_arbg.sampling.energies import ReducedPotential
     from openmm_arbg.sampling.importance import importance_sample
 
     torch.set_num_threads(args.threads)
-    model = ArBG.load(pretrained_path(args.model) if os.sep not in args.model and not os.path.exists(args.model) else args.model)
+    resolve_shipped_model(args)  # a shipped model's name -> its file, as every arbg command does
+    model = ArBG.load(args.model)
     ms = system_for_model(model, args.system)
     with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as u:
         res = importance_sample(model, u, args.n, seed=args.seed)
