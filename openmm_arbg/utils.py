@@ -2,6 +2,7 @@
 runs, content hashes, bootstrap errors, and silencing pymbar's import banner."""
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -21,14 +22,20 @@ def atomic_write(path, mode="w", newline=None):
     """Open a temporary file beside ``path`` for writing; on success rename it over ``path``.
 
     A reader never sees a half-written file and an interrupted write leaves the old file in place.
-    Yields the open file (text mode ``"w"`` or binary ``"wb"``); with ``mode=None`` it yields the
+    A process killed with SIGKILL cannot remove its temporary file; the next write of the same
+    ``path`` removes such leftovers (``<name>.<random>.tmp<ext>``), so a resumed run cleans up
+    after the run that was killed. Yields the open file (text mode ``"w"`` or binary ``"wb"``); with ``mode=None`` it yields the
     temporary file's path instead, for writers that open files themselves.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]  # keep the extension: some writers choose the format by it
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp" + suffix)
+    prefix = os.path.basename(path) + "."
+    for leftover in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + glob.escape(".tmp" + suffix))):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp" + suffix)
     os.close(fd)
     try:
         if mode is None:
