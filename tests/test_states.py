@@ -77,3 +77,18 @@ def test_peptide_names_per_residue():
     expr = StateExpression("phi2 < 0 and phi3 < 0 and phi4 < 0 and psi3 > -180", ms.topology)
     assert sorted(expr.dihedral_names) == ["phi2", "phi3", "phi4", "psi2", "psi3", "psi4"]
     assert expr(ms.positions_nm()[None]).shape == (1,)
+
+
+def test_free_energy_errors_where_the_delta_method_fails(alanine):
+    """A state never visited: F = inf, error NaN. A state whose population error reaches its
+    population (one heavy weight on it): the error of -ln P is inf, not dP/P."""
+    x = _frames(alanine, 40)
+    log_w = np.zeros(len(x))
+    log_w[0] = 8.0  # one frame holds nearly all the weight
+    states = {"first": lambda p: np.arange(len(p)) == 0, "rest": lambda p: np.arange(len(p)) > 0,
+              "none": lambda p: np.zeros(len(p), bool)}
+    res = state_populations(states, x, alanine.topology, log_weights=log_w, rng=0)
+    assert res["none"]["free_energy"] == np.inf and np.isnan(res["none"]["free_energy_error"])
+    assert res["rest"]["population_error"] >= res["rest"]["population"] > 0
+    assert res["rest"]["free_energy_error"] == np.inf and np.isfinite(res["rest"]["free_energy"])
+    assert np.isfinite(res["first"]["free_energy_error"])

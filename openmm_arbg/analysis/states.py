@@ -135,7 +135,10 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
     dict
         name -> dict(population, population_error, free_energy, free_energy_error), free
         energies ``-ln P`` in kT (relative to the whole ensemble; differences between states are
-        free-energy differences). A state never visited gets ``free_energy = inf``.
+        free-energy differences), ``free_energy_error = dP / P`` (the delta method). A state never
+        visited gets ``free_energy = inf`` and ``free_energy_error = nan``; one whose
+        ``population_error`` is at least its population gets ``free_energy_error = inf``: P's
+        error bar reaches zero, so ``-ln P`` has no upper bound and the delta method means nothing.
     """
     from ..sampling.importance import weighted_mean
     from .free_energy import populations_from_chain
@@ -166,6 +169,9 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
         else:
             p, dp = weighted_mean(mask.astype(float), log_weights, rng=rng)
             p, dp = float(p), float(dp)
-        f = -np.log(p) if p > 0 else np.inf
-        out[name] = dict(population=p, population_error=dp, free_energy=f, free_energy_error=dp / p if p > 0 else np.nan)
+        if p <= 0:
+            f, df = np.inf, np.nan
+        else:
+            f, df = float(-np.log(p)), (dp / p if dp < p else np.inf)
+        out[name] = dict(population=p, population_error=dp, free_energy=f, free_energy_error=df)
     return out

@@ -3,6 +3,8 @@ or by importance sampling with a model (arbg free-energy): states given with --s
 (openmm_arbg.analysis.states), or alanine dipeptide's basins by default
 (openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
+import math
+
 from .common import add_options, positive_int
 
 NAME = "free-energy"
@@ -99,9 +101,9 @@ def run(args):
         print(f"states, {label}:")
         for name, r in result.items():
             p, dp = r["population"], r["population_error"]
-            if p > 0 and dp < p:
+            if p > 0 and math.isfinite(r["free_energy_error"]):
                 f = f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT"
-            elif p > 0:  # the delta method's dP/P means nothing when the error of P exceeds P
+            elif p > 0:  # the delta method's dP/P means nothing when the error of P reaches P
                 f = f"-ln P = {r['free_energy']:.3f} kT, error undetermined (the error of P exceeds P)"
             else:
                 f = "-ln P = inf kT (never visited)"
