@@ -12,11 +12,12 @@ the proposal time. Energies: OpenMM Reference platform, alanine dipeptide vacuum
 import argparse
 import time
 
+from openmm_arbg import ArBG  # first: it silences pymbar's import banner, which openmmtools would print
+
 import openmm.unit as unit
 import torch
 from openmmtools import states
 
-from openmm_arbg import ArBG
 from openmm_arbg.analysis.free_energy import alanine_dipeptide_analysis
 from openmm_arbg.sampling.chain import run_chain
 from openmm_arbg.sampling.energies import ReducedPotential

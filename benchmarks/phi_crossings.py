@@ -11,13 +11,14 @@ frames are read every --observe steps; the mixed chain is observed after every i
 import argparse
 import time
 
+from openmm_arbg.analysis.observables import backbone_dihedrals, phi_sign_changes  # first: it silences pymbar's import banner, which openmmtools would print
+
 import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
 from openmmtools import states
 
-from openmm_arbg.analysis.observables import backbone_dihedrals, phi_sign_changes
 from openmm_arbg.pretrained import pretrained_path
 from openmm_arbg.sampling.chain import run_chain
 from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum

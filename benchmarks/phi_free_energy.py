@@ -32,13 +32,14 @@ import os
 import tempfile
 import time
 
+from openmm_arbg import ArBG  # first: it silences pymbar's import banner, which openmmtools would print
+
 import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
 from openmmtools import cache, mcmc, multistate, states
 
-from openmm_arbg import ArBG
 from openmm_arbg.analysis.observables import backbone_dihedrals
 from openmm_arbg.pretrained import pretrained_path, reference_path
 from openmm_arbg.sampling.chain import run_chain
