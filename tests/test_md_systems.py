@@ -1,6 +1,7 @@
 """Training-data MD resumes after an interruption; systems are unconstrained and as documented."""
 
 import json
+import re
 
 import numpy as np
 import openmm
@@ -201,15 +202,22 @@ def test_seeded_md_starts_each_segment_from_its_structure(tmp_path, alanine, mon
         run_md(alanine, str(tmp_path / "shape"), **dict(kwargs, start_positions=starts[:, :5]))
 
 
-def test_seeded_md_from_the_command_line(tmp_path):
-    """arbg md --start-from: starts from frames of another run of the molecule; bad files and
-    uneven splits are refused with what to do."""
+def test_seeded_md_from_the_command_line(tmp_path, capsys):
+    """arbg md --start-from: starts from frames of another run of the molecule, saying how many
+    starts and frames have 0 < phi < 120 deg; bad files and uneven splits are refused with what to do."""
+    import mdtraj
+
     from openmm_arbg.cli import main
 
     md = ["md", "--ns", "0.002", "--report-ps", "0.1", "--equilibration-ps", "0.05", "--quiet", "--seed", "1"]
     assert main(md + ["--temperatures", "600", "--output", str(tmp_path / "hot")]) == 0
     hot = tmp_path / "hot" / "600K" / "trajectory.dcd"
+    capsys.readouterr()
     assert main(md + ["--start-from", str(hot), "--n-starts", "4", "--output", str(tmp_path / "seeded")]) == 0
+    phi = np.degrees(mdtraj.compute_phi(mdtraj.load(str(hot), top=str(hot.parent / "topology.pdb")))[1][:, 0])
+    left = int(((phi > 0) & (phi < 120)).sum())
+    out = capsys.readouterr().out
+    assert re.search(rf"seeded MD: 0 < phi2 < 120 deg in [0-4] of 4 starts \({left} of {len(phi)} frames of --start-from\)", out), out
     settings = json.loads((tmp_path / "seeded" / "300K" / "settings.json").read_text())
     assert settings["n_starts"] == 4 and settings["complete"]
     assert main(md + ["--start-from", str(hot), "--n-starts", "3", "--output", str(tmp_path / "x")]) == 2
