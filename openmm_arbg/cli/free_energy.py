@@ -104,7 +104,7 @@ def run(args):
             if p > 0 and math.isfinite(r["free_energy_error"]):
                 f = f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT"
             elif p > 0:  # the delta method's dP/P means nothing when the error of P reaches P
-                f = f"-ln P = {r['free_energy']:.3f} kT, error undetermined (the error of P exceeds P)"
+                f = f"-ln P = {r['free_energy']:.3f} kT, error undetermined (the error of P reaches P)"
             else:
                 f = "-ln P = inf kT (never visited)"
             print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %   {f}   ({states[name]})")

@@ -86,7 +86,7 @@ def _start_positions(ms, path, topology_path, n_starts, seed):
     """Positions (nm) of ``n_starts`` frames of ``path`` that cover its backbone conformations."""
     import mdtraj
 
-    from ..simulation.md import choose_start_frames
+    from ..simulation.md import choose_start_frames, left_handed_starts
 
     if topology_path is None and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")):
         topology_path = os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")
@@ -100,20 +100,6 @@ def _start_positions(ms, path, topology_path, n_starts, seed):
         raise ValueError(f"--start-from {path} has {traj.n_atoms} atoms, the system {ms.name} {ms.n_atoms}: "
                          "give a trajectory of the same molecule")
     idx = choose_start_frames(traj.xyz, traj.topology, n_starts, seed=seed)
-    _print_left_handed_starts(traj, idx)
+    for name, (starts, frames) in left_handed_starts(traj.xyz, traj.topology, idx).items():
+        print(f"seeded MD: 0 < {name} < 120 deg in {starts} of {len(idx)} starts ({frames} of {traj.n_frames} frames of --start-from)")
     return traj.xyz[idx]
-
-
-def _print_left_handed_starts(traj, idx):
-    """Say, per residue, how many starts (and frames of the start trajectory) have
-    0 < phi < 120 degrees (alpha_L and nearby): seeding gives the model only the basins the start
-    trajectory visited, and this one a short hot run can miss."""
-    import mdtraj
-    import numpy as np
-
-    phi_atoms, phi = mdtraj.compute_phi(traj)
-    for k, atoms in enumerate(phi_atoms):
-        residue = traj.topology.atom(int(atoms[2])).residue.index + 1  # phi2 is the first residue after the Ace cap
-        left = (phi[:, k] > 0) & (phi[:, k] < np.radians(120))
-        print(f"seeded MD: 0 < phi{residue} < 120 deg in {int(left[idx].sum())} of {len(idx)} starts "
-              f"({int(left.sum())} of {len(left)} frames of --start-from)")

@@ -303,6 +303,34 @@ def choose_start_frames(positions, topology, n_starts, seed=0):
     return chosen
 
 
+def left_handed_starts(positions, topology, chosen):
+    """Per residue, how many chosen starts and how many frames have 0 < phi < 120 degrees
+    (alpha_L and nearby): seeding gives the model only the basins the start trajectory visited,
+    and a short hot run can miss this one.
+
+    Parameters
+    ----------
+    positions : array_like (n_frames, n_atoms, 3), nm
+        The start trajectory.
+    topology : mdtraj.Topology or openmm.app.Topology
+    chosen : array_like of int
+        Frame indices of the starts (:func:`choose_start_frames`).
+
+    Returns
+    -------
+    dict
+        ``phiK`` (the state language's names) -> (starts in the region, frames in the region).
+    """
+    from ..analysis.observables import dihedrals
+    from ..molecule.topology import named_dihedrals
+
+    named = {k: v for k, v in named_dihedrals(topology).items() if k.startswith("phi") and k[3:].isdigit()}
+    phi = dihedrals(positions, list(named.values()))
+    left = (phi > 0) & (phi < np.radians(120))
+    chosen = np.asarray(chosen, dtype=int)
+    return {name: (int(left[chosen, k].sum()), int(left[:, k].sum())) for k, name in enumerate(named)}
+
+
 def _array_sha256(a):
     import hashlib
 
