@@ -117,7 +117,8 @@ def test_atomic_write_removes_what_a_killed_write_left(tmp_path):
 
 
 def _chunks(folder):
-    return sorted(glob.glob(os.path.join(folder, "chunk_*")))
+    """The chunk files a run has committed (a write in progress is a temporary file, not counted)."""
+    return sorted(p for p in glob.glob(os.path.join(folder, "chunk_*")) if ".tmp" not in os.path.basename(p))
 
 
 # ---------------------------------------------------------------------------------------- mcmc
@@ -204,9 +205,15 @@ def _md_args(output):
 def md_run(tmp_path_factory):
     """An MD run killed once after its second chunk, then resumed: (folder, frames saved at the kill, stdout of the resume)."""
     tmp = tmp_path_factory.mktemp("md")
-    chunks = tmp / "md" / "300K" / "chunks"
+    settings = tmp / "md" / "300K" / "settings.json"
+
+    def recorded():
+        """Chunks that settings.json records as done: a chunk file renamed into place just before
+        the kill, whose state.xml and record were not yet written, is the chunk in progress."""
+        return json.loads(settings.read_text())["completed_chunks"] if settings.exists() else 0
+
     delay = float(np.random.default_rng(3).uniform(0, 0.3))
-    saved = _kill_when(_md_args(tmp / "md"), tmp, lambda: len(_chunks(chunks)) >= 2 and len(_chunks(chunks)), delay)
+    saved = _kill_when(_md_args(tmp / "md"), tmp, lambda: recorded() >= 2 and recorded(), delay)
     assert saved is not None, "the kill came too late"
     _loads_everything(str(tmp / "md"), killed=True)
     code, text, _ = _run(_md_args(tmp / "md"), tmp)
@@ -282,7 +289,7 @@ def _umbrella_args(output):
 
 def _umbrella_killed_and_resumed(tmp_path, kill_delays):
     out = tmp_path / "umb"
-    windows = lambda: sorted(glob.glob(str(out / "window_*.npz")))  # noqa: E731
+    windows = lambda: [p for p in sorted(glob.glob(str(out / "window_*.npz"))) if ".tmp" not in os.path.basename(p)]  # noqa: E731
     for delay in kill_delays:
         first = len(windows())
         saved = _kill_when(_umbrella_args(out), tmp_path, lambda: len(windows()) > first and len(windows()), delay)
