@@ -109,7 +109,7 @@ def test_rigid_rotation_start_sets_dihedrals_and_keeps_bonds():
     from openmm_arbg.simulation.systems import alanine_dipeptide_vacuum
     from openmm_arbg.molecule.topology import MolecularGraph
     from openmm_arbg.analysis.observables import dihedrals as compute_dihedrals
-    from openmm_arbg.simulation.umbrella import _rotate_dihedrals
+    from openmm_arbg.simulation.md import rotate_dihedrals
 
     ms = alanine_dipeptide_vacuum()
     x0 = np.asarray(ms.positions_nm())
@@ -118,7 +118,7 @@ def test_rigid_rotation_start_sets_dihedrals_and_keeps_bonds():
     dihedrals = [mdtraj.compute_phi(traj)[0][0], mdtraj.compute_psi(traj)[0][0]]
     graph = MolecularGraph.from_topology(ms.topology)
     target = np.radians([30.0, -10.0])
-    x = _rotate_dihedrals(x0, graph.neighbors, dihedrals, target)
+    x = rotate_dihedrals(x0, graph.neighbors, dihedrals, target)
     assert np.allclose(compute_dihedrals(x, dihedrals)[0], target, atol=1e-6)
     bonds = np.array([[b.atom1.index, b.atom2.index] for b in ms.topology.bonds()])
     length = lambda y: np.linalg.norm(y[bonds[:, 0]] - y[bonds[:, 1]], axis=1)  # noqa: E731

@@ -28,8 +28,13 @@ def add_arguments(p):
                         "at the run's temperature")
     p.add_argument("--start-topology", default=None,
                    help="topology (PDB) of --start-from (default: topology.pdb beside it, else the system's own)")
+    p.add_argument("--start-basins", action="store_true",
+                   help="seeded MD whose starts have every residue's backbone (phi, psi) rotated rigidly into each "
+                        "Ramachandran basin in turn (alpha_R, beta, PII, alpha_L, C7ax), so the model sees basins that no "
+                        "MD visited: the system's structure rotated, or with --start-from the chosen frames rotated "
+                        "(--n-starts a multiple of 5 gives every residue every basin equally often)")
     p.add_argument("--n-starts", type=positive_int, default=20,
-                   help="number of seeded segments with --start-from (default %(default)s)")
+                   help="number of seeded segments with --start-from or --start-basins (default %(default)s)")
     add_options(p, "quiet")
 
 
@@ -48,7 +53,7 @@ def validate(args, parser):
             parser.error(f"{name} {path}: no such file")
     if args.start_topology and not args.start_from:
         parser.error("--start-topology needs --start-from")
-    if args.start_from:
+    if args.start_from or args.start_basins:
         from ..simulation.md import steps_from_ps
 
         try:
@@ -72,6 +77,8 @@ def run(args):
     if args.start_from:
         starts = _start_positions(ms, args.start_from, args.start_topology, args.n_starts, args.seed)
         print(f"seeded MD: {len(starts)} segments of {args.ns * 1e3 / len(starts):g} ps from frames of {args.start_from}")
+    if args.start_basins:
+        starts = _rotated_into_basins(ms, ms.positions_nm() if starts is None else starts, args.n_starts, args.seed)
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:
         out = os.path.join(args.output, f"{T:g}K")
         traj = run_md(
@@ -103,3 +110,17 @@ def _start_positions(ms, path, topology_path, n_starts, seed):
     for name, (starts, frames) in left_handed_starts(traj.xyz, traj.topology, idx).items():
         print(f"seeded MD: 0 < {name} < 120 deg in {starts} of {len(idx)} starts ({frames} of {traj.n_frames} frames of --start-from)")
     return traj.xyz[idx]
+
+
+def _rotated_into_basins(ms, positions, n_starts, seed):
+    """``basin_starts`` of the structure(s), with what each residue got printed."""
+    import collections
+
+    from ..simulation.md import RAMACHANDRAN_BASINS, basin_starts
+
+    starts, basins = basin_starts(positions, ms.topology, n_starts, seed=seed)
+    for residue, names in basins.items():
+        count = collections.Counter(names)
+        print(f"seeded MD: residue {residue} (phi{residue}, psi{residue}) rotated into "
+              + ", ".join(f"{b} {count[b]}" for b in RAMACHANDRAN_BASINS) + f" of {n_starts} starts")
+    return starts

@@ -23,7 +23,7 @@ import openmm.unit as unit
 from ..physics import check_platform, check_temperature, default_platform
 from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
-__all__ = ["run_md", "choose_start_frames", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
+__all__ = ["run_md", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
 
 def steps_from_ps(duration_ps, report_ps, timestep_fs, what="the run"):
@@ -329,6 +329,148 @@ def left_handed_starts(positions, topology, chosen):
     left = (phi > 0) & (phi < np.radians(120))
     chosen = np.asarray(chosen, dtype=int)
     return {name: (int(left[chosen, k].sum()), int(left[:, k].sum())) for k, name in enumerate(named)}
+
+
+#: Ramachandran basins of seeded MD's rotated starts, (phi, psi) in degrees: the right-handed
+#: helix, the beta sheet, the polyproline II helix, the left-handed helix and C7ax/gamma, so that
+#: every residue starts in each basin whether or not any MD visited it.
+RAMACHANDRAN_BASINS = {
+    "alpha_R": (-65.0, -40.0),
+    "beta": (-120.0, 130.0),
+    "PII": (-70.0, 145.0),
+    "alpha_L": (60.0, 45.0),
+    "C7ax": (70.0, -65.0),
+}
+
+
+def _side_of_bond(neighbors, b, c):
+    """Atoms reachable from ``c`` without crossing the bond b-c (None if b-c is in a ring)."""
+    seen, stack = {c}, [c]
+    while stack:
+        i = stack.pop()
+        for j in neighbors[i]:
+            if i == c and j == b:
+                continue
+            if j == b:
+                return None
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return np.array(sorted(seen))
+
+
+def rotate_dihedrals(positions_nm, neighbors, dihedrals, targets):
+    """Set each dihedral to its target by rigidly rotating the atoms on one side of its central
+    bond: bond lengths, angles, the other dihedrals' values and every stereocentre are unchanged.
+
+    Parameters
+    ----------
+    positions_nm : array_like (n_atoms, 3), nm
+    neighbors : list of list of int
+        Bonded neighbours of each atom (``MolecularGraph.neighbors``).
+    dihedrals : sequence of (a, b, c, d)
+        Atom quadruples; the atoms on ``c``'s side of the bond b-c move.
+    targets : sequence of float, rad
+
+    Returns
+    -------
+    numpy.ndarray (n_atoms, 3), nm
+        A dihedral whose central bond is in a ring (proline's phi) is left as it was.
+    """
+    from ..analysis.observables import dihedrals as compute_dihedrals
+
+    x = np.array(positions_nm, dtype=float)
+    for (a, b, c, d), target in zip(dihedrals, targets):
+        moving = _side_of_bond(neighbors, b, c)
+        if moving is None:
+            continue  # a ring bond: cannot be rotated rigidly
+        current = compute_dihedrals(x, [[a, b, c, d]])[0, 0]
+        angle = float(target - current)
+        axis = (x[c] - x[b]) / np.linalg.norm(x[c] - x[b])
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rot = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+        x[moving] = (x[moving] - x[c]) @ rot.T + x[c]
+    return x
+
+
+def _nonlocal_pairs(neighbors, min_bonds=4):
+    """Atom pairs (i < j) at least ``min_bonds`` bonds apart (or unconnected): those whose
+    distance a rigid rotation about a backbone bond can shrink into a clash."""
+    n = len(neighbors)
+    near = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        frontier, seen = {i}, {i}
+        for _ in range(min_bonds - 1):
+            frontier = {j for f in frontier for j in neighbors[f]} - seen
+            seen |= frontier
+        near[i, sorted(seen)] = True
+    i, j = np.triu_indices(n, 1)
+    keep = ~near[i, j]
+    return i[keep], j[keep]
+
+
+def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_distance_nm=0.15, max_tries=50):
+    """Starts for seeded MD that put every residue into every Ramachandran basin.
+
+    Each start is a structure whose backbone (phi, psi) of each residue is rotated rigidly into one
+    of :data:`RAMACHANDRAN_BASINS` (plus a uniform jitter of +-``jitter_deg``). Each residue gets
+    every basin equally often (``n_starts`` a multiple of their number) in an order drawn
+    independently per residue, so the starts also mix the residues' basins. Unlike frames of a
+    high-temperature run (:func:`choose_start_frames`), this covers the left-handed basins
+    (alpha_L, C7ax) that a short hot run can miss. Rotations keep bonds, angles and stereocentres;
+    of ``max_tries`` jitters a start takes the first whose atoms at least four bonds apart are at
+    least ``min_distance_nm`` apart, else the one with the largest such distance. Proline's phi (a
+    ring bond) is left as it is. The MD minimises and equilibrates each start before saving frames.
+
+    Parameters
+    ----------
+    positions : array_like (n_atoms, 3) or (n_starts, n_atoms, 3), nm
+        One structure for every start, or one per start (for example frames chosen by
+        :func:`choose_start_frames`, whose side chains then stay as the hot run left them).
+    topology : mdtraj.Topology or openmm.app.Topology
+        A molecule with at least one residue that has both a backbone phi and psi.
+    n_starts : int
+    seed : int
+
+    Returns
+    -------
+    starts : numpy.ndarray (n_starts, n_atoms, 3), nm
+    basins : dict
+        ``"K"`` (residue K, 1-based, as in ``phiK``) -> list of basin names, one per start.
+    """
+    from ..molecule.topology import MolecularGraph, named_dihedrals
+
+    if isinstance(n_starts, bool) or not isinstance(n_starts, numbers.Integral) or n_starts < 1:
+        raise ValueError(f"n_starts must be a positive integer; got {n_starts!r}")
+    positions = np.asarray(positions, dtype=float)
+    if positions.ndim == 2:
+        positions = np.broadcast_to(positions, (int(n_starts),) + positions.shape)
+    if positions.ndim != 3 or len(positions) != n_starts:
+        raise ValueError(f"positions must have shape (n_atoms, 3) or ({n_starts}, n_atoms, 3); got {positions.shape}")
+    named = named_dihedrals(topology)
+    residues = [k[3:] for k in named if k.startswith("phi") and k[3:].isdigit() and "psi" + k[3:] in named]
+    if not residues:
+        raise ValueError("the molecule has no residue with both a backbone phi and psi to rotate into basins")
+    graph = MolecularGraph.from_topology(topology)
+    pair_i, pair_j = _nonlocal_pairs(graph.neighbors)
+    names = list(RAMACHANDRAN_BASINS)
+    centres = np.radians(np.array([RAMACHANDRAN_BASINS[b] for b in names]))
+    rng = np.random.default_rng(seed)
+    order = {r: rng.permutation(np.resize(np.arange(len(names)), int(n_starts))) for r in residues}
+    quads = [q for r in residues for q in (named["phi" + r], named["psi" + r])]
+    starts = np.empty(positions.shape, dtype=float)
+    for s in range(int(n_starts)):
+        best, best_gap = None, -np.inf
+        for _ in range(int(max_tries)):
+            targets = [t for r in residues for t in centres[order[r][s]] + np.radians(rng.uniform(-jitter_deg, jitter_deg, 2))]
+            x = rotate_dihedrals(positions[s], graph.neighbors, quads, targets)
+            gap = np.linalg.norm(x[pair_i] - x[pair_j], axis=-1).min() if len(pair_i) else np.inf
+            if gap > best_gap:
+                best, best_gap = x, gap
+            if gap >= min_distance_nm:
+                break
+        starts[s] = best
+    return starts, {r: [names[b] for b in order[r]] for r in residues}
 
 
 def _array_sha256(a):

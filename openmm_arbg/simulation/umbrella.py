@@ -32,7 +32,7 @@ from ..molecule.topology import MolecularGraph
 from ..physics import kT_kJ_per_mol
 from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
-from .md import langevin_integrator, langevin_settings
+from .md import langevin_integrator, langevin_settings, rotate_dihedrals
 
 __all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
@@ -62,39 +62,6 @@ def _window_path(output_dir, i):
 
 
 _MAX_TRIES = 3
-
-
-def _side_of_bond(neighbors, b, c):
-    """Atoms reachable from ``c`` without crossing the bond b-c (None if b-c is in a ring)."""
-    seen, stack = {c}, [c]
-    while stack:
-        i = stack.pop()
-        for j in neighbors[i]:
-            if i == c and j == b:
-                continue
-            if j == b:
-                return None
-            if j not in seen:
-                seen.add(j)
-                stack.append(j)
-    return np.array(sorted(seen))
-
-
-def _rotate_dihedrals(positions_nm, neighbors, dihedrals, targets):
-    """Set each dihedral to its target (rad) by rigidly rotating the atoms on one side of its
-    central bond; a start inside the window that never drags atoms through each other."""
-    x = np.array(positions_nm, dtype=float)
-    for (a, b, c, d), target in zip(dihedrals, targets):
-        moving = _side_of_bond(neighbors, b, c)
-        if moving is None:
-            continue  # a ring bond: leave it to the restraint
-        current = compute_dihedrals(x, [[a, b, c, d]])[0, 0]
-        angle = float(target - current)
-        axis = (x[c] - x[b]) / np.linalg.norm(x[c] - x[b])
-        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-        rot = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
-        x[moving] = (x[moving] - x[c]) @ rot.T + x[c]
-    return x
 
 
 def _simulate_window(system, positions_nm, settings, seed, stereo):
@@ -131,7 +98,7 @@ def _run_window(job):
     from ..molecule.stereochemistry import StereoChecker
 
     stereo = StereoChecker(graph).record(positions_nm)
-    positions_nm = _rotate_dihedrals(positions_nm, graph.neighbors, dihedrals, centre)
+    positions_nm = rotate_dihedrals(positions_nm, graph.neighbors, dihedrals, centre)
     system = openmm.XmlSerializer.deserialize(system_xml)
     bias = openmm.CustomTorsionForce(_BIAS)
     bias.addGlobalParameter("k_umbrella", settings["pull_k"])
