@@ -13,7 +13,8 @@
 #   DEVICE=cpu         torch device of training and sampling (cuda on a GPU machine)
 #   HOT_NS=0.2         MD at 1000 K that visits the basins (ns)
 #   MD_NS=1.5          MD at 310 K for training (ns)
-#   N_STARTS=40        seeded segments at 310 K, started from k-means centres of the hot run
+#   N_STARTS=40        seeded segments at 310 K: k-means centres of the hot run, each with every residue's
+#                      (phi, psi) rotated into one of 5 Ramachandran basins (a multiple of 5)
 #   SEEDED_NS=0.2      their total length (ns)
 #   REF_NS=2.5         independent reference MD at 310 K (ns), another seed; 0 skips the reference
 #   N_LAYER=3 N_HEAD=4 D_MODEL=96 TRAIN_STEPS=1500    the network and its training
@@ -56,7 +57,7 @@ COMMON=(--threads "$THREADS")
 
 run md --system "$SYSTEM" --temperatures 1000 --ns "$HOT_NS" --report-ps 0.2 --seed 1 --output hot "${COMMON[@]}" --quiet
 run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
-run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
+run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --start-basins --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
     --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
 run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --trajectory-weights 1 2 \
     --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" \

@@ -220,6 +220,10 @@ def test_seeded_md_from_the_command_line(tmp_path, capsys):
     assert re.search(rf"seeded MD: 0 < phi2 < 120 deg in [0-4] of 4 starts \({left} of {len(phi)} frames of --start-from\)", out), out
     settings = json.loads((tmp_path / "seeded" / "300K" / "settings.json").read_text())
     assert settings["n_starts"] == 4 and settings["complete"]
+    # rotated into basins: the frames' own phi no longer says where the starts are, the rotation does
+    assert main(md + ["--start-from", str(hot), "--start-basins", "--n-starts", "5", "--output", str(tmp_path / "rot")]) == 0
+    out = capsys.readouterr().out
+    assert "rotated into alpha_R 1, beta 1, PII 1, alpha_L 1, C7ax 1 of 5 starts" in out and "0 < phi2" not in out, out
     assert main(md + ["--start-from", str(hot), "--n-starts", "3", "--output", str(tmp_path / "x")]) == 2
     assert main(md + ["--start-from", str(tmp_path / "nothing.dcd"), "--output", str(tmp_path / "y")]) == 2
     assert main(md + ["--system", "peptide:AAA", "--start-from", str(hot), "--n-starts", "4", "--output", str(tmp_path / "z")]) == 2

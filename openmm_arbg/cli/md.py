@@ -75,7 +75,7 @@ def run(args):
     n_steps, report = steps_from_ps(args.ns * 1e3, args.report_ps, args.timestep_fs, f"--ns {args.ns}")
     starts = None
     if args.start_from:
-        starts = _start_positions(ms, args.start_from, args.start_topology, args.n_starts, args.seed)
+        starts = _start_positions(ms, args.start_from, args.start_topology, args.n_starts, args.seed, not args.start_basins)
         print(f"seeded MD: {len(starts)} segments of {args.ns * 1e3 / len(starts):g} ps from frames of {args.start_from}")
     if args.start_basins:
         starts = _rotated_into_basins(ms, ms.positions_nm() if starts is None else starts, args.n_starts, args.seed)
@@ -89,8 +89,9 @@ def run(args):
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")
 
 
-def _start_positions(ms, path, topology_path, n_starts, seed):
-    """Positions (nm) of ``n_starts`` frames of ``path`` that cover its backbone conformations."""
+def _start_positions(ms, path, topology_path, n_starts, seed, report_left_handed=True):
+    """Positions (nm) of ``n_starts`` frames of ``path`` that cover its backbone conformations;
+    with ``report_left_handed``, how many of them (and of its frames) have 0 < phi < 120 deg."""
     import mdtraj
 
     from ..simulation.md import choose_start_frames, left_handed_starts
@@ -107,7 +108,7 @@ def _start_positions(ms, path, topology_path, n_starts, seed):
         raise ValueError(f"--start-from {path} has {traj.n_atoms} atoms, the system {ms.name} {ms.n_atoms}: "
                          "give a trajectory of the same molecule")
     idx = choose_start_frames(traj.xyz, traj.topology, n_starts, seed=seed)
-    for name, (starts, frames) in left_handed_starts(traj.xyz, traj.topology, idx).items():
+    for name, (starts, frames) in left_handed_starts(traj.xyz, traj.topology, idx).items() if report_left_handed else ():
         print(f"seeded MD: 0 < {name} < 120 deg in {starts} of {len(idx)} starts ({frames} of {traj.n_frames} frames of --start-from)")
     return traj.xyz[idx]
 
