@@ -113,16 +113,18 @@ def test_annealing_ladder():
         (dict(start_temperature=600.0, anneal_rounds=9, n_rounds=3), "must not exceed n_rounds"),
         (dict(n_proposals=0), "n_proposals must be an integer >= 2"),
         (dict(weight_cap=1.5), "weight_cap must be a number in [0, 1]"),
+        (dict(ema_decay=1.0), "ema_decay must be below 1"),
         (dict(temperature=-3.0), "temperature must be a number > 0"),
     ]:
         with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
             SelfTrainingConfig(**bad)
 
 
-def test_stopped_and_resumed_run_gives_the_same_curve(chain5, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_stopped_and_resumed_run_gives_the_same_curve(chain5, tmp_path, ema_decay):
     ms, analytic, _ = chain5
     hot = exact_chain_states(analytic, 600, seed=44, temperature_K=600.0)
-    config = dict(n_rounds=3, n_proposals=300, n_steps=8, start_temperature=600.0, anneal_rounds=2, seed=5)
+    config = dict(n_rounds=3, n_proposals=300, n_steps=8, start_temperature=600.0, anneal_rounds=2, seed=5, ema_decay=ema_decay)
     straight = SelfTrainer(_untrained(chain5), ms.system, config, md=[(hot, 600.0)], output_dir=tmp_path / "a",
                            progress=False).fit()
     first = SelfTrainer(_untrained(chain5), ms.system, config, md=[(hot, 600.0)], output_dir=tmp_path / "b", progress=False)
@@ -262,3 +264,34 @@ def test_cli_self_train_targets_the_systems_temperature(tmp_path, capsys):
     with open(tmp_path / "st" / "learning_curve.csv") as f:
         assert {float(r["temperature_K"]) for r in csv.DictReader(f)} == {310.0}
     assert "at 310 K" in capsys.readouterr().out
+
+
+def test_ema_weights_propose_and_are_saved_and_old_checkpoints_resume(chain5, tmp_path):
+    """With ema_decay the saved models hold the moving average the checkpoint stores, not the raw
+    weights the optimiser steps, and proposals from it are exact; a checkpoint written before
+    ema_decay existed resumes as ema_decay = 0 and is refused with another value."""
+    from openmm_arbg.model.checkpoint import read_checkpoint, write_checkpoint
+
+    ms, _, _ = chain5
+    config = dict(n_rounds=2, n_proposals=300, n_steps=10, learning_rate=3e-3, warmup_steps=2, seed=7, ema_decay=0.8)
+    trainer = SelfTrainer(_untrained(chain5), ms.system, config, output_dir=tmp_path / "ema", progress=False)
+    trainer.fit()
+    _, ckpt = read_checkpoint(tmp_path / "ema" / "checkpoint.safetensors")
+    last = ArBG.load(tmp_path / "ema" / "last.safetensors")
+    ema = {k[len("self_training.ema."):]: v for k, v in ckpt.items() if k.startswith("self_training.ema.")}
+    raw = {k: v for k, v in ckpt.items() if k in ema}
+    saved = last.network_tensors()
+    assert set(saved) == set(ema) and all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert any(not torch.equal(raw[k], ema[k]) for k in ema if raw[k].dtype.is_floating_point)
+    x, log_q = last.sample(500, seed=1)
+    np.testing.assert_allclose(log_q, last.log_prob(x), rtol=0, atol=1e-5)
+    # an old checkpoint: no ema_decay among its settings
+    plain = dict(config, ema_decay=0.0, n_rounds=3)
+    SelfTrainer(_untrained(chain5), ms.system, dict(plain, n_rounds=1), output_dir=tmp_path / "old", progress=False).fit(stop_after=1)
+    path = tmp_path / "old" / "checkpoint.safetensors"
+    meta, tensors = read_checkpoint(path)
+    del meta["self_training"]["schedule"]["ema_decay"]
+    write_checkpoint(path, meta, tensors)
+    assert SelfTrainer(_untrained(chain5), ms.system, plain, output_dir=tmp_path / "old", progress=False).round == 1
+    with pytest.raises(ValueError, match="ema_decay"):
+        SelfTrainer(_untrained(chain5), ms.system, dict(plain, ema_decay=0.5), output_dir=tmp_path / "old", progress=False)

@@ -33,6 +33,7 @@ The model that results is an ordinary ArBG: its density is exact by construction
 number the package reports comes from fresh proposals and exact weights.
 """
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -50,8 +51,8 @@ from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalen
 from ..physics import check_temperature, kT_kJ_per_mol
 from ..sampling.importance import effective_sample_size, log_partition_function, pareto_k, weighted_mean
 from ..utils import Settings, atomic_write
-from .trainer import (check_same_settings, load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors,
-                      warmup_cosine)
+from .trainer import (check_same_settings, holding_weights, load_optimizer_tensors, make_optimizer, optimizer_step,
+                      optimizer_tensors, update_ema, warmup_cosine)
 
 __all__ = ["SelfTrainingConfig", "SelfTrainer", "temperature_ladder"]
 
@@ -118,6 +119,12 @@ class SelfTrainingConfig(Settings):
         If > 0, no sample gets more than this fraction of its group's weight in the training
         loss (training only; see the module docstring). 0: off. It spreads the first rounds'
         training over more samples (the chain above: 54 % -> 78 % with 0.003).
+    ema_decay : float
+        If > 0, proposals come from (and the saved models hold) an exponential moving average of
+        the weights over the optimiser steps, ``ema <- ema_decay * ema + (1 - ema_decay) * w``,
+        started from the starting model's weights; the optimiser still steps the raw weights. A
+        model trained with EMA (``arbg train --ema-decay``) otherwise continues from its smoothed
+        weights with raw, noisier ones. 0: off. The density of the proposals is exact either way.
     seed : int
     """
 
@@ -139,6 +146,7 @@ class SelfTrainingConfig(Settings):
     ess_target: float = 0.1
     stratify: bool = False
     weight_cap: float = 0.003
+    ema_decay: float = 0.0
     seed: int = 0
 
     what = "self-training settings"
@@ -151,7 +159,7 @@ class SelfTrainingConfig(Settings):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
                 raise ValueError(f"self-training setting {name} must be an integer >= {lowest}; got {v!r}")
         positive = ("temperature", "proposal_temperature", "learning_rate")
-        fractions = ("min_lr_fraction", "weight_cap", "md_share", "ess_target")
+        fractions = ("min_lr_fraction", "weight_cap", "md_share", "ess_target", "ema_decay")
         for name in positive + fractions + ("start_temperature", "weight_decay", "grad_clip"):
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -159,6 +167,8 @@ class SelfTrainingConfig(Settings):
             if not ok:
                 rule = "> 0" if name in positive else ("in [0, 1]" if name in fractions else ">= 0")
                 raise ValueError(f"self-training setting {name} must be a number {rule}; got {v!r}")
+        if self.ema_decay >= 1:
+            raise ValueError(f"self-training setting ema_decay must be below 1 (0: off); got {self.ema_decay!r}")
         if self.anneal_rounds and not self.start_temperature:
             raise ValueError("anneal_rounds > 0 needs start_temperature (K), the top of the annealing ladder")
         if self.start_temperature and self.start_temperature < self.temperature:
@@ -258,6 +268,8 @@ class SelfTrainer:
         self.n_evaluations = 0  # energies computed by self-training (MD frames and proposals)
         self.net = model.density
         self.optimizer = make_optimizer(self.net, self.config.learning_rate, self.config.weight_decay)
+        # EMA of the weights (proposals and saved models); the network itself holds the raw weights
+        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
         self.round = 0  # the next round to run
         self.step = 0
         self.history = []
@@ -461,6 +473,8 @@ class SelfTrainer:
                                          f"checkpoint ({self.checkpoint_path}) is intact. Lower learning_rate.")
             optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
             self.net.eval()
+            if self.ema is not None:
+                update_ema(self.ema, self.net, c.ema_decay)
             self.step += 1
             total += loss.item()
             if stop.requested:
@@ -476,6 +490,8 @@ class SelfTrainer:
             tensors[f"buffer.{i}.energy"] = torch.as_tensor(g["energy"])
             tensors[f"buffer.{i}.log_q"] = torch.as_tensor(g["log_q"])
             tensors[f"buffer.{i}.stratum"] = torch.as_tensor(g["stratum"])
+        for k, v in (self.ema or {}).items():
+            tensors[f"self_training.ema.{k}"] = v
         tensors["trainer.rng.torch"] = torch.get_rng_state()  # dropout
         config = self.model.checkpoint_config()
         config["self_training"] = dict(
@@ -504,7 +520,9 @@ class SelfTrainer:
         if config["molecule"]["representation"] != mine["molecule"]["representation"] or config["network"] != mine["network"]:
             raise ValueError(f"{where} was written for another model (representation or network); start from the same model "
                              "or use another output folder")
-        check_same_settings(where, meta["schedule"], self.config.schedule_key(), "self-training settings")
+        # a checkpoint from before a setting existed ran with its default
+        saved = dict({"ema_decay": 0.0}, **meta["schedule"])
+        check_same_settings(where, saved, self.config.schedule_key(), "self-training settings")
         if self.config.stratify and meta.get("states") != self.state_key:
             raise ValueError(f"{where} was written following other states ({meta.get('states')}); stratify needs the same "
                              "states to resume")
@@ -517,6 +535,8 @@ class SelfTrainer:
                  stratum=tensors[f"buffer.{i}.stratum"].numpy(), temperature=t)
             for i, t in enumerate(meta["buffer_temperatures"])
         ]
+        if self.ema is not None:
+            self.ema = {k[len("self_training.ema."):]: v.clone() for k, v in tensors.items() if k.startswith("self_training.ema.")}
         torch.set_rng_state(tensors["trainer.rng.torch"])
         self.round, self.step = int(meta["round"]), int(meta["step"])
         self.n_evaluations = int(meta["n_evaluations"])
@@ -575,6 +595,10 @@ class SelfTrainer:
               f"{row['energy_evaluations']} energy evaluations", flush=True)
 
     # ------------------------------------------------------------------ the loop
+    def _proposing(self):
+        """The weights proposals come from, for the block: the EMA weights if kept, else the network's."""
+        return holding_weights(self.net, self.ema) if self.ema is not None else contextlib.nullcontext()
+
     def fit(self, stop_after=None):
         """Run the rounds left (and the final measurement); returns the history (list of dict).
 
@@ -591,18 +615,21 @@ class SelfTrainer:
             while self.round <= c.n_rounds:
                 temperature = self.temperatures[self.round]
                 t0 = time.time()
-                row, fresh = self._measure(temperature)
-                at_target = abs(temperature - c.temperature) < 1e-6
-                if at_target and row["ess_fraction"] > self.best_ess:
-                    self.best_ess = row["ess_fraction"]
-                    self.model.metadata["self_training"] = dict(config=asdict(c), round=self.round, ess_fraction=row["ess_fraction"],
-                                                                energy_evaluations=row["energy_evaluations"])
-                    self.model.save(self.model_path)
-                if self.round == c.n_rounds:  # the final measurement: no training
+                with self._proposing():
+                    row, fresh = self._measure(temperature)
+                    at_target = abs(temperature - c.temperature) < 1e-6
+                    if at_target and row["ess_fraction"] > self.best_ess:
+                        self.best_ess = row["ess_fraction"]
+                        self.model.metadata["self_training"] = dict(config=asdict(c), round=self.round,
+                                                                    ess_fraction=row["ess_fraction"],
+                                                                    energy_evaluations=row["energy_evaluations"])
+                        self.model.save(self.model_path)
+                    if self.round == c.n_rounds:  # the final measurement: no training
+                        self.model.save(self.last_path)
+                if self.round == c.n_rounds:
                     row.update(train_nll=math.nan, elapsed_s=round(time.time() - t0, 2))
                     self.history.append(row)
                     self._write_log()
-                    self.model.save(self.last_path)
                     self._report(row)
                     break
                 self.buffer = (self.buffer + [fresh])[-c.buffer_rounds:]
@@ -624,7 +651,8 @@ class SelfTrainer:
                 if stop_after is not None and done_here >= stop_after:
                     break
         if not os.path.exists(self.model_path):  # the target was never reached (annealing cut short)
-            self.model.save(self.model_path)
+            with self._proposing():
+                self.model.save(self.model_path)
         if self.round == c.n_rounds and not self.interrupted:  # done: leave the model holding the best weights
             self.model.load_network_weights(read_checkpoint(self.model_path)[1])
             self.model.eval()

@@ -293,6 +293,26 @@ def _rank_world():
     return 0, 1
 
 
+@contextlib.contextmanager
+def holding_weights(net, state):
+    """Load ``state`` (a state dict, e.g. EMA weights) into ``net`` for the block, then restore
+    the weights it had."""
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    try:
+        yield
+    finally:
+        net.load_state_dict(saved)
+
+
+@torch.no_grad()
+def update_ema(ema, net, decay):
+    """``ema <- decay * ema + (1 - decay) * weights`` for every floating-point tensor of ``net``."""
+    for k, v in net.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].mul_(decay).add_(v, alpha=1 - decay)
+
+
 def warmup_cosine(step, peak, warmup_steps, total_steps, min_fraction):
     """Learning rate at ``step``: linear warm-up to ``peak`` over ``warmup_steps``, then cosine
     decay to ``min_fraction * peak`` at ``total_steps``."""
@@ -474,15 +494,9 @@ class Trainer:
         norm = len(self.z_val) if w is None else float(w.sum())
         return total / (norm * self.model.n_coords)
 
-    @contextlib.contextmanager
     def _holding(self, state):
         """Load ``state`` (e.g. the EMA weights) into the network for the block, then restore."""
-        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
-        self.net.load_state_dict(state)
-        try:
-            yield
-        finally:
-            self.net.load_state_dict(saved)
+        return holding_weights(self.net, state)
 
     # ------------------------------------------------------------------ storage
     def _model_state(self):
@@ -641,10 +655,7 @@ class Trainer:
             optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
             self.net.eval()
             if self.ema is not None:
-                with torch.no_grad():
-                    for k, v in self.net.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
+                update_ema(self.ema, self.net, c.ema_decay)
             self.step += 1
             if c.time_budget_s and not self._budget_fitted:
                 if self.step == first_step + 5:  # the first steps pay for warm-up (CUDA kernels, caches)
