@@ -120,8 +120,10 @@ def _rotated_into_basins(ms, positions, n_starts, seed):
     from ..simulation.md import RAMACHANDRAN_BASINS, basin_starts
 
     starts, basins = basin_starts(positions, ms.topology, n_starts, seed=seed)
+    residues = list(ms.topology.residues())
     for residue, names in basins.items():
         count = collections.Counter(names)
+        ring = f" (phi{residue} is in proline's ring: only psi{residue} is set)" if residues[int(residue) - 1].name == "PRO" else ""
         print(f"seeded MD: residue {residue} (phi{residue}, psi{residue}) rotated into "
-              + ", ".join(f"{b} {count[b]}" for b in RAMACHANDRAN_BASINS) + f" of {n_starts} starts")
+              + ", ".join(f"{b} {count[b]}" for b in RAMACHANDRAN_BASINS) + f" of {n_starts} starts{ring}")
     return starts
