@@ -30,18 +30,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
-    import openmm.unit as unit
-    import torch
-
     import openmm_arbg  # noqa: F401  (before openmmtools/pymbar: keeps pymbar's banner out of the table)
-    from openmm_arbg import ArBG
     from openmm_arbg.analysis.observables import dihedrals
-    from openmm_arbg.cli.common import resolve_shipped_model, system_for_model
     from openmm_arbg.molecule.topology import dihedral_indices
-    from openmm_arbg.sampling.energies import ReducedPotential
-    from openmm_arbg.sampling.importance import importance_sample
+    from weight_concentration import weighted_proposals  # benchmarks/ is on sys.path when a script in it runs
 
-    torch.set_num_threads(args.threads)
     with open(os.path.join(args.umbrella, "profile.csv")) as f:
         rows = list(csv.DictReader(f))
     columns = [k for k in rows[0] if k.endswith("_deg")]
@@ -50,13 +43,7 @@ def main(argv=None):
     centres = np.array([float(r[columns[0]]) for r in rows])
     ref, ref_err = (np.array([float(r[k]) for r in rows]) for k in ("free_energy_kT", "error_kT"))
     width = float(np.median(np.diff(centres)))
-    resolve_shipped_model(args)
-    model = ArBG.load(args.model)
-    ms = system_for_model(model, args.system)
-    with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as u:
-        res = importance_sample(model, u, args.n, seed=args.seed)
-    w = np.exp(res.log_weights - res.log_weights.max())
-    w /= w.sum()
+    model, res, w = weighted_proposals(args)
     angle = np.degrees(dihedrals(res.positions, dihedral_indices(model.topology, [args.dihedral]))[:, 0])
     in_bin = np.abs((angle[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0) <= width / 2
     mass, count = (w[:, None] * in_bin).sum(0), in_bin.sum(0)

@@ -14,22 +14,14 @@ import argparse
 import numpy as np
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model")
-    p.add_argument("--system", default=None, help="default: the built-in system of the model's molecule")
-    p.add_argument("--n", type=int, default=20000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--state", action="append", default=[], metavar="NAME=EXPRESSION")
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-
+def weighted_proposals(args):
+    """``args.n`` proposals of ``args.model`` (a file or a shipped name) importance-weighted
+    against ``args.system`` (default: the model's built-in system) at its temperature, on
+    ``args.threads`` torch threads: (model, ImportanceSamplingResult, normalised weights)."""
     import openmm.unit as unit
     import torch
 
     from openmm_arbg import ArBG
-    from openmm_arbg.analysis.observables import backbone_dihedrals
-    from openmm_arbg.analysis.states import StateExpression
     from openmm_arbg.cli.common import resolve_shipped_model, system_for_model
     from openmm_arbg.sampling.energies import ReducedPotential
     from openmm_arbg.sampling.importance import importance_sample
@@ -41,7 +33,23 @@ def main(argv=None):
     with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as u:
         res = importance_sample(model, u, args.n, seed=args.seed)
     w = np.exp(res.log_weights - res.log_weights.max())
-    w /= w.sum()
+    return model, res, w / w.sum()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--system", default=None, help="default: the built-in system of the model's molecule")
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--state", action="append", default=[], metavar="NAME=EXPRESSION")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    from openmm_arbg.analysis.observables import backbone_dihedrals
+    from openmm_arbg.analysis.states import StateExpression
+
+    model, res, w = weighted_proposals(args)
     print(f"{args.model}: {args.n} proposals, seed {args.seed}: ESS/N {100 * res.ess_fraction:.2f} %, Pareto k {res.pareto_k:.2f}")
     print("| state | proposals | weight | share of sum(w^2) |")
     print("| --- | --- | --- | --- |")
