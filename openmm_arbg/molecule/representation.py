@@ -47,6 +47,8 @@ UNBOUNDED = "unbounded"  # (-inf, inf)
 POSITIVE = "positive"  # (0, inf): bond lengths, x_b, y_c
 ANGLE = "angle"  # (0, pi): bond angles
 PERIODIC = "periodic"  # [-pi, pi): torsions
+RESIDUE_ORDER = "residue"  # atoms residue by residue, canonically (transferable models)
+ORDERS = (None, RESIDUE_ORDER)  # None: breadth-first from anchors near the centre
 HALF_TORSION = "half_torsion"  # (0, pi): sign * torsion relative to a sibling substituent of a stereocentre
 # new kinds go at the end: a kind's index is part of the coordinate features of trained networks
 COORDINATE_KINDS = [UNBOUNDED, POSITIVE, ANGLE, PERIODIC, HALF_TORSION]
@@ -243,15 +245,26 @@ class InternalRepresentation(_Representation):
         order, as early as possible (see :func:`plan_first_torsions`); the anchors then default to
         the first dihedral's ``(j, k, i)``, so it is coordinate 5. :meth:`torsion_coordinate` says
         which coordinate a dihedral is.
+    order : {None, "residue"}
+        ``"residue"``: the canonical residue-by-residue order of
+        :meth:`~openmm_arbg.molecule.topology.MolecularGraph.residue_order` (anchors included), so
+        the same residue gives the same rows in every peptide (transferable models).
     """
 
     kind = "internal"
 
     def __init__(self, graph, anchors=None, stereo=None, stereocentres=None, signs=None, reference_positions=None,
-                 first_torsions=None):
+                 first_torsions=None, order=None):
         graph = MolecularGraph.from_topology(graph)
         self.first_torsions = [[int(a) for a in t] for t in (first_torsions or [])]
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
+        self.atom_order = order
         prefix, self._forced_rows = (), {}
+        if order == RESIDUE_ORDER:
+            if self.first_torsions:
+                raise ValueError("first_torsions and the residue-by-residue order exclude each other: choose one")
+            anchors, prefix = graph.residue_order()
         if self.first_torsions:
             anchors, prefix, self._forced_rows = plan_first_torsions(graph, self.first_torsions, anchors)
         super().__init__(graph, anchors, prefix)
@@ -344,6 +357,8 @@ class InternalRepresentation(_Representation):
             d.update(stereo=self.stereo, stereocentres=list(self.stereocentres), signs=list(self.signs))
         if self.first_torsions:
             d["first_torsions"] = [list(t) for t in self.first_torsions]
+        if self.atom_order is not None:
+            d["order"] = self.atom_order
         return d
 
     def torsion_coordinate(self, dihedral):
@@ -407,7 +422,7 @@ class InternalRepresentation(_Representation):
         return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
 
 
-def build_representation(kind, graph, anchors=None, reference_positions=None, first_torsions=None):
+def build_representation(kind, graph, anchors=None, reference_positions=None, first_torsions=None, order=None):
     """Make a representation by name, or rebuild a stored one.
 
     Parameters
@@ -427,6 +442,10 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
     first_torsions : sequence of (i, j, k, l), optional
         With ``"internal"``: dihedrals that become the first torsion coordinates
         (:class:`InternalRepresentation`); refused by ``"cartesian"``.
+    order : {None, "residue"}, optional
+        With ``"internal"``: ``"residue"`` places the atoms residue by residue in a canonical
+        order (:meth:`~openmm_arbg.molecule.topology.MolecularGraph.residue_order`), as
+        transferable models need; default breadth-first from anchors near the centre.
     """
     classes = {"cartesian": CartesianRepresentation, "internal": InternalRepresentation}
     if isinstance(kind, _Representation):
@@ -437,7 +456,7 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
         if name not in classes:
             raise ValueError(f"representation must be one of {sorted(classes)}; got {name!r}")
         anchors = d.pop("anchors", anchors)
-        allowed = {"stereo", "stereocentres", "signs", "first_torsions"} if name == "internal" else set()
+        allowed = {"stereo", "stereocentres", "signs", "first_torsions", "order"} if name == "internal" else set()
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"unknown {name} representation settings {sorted(unknown)} (written by a newer openmm-arbg?)")
@@ -447,7 +466,9 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
     if kind == "internal":
         stereo = RELATIVE_TORSION if reference_positions is not None else None
         return InternalRepresentation(graph, anchors, stereo=stereo, reference_positions=reference_positions,
-                                      first_torsions=first_torsions)
+                                      first_torsions=first_torsions, order=order)
+    if order is not None:
+        raise ValueError("a residue-by-residue order needs the internal representation")
     if first_torsions:
         raise ValueError("first_torsions needs the internal representation: Cartesian coordinates have no torsions")
     return classes[kind](graph, anchors)

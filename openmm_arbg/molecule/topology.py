@@ -173,6 +173,63 @@ class MolecularGraph:
         nbrs = sorted(self.neighbors[a], key=lambda j: (not self.is_heavy(j), -len(self.neighbors[j]), j))
         return a, nbrs[0], nbrs[1]
 
+    def residue_order(self):
+        """A canonical order, residue by residue: anchors and ``prefix`` for :meth:`traversal_order`.
+
+        The same residue type gives the same order of its atoms in every molecule, whatever the
+        atoms' indices, so coordinates line up across peptides (transferable models). The anchors
+        are three atoms of the first residue (for an acetyl cap: ``C``, ``CH3``, ``O``); then, for
+        each residue in turn, its heavy atoms (the backbone ``N CA C O`` first, then the side chain
+        by remoteness ``B G D E Z H``), each taken from the frontier of atoms bonded to those
+        already placed, and then its hydrogens, in the order of the atoms that carry them.
+
+        Returns
+        -------
+        anchors : (int, int, int)
+        prefix : list of (atom, parent)
+            Every other atom, each bonded to its ``parent`` placed before it.
+        """
+        residues = []
+        for i, a in enumerate(self.atoms):
+            key = (a["chain"], a["resSeq"], a["resname"])
+            if not residues or residues[-1][0] != key:
+                residues.append((key, []))
+            residues[-1][1].append(i)
+        rank = [_atom_name_rank(a["name"]) for a in self.atoms]
+        first = residues[0][1]
+        centres = [i for i in first if self.is_heavy(i) and len(self.neighbors[i]) >= 2] or [
+            i for i in first if len(self.neighbors[i]) >= 2]
+        if not centres:
+            raise ValueError(f"the first residue ({self.atoms[first[0]]['resname']}) has no atom with two bonded neighbours "
+                             "to anchor a residue-by-residue order")
+        in_first = set(first)
+        a = min(centres, key=lambda i: rank[i])
+        b, c = sorted(self.neighbors[a], key=lambda j: (j not in in_first, not self.is_heavy(j), rank[j], j))[:2]
+        order, position = [a, b, c], {a: 0, b: 1, c: 2}
+        prefix = []
+
+        def place(atom):
+            parent = min((j for j in self.neighbors[atom] if j in position), key=position.__getitem__)
+            position[atom] = len(order)
+            order.append(atom)
+            prefix.append((atom, parent))
+
+        for _, members in residues:
+            for heavy in (True, False):
+                while True:
+                    frontier = [i for i in members if i not in position and self.is_heavy(i) == heavy
+                                and any(j in position for j in self.neighbors[i])]
+                    if not frontier:
+                        break
+                    if heavy:
+                        place(min(frontier, key=lambda i: (rank[i], i)))
+                    else:
+                        place(min(frontier, key=lambda i: (min(position[j] for j in self.neighbors[i] if j in position), rank[i], i)))
+        while len(order) < self.n_atoms:  # atoms reachable only through a later residue (not in a linear peptide)
+            place(min((i for i in range(self.n_atoms) if i not in position
+                       and any(j in position for j in self.neighbors[i])), key=lambda i: (rank[i], i)))
+        return (a, b, c), prefix
+
     def traversal_order(self, anchors, prefix=()):
         """Breadth-first order starting with the anchor atoms: heavy atoms first, then hydrogens.
 
@@ -219,6 +276,19 @@ class MolecularGraph:
         grow(heavy_only=True)
         grow(heavy_only=False)
         return order, parent
+
+
+_BACKBONE_NAMES = ("N", "CA", "C", "O", "OXT", "CH3", "H", "HA", "HA2", "HA3")
+_REMOTENESS = "ABGDEZH"
+
+
+def _atom_name_rank(name):
+    """Sort key of a PDB atom name that is the same in every residue of a type: backbone names
+    first, then by remoteness letter (``CB`` < ``CG1`` < ``CD``) and the name itself."""
+    if name in _BACKBONE_NAMES:
+        return (0, _BACKBONE_NAMES.index(name), name)
+    letter = name[1] if len(name) > 1 else ""
+    return (1, _REMOTENESS.index(letter) if letter and letter in _REMOTENESS else len(_REMOTENESS), name)
 
 
 def check_same_molecule(expected, other, what="topology"):
