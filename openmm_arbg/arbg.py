@@ -20,7 +20,7 @@ from .model.checkpoint import read_checkpoint, write_checkpoint
 from .model.density import AutoregressiveDensity
 from .model.discretizer import Discretizer
 from .model.network import CausalTransformer, NetworkConfig
-from .molecule.features import FEATURE_SIZES, coordinate_features
+from .molecule.features import FEATURE_SIZES, features_for
 from .molecule.representation import build_representation, canonical_frame, place_in_frame, to_local_frame
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph, check_same_molecule
@@ -149,17 +149,22 @@ class ArBG:
     anchors : (int, int, int), optional
     metadata : dict, optional
         Provenance stored with the model.
+    feature_scheme : {"basic", "peptide"}
+        What the network is told about each coordinate (:mod:`openmm_arbg.molecule.features`):
+        ``"peptide"`` for a transferable model's network (atom and residue names, the sequence).
     """
 
-    def __init__(self, topology, representation, discretizer, stereo, network, anchors=None, metadata=None):
+    def __init__(self, topology, representation, discretizer, stereo, network, anchors=None, metadata=None,
+                 feature_scheme="basic"):
         self.graph = MolecularGraph.from_topology(topology)
         self.representation = build_representation(representation, self.graph, anchors)
         if discretizer.kinds != list(self.representation.coordinate_kinds):
             raise ValueError("the bins do not match the representation's coordinates")
         self.discretizer = discretizer
         self.stereo = stereo
-        self.features = coordinate_features(self.graph, self.representation)
-        self.density = AutoregressiveDensity(network, discretizer, self.features)
+        self.feature_scheme = feature_scheme
+        self.features, self.context = features_for(feature_scheme, self.graph, self.representation)
+        self.density = AutoregressiveDensity(network, discretizer, self.features, self.context)
         self.density.to(network.head.weight.device)
         self.metadata = dict(metadata or {})
         self.checkpoint_path = None
@@ -285,6 +290,7 @@ class ArBG:
                 network,
                 mol["representation"].get("anchors"),
                 config.get("metadata", {}),
+                mol.get("features", "basic"),
             )
             model.load_network_weights(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -522,6 +528,7 @@ class ArBG:
                 "representation": self.representation.to_dict(),
                 "discretizer": self.discretizer.state_dict(),
                 "stereo_signs": self.stereo.to_dict(),
+                **({"features": self.feature_scheme} if self.feature_scheme != "basic" else {}),
             },
             "network": self.network.cfg.to_dict(),
             "metadata": self.metadata,

@@ -107,9 +107,11 @@ class AutoregressiveDensity(nn.Module):
         The molecule's bins; ``vocab_size`` must equal the network's.
     features : torch.LongTensor, shape (D, F)
         Categorical features of each coordinate (see :mod:`openmm_arbg.molecule.features`).
+    context : torch.LongTensor, shape (R, C), optional
+        The molecule's context tokens (its sequence), for networks that read one.
     """
 
-    def __init__(self, network, discretizer, features):
+    def __init__(self, network, discretizer, features, context=None):
         super().__init__()
         features = torch.as_tensor(features, dtype=torch.long)
         if discretizer.vocab_size != network.cfg.vocab_size:
@@ -119,10 +121,12 @@ class AutoregressiveDensity(nn.Module):
             )
         if len(features) != discretizer.n_coords:
             raise ValueError(f"{len(features)} feature rows for {discretizer.n_coords} coordinates")
-        network.check_inputs(discretizer.n_coords, features)
+        context = None if context is None else torch.as_tensor(context, dtype=torch.long)
+        network.check_inputs(discretizer.n_coords, features, context)
         self.network = network
         self.discretizer = discretizer
         self.register_buffer("features", features, persistent=False)
+        self.register_buffer("context", None if context is None else context[None], persistent=False)
         self.register_buffer("positions", torch.arange(discretizer.n_coords), persistent=False)
         self.register_buffer("token_mask", discretizer.token_mask.clone(), persistent=False)
 
@@ -140,7 +144,8 @@ class AutoregressiveDensity(nn.Module):
 
     def _logits(self, prev_tokens, prev_values, cols, cache=None):
         """Masked logits for coordinates ``cols`` (a slice) of the molecule."""
-        logits = self.network(prev_tokens, prev_values, self.features[None, cols], self.positions[None, cols], cache)
+        logits = self.network(prev_tokens, prev_values, self.features[None, cols], self.positions[None, cols], cache,
+                              self.context)
         return logits.masked_fill(~self.token_mask[None, cols], float("-inf"))
 
     def _shifted_inputs(self, tokens, values):

@@ -49,6 +49,10 @@ class NetworkConfig(Settings):
         Number of values of each categorical per-coordinate feature.
     n_input_features : int
         Continuous values of each coordinate fed to the next position.
+    context_sizes : list of int
+        Number of values of each categorical feature of the molecule's context tokens (for a
+        peptide: residue type and index); empty for none. With a context, a non-causal encoder
+        layer reads the tokens and every block cross-attends to them (transferable models).
     """
 
     n_layer: int = 4
@@ -61,6 +65,7 @@ class NetworkConfig(Settings):
     vocab_size: int = 0
     feature_sizes: list = field(default_factory=list)
     n_input_features: int = 3
+    context_sizes: list = field(default_factory=list)
 
     what = "network settings"
 
@@ -79,6 +84,7 @@ class NetworkConfig(Settings):
         if not self.d_hidden:
             self.d_hidden = 32 * ((8 * self.d_model // 3 + 31) // 32)
         self.feature_sizes = [int(n) for n in self.feature_sizes]
+        self.context_sizes = [int(n) for n in self.context_sizes]
 
 
 
@@ -93,10 +99,11 @@ def _rotate(x, positions):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, causal=True):
         super().__init__()
         self.n_head = cfg.n_head
-        self.rope = cfg.position_encoding == "rope"
+        self.causal = causal
+        self.rope = cfg.position_encoding == "rope" and causal
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
@@ -136,8 +143,29 @@ class SelfAttention(nn.Module):
             y = att @ v
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, is_causal=self.causal and T > 1, dropout_p=self.dropout if self.training else 0.0
             )
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class CrossAttention(nn.Module):
+    """Each position attends to all context tokens (no mask, no cache: the context is short)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.q = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, context):
+        B, T, C = x.shape
+        R, H = context.shape[1], self.n_head
+        q = self.q(x).view(B, T, H, C // H).transpose(1, 2)
+        k, v = self.kv(context).split(C, dim=2)
+        k, v = (t.view(t.shape[0], R, H, C // H).transpose(1, 2).expand(B, -1, -1, -1) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -154,15 +182,20 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, causal=True, cross=False):
         super().__init__()
         self.norm1 = nn.RMSNorm(cfg.d_model)
-        self.attn = SelfAttention(cfg)
+        self.attn = SelfAttention(cfg, causal)
+        if cross:
+            self.norm_cross = nn.RMSNorm(cfg.d_model)
+            self.cross = CrossAttention(cfg)
         self.norm2 = nn.RMSNorm(cfg.d_model)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x, positions, cache=None):
+    def forward(self, x, positions, cache=None, context=None):
         x = x + self.attn(self.norm1(x), positions, cache)
+        if context is not None:
+            x = x + self.cross(self.norm_cross(x), context)
         return x + self.mlp(self.norm2(x))
 
 
@@ -189,8 +222,12 @@ class CausalTransformer(nn.Module):
         if cfg.position_encoding == "learned":
             self.position_embedding = nn.Embedding(cfg.max_positions, d)
         self.feature_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in cfg.feature_sizes)
+        if cfg.context_sizes:
+            self.context_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in cfg.context_sizes)
+            self.context_encoder = Block(cfg, causal=False)
+            self.context_norm = nn.RMSNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, cross=bool(cfg.context_sizes)) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -210,10 +247,20 @@ class CausalTransformer(nn.Module):
     def n_parameters(self):
         return sum(p.numel() for p in self.parameters())
 
-    def check_inputs(self, n_coords, features):
-        """Raise ``ValueError`` if a molecule with ``n_coords`` coordinates and categorical
-        ``features`` (n_coords, F) cannot be read by this network."""
+    def check_inputs(self, n_coords, features, context=None):
+        """Raise ``ValueError`` if a molecule with ``n_coords`` coordinates, categorical
+        ``features`` (n_coords, F) and ``context`` tokens (R, len(context_sizes)) cannot be read by
+        this network."""
         cfg = self.cfg
+        if bool(cfg.context_sizes) != (context is not None):
+            raise ValueError("this network reads a context (a sequence) with every molecule; give one" if cfg.context_sizes
+                             else "this network reads no context; the molecule comes with one")
+        if context is not None:
+            if context.ndim != 2 or context.shape[1] != len(cfg.context_sizes) or len(context) == 0:
+                raise ValueError(f"the context must have shape (R >= 1, {len(cfg.context_sizes)}); got {tuple(context.shape)}")
+            for f, size in enumerate(cfg.context_sizes):
+                if int(context[:, f].max()) >= size or int(context[:, f].min()) < 0:
+                    raise ValueError(f"context feature {f} takes values outside the network's {size}")
         if cfg.position_encoding == "learned" and n_coords > cfg.max_positions:
             raise ValueError(
                 f"the molecule has {n_coords} model coordinates but this network's learned position table has "
@@ -227,7 +274,12 @@ class CausalTransformer(nn.Module):
                     f"coordinate feature {f} takes value {int(features[:, f].max())}, beyond the network's {size} values"
                 )
 
-    def forward(self, prev_tokens, prev_values, features, positions, cache=None):
+    def encode_context(self, context):
+        """Context tokens (B or 1, R, len(context_sizes)) -> encoded (B or 1, R, d_model)."""
+        c = sum(emb(context[..., f]) for f, emb in enumerate(self.context_embeddings))
+        return self.context_norm(self.context_encoder(c, None))
+
+    def forward(self, prev_tokens, prev_values, features, positions, cache=None, context=None):
         """Logits (unmasked) for the coordinates at ``positions``.
 
         Parameters
@@ -242,6 +294,8 @@ class CausalTransformer(nn.Module):
             Index of each predicted coordinate in its molecule.
         cache : list of dict, optional
             One dict per layer, filled and extended in place (KV cache, see :meth:`new_cache`).
+        context : torch.LongTensor, shape (B or 1, R, len(context_sizes)), optional
+            The molecule's context tokens; required exactly when ``context_sizes`` is set.
 
         Returns
         -------
@@ -253,8 +307,11 @@ class CausalTransformer(nn.Module):
         for f, emb in enumerate(self.feature_embeddings):
             x = x + emb(features[..., f])
         x = self.drop(x)
+        if bool(self.cfg.context_sizes) != (context is not None):
+            raise ValueError("this network needs the molecule's context" if self.cfg.context_sizes else "this network reads no context")
+        encoded = None if context is None else self.encode_context(context)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, None if cache is None else cache[i])
+            x = block(x, positions, None if cache is None else cache[i], encoded)
         return self.head(self.norm(x)).float()
 
     def new_cache(self, capacity=None):
