@@ -276,6 +276,10 @@ class ArBG:
     @classmethod
     def from_checkpoint(cls, config, tensors, path="checkpoint"):
         """Rebuild a model from :func:`~openmm_arbg.model.checkpoint.read_checkpoint`'s output."""
+        if "transferable" in config:
+            raise ValueError(f"{path} is a transferable model of many peptides: load it with "
+                             "openmm_arbg.transferable.TransferableArBG.load(path).for_sequence(...), or give the "
+                             "commands --system peptide:SEQUENCE with it")
         mol = config["molecule"]
         try:
             graph = MolecularGraph.from_dict(mol["graph"])

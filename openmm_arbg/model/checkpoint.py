@@ -85,7 +85,7 @@ def read_checkpoint(path):
         )
     if version == 1:
         config, tensors = _upgrade_from_version_1(path, config, tensors)
-    missing = [k for k in ("molecule", "network") if k not in config]
+    missing = [k for k in ("molecule" if "transferable" not in config else "transferable", "network") if k not in config]
     if missing:
         raise CheckpointError(f"{path}: the checkpoint's metadata lacks {missing}; the file is corrupt")
     return config, tensors
