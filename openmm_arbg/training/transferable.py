@@ -1,0 +1,284 @@
+"""Training a transferable ArBG on the MD of many peptides, validated on held-out sequences.
+
+Each step draws ``molecules_per_step`` training molecules and ``batch_size`` frames of each and
+minimises the mean negative log-likelihood per coordinate of the shared network over them, so
+every gradient mixes molecules of different sizes; AdamW with warm-up and cosine decay, an optional
+EMA of the weights, a checkpoint (resumable, also on Ctrl-C) and the best model by the NLL of
+*held-out sequences* (not held-out frames of the training sequences). The optimiser, schedule and
+weight helpers are the single-molecule trainer's (:mod:`openmm_arbg.training.trainer`).
+"""
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..arbg import as_positions_nm
+from ..model.checkpoint import read_checkpoint, write_checkpoint
+from ..molecule.topology import MolecularGraph
+from ..transferable import peptide_sequence
+from ..utils import GracefulStop, Settings, atomic_write, progress_bar
+from .trainer import (check_memory, check_same_settings, holding_weights, load_optimizer_tensors, make_optimizer,
+                      optimizer_step, optimizer_tensors, update_ema, warmup_cosine)
+
+__all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
+
+
+@dataclass
+class TransferableTrainingConfig(Settings):
+    """Settings of :class:`TransferableTrainer`.
+
+    Parameters
+    ----------
+    n_steps : int
+        Optimiser steps.
+    batch_size : int
+        Frames of each molecule per step.
+    molecules_per_step : int
+        Training molecules in each step (drawn without replacement; all if fewer).
+    learning_rate, warmup_steps, min_lr_fraction, weight_decay, grad_clip
+        AdamW with linear warm-up and cosine decay to ``min_lr_fraction * learning_rate``.
+    ema_decay : float
+        Exponential moving average of the weights (0: off); the saved model holds it.
+    eval_interval : int
+        Steps between validations (NLL of the held-out sequences) and log rows.
+    validation_frames : int
+        Frames of each held-out sequence in the validation NLL, at most (evenly spaced).
+    max_time_s : float
+        Stop (with a checkpoint) after this many seconds of this call (0: no limit).
+    seed : int
+    """
+
+    n_steps: int = 2000
+    batch_size: int = 64
+    molecules_per_step: int = 4
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    eval_interval: int = 100
+    validation_frames: int = 500
+    max_time_s: float = 0.0
+    seed: int = 0
+
+    what = "transferable training settings"
+
+    def __post_init__(self):
+        for name in ("n_steps", "batch_size", "molecules_per_step", "eval_interval", "validation_frames"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or int(v) < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if not float(self.learning_rate) > 0:
+            raise ValueError(f"learning_rate must be positive; got {self.learning_rate!r}")
+        if not 0.0 <= float(self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
+        if int(self.warmup_steps) < 0 or float(self.max_time_s) < 0:
+            raise ValueError("warmup_steps and max_time_s must be >= 0")
+
+    def schedule_key(self):
+        """Settings a resume must share (everything but the time limit)."""
+        d = asdict(self)
+        d.pop("max_time_s")
+        return d
+
+
+def _molecule_data(model, molecules, what):
+    """ArBGs (sharing the model's network) and model coordinates (float64 tensors) of each molecule."""
+    out = []
+    for m, (topology, positions) in enumerate(molecules):
+        graph = MolecularGraph.from_topology(topology)
+        x = as_positions_nm(positions, graph.n_atoms, graph, f"{what} positions of molecule {m}")
+        check_memory(x.shape[0] * 3 * graph.n_atoms * 8 * 2, f"the model coordinates of {what} molecule {m}")
+        arbg = model.for_topology(graph, x[0])
+        ok = arbg.check_stereo(x)
+        if not ok.all():
+            raise ValueError(f"{int((~ok).sum())} of {len(x)} {what} frames of {peptide_sequence(graph) or 'molecule ' + str(m)} "
+                             "have a stereocentre of the other handedness than the first frame")
+        with torch.no_grad():
+            z, _ = arbg.representation.to_model_coordinates(torch.as_tensor(x))
+        out.append((arbg, z))
+    return out
+
+
+class TransferableTrainer:
+    """Maximum likelihood of one :class:`~openmm_arbg.transferable.TransferableArBG` on many peptides.
+
+    Parameters
+    ----------
+    model : TransferableArBG
+    molecules : list of (topology, positions)
+        Training peptides: topology and frames (n, N, 3) nm or ``mdtraj.Trajectory``.
+    validation : list of (topology, positions), optional
+        Held-out peptides (sequences not among the training ones): the best model is chosen by
+        their NLL. Without them, the latest model is kept.
+    config : TransferableTrainingConfig or dict
+    output_dir : str
+        ``model.safetensors`` (best transferable model), ``checkpoint.safetensors``,
+        ``training_log.csv``.
+    resume : bool
+    progress : bool
+    """
+
+    def __init__(self, model, molecules, validation=(), config=None, output_dir="arbg_transferable", resume=True,
+                 progress=True):
+        self.model = model
+        self.config = config if isinstance(config, TransferableTrainingConfig) else TransferableTrainingConfig.from_dict(config or {})
+        self.output_dir = os.fspath(output_dir)
+        self.progress = progress
+        self.train = _molecule_data(model, molecules, "training")
+        self.valid = _molecule_data(model, validation, "validation")
+        if not self.train:
+            raise ValueError("no training molecules")
+        train_seqs = {peptide_sequence(a.graph) for a, _ in self.train}
+        overlap = sorted({peptide_sequence(a.graph) for a, _ in self.valid} & train_seqs)
+        if overlap:
+            raise ValueError(f"validation sequences {overlap} are also training sequences; validate on held-out sequences")
+        digest = hashlib.sha256()
+        for arbg, z in self.train + self.valid:
+            digest.update(arbg.fingerprint().encode())
+            digest.update(np.ascontiguousarray(z.numpy()).tobytes())
+        self.data_hash = digest.hexdigest()[:16]
+        self.model.sequences = [peptide_sequence(a.graph) for a, _ in self.train]
+        self.net = model.network
+        self.optimizer = make_optimizer(self.net, self.config.learning_rate, self.config.weight_decay)
+        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
+        self.step, self.best_val, self.history = 0, math.inf, []
+        self.interrupted = None
+        self.checkpoint_path = os.path.join(self.output_dir, "checkpoint.safetensors")
+        self.model_path = os.path.join(self.output_dir, "model.safetensors")
+        self.log_path = os.path.join(self.output_dir, "training_log.csv")
+        if resume and os.path.exists(self.checkpoint_path):
+            self._load_checkpoint()
+
+    # ------------------------------------------------------------------ pieces
+    def learning_rate(self, step):
+        c = self.config
+        return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_steps, c.min_lr_fraction)
+
+    def _batch(self, step):
+        """(molecule index, frame indices) pairs of one step: deterministic in (seed, step)."""
+        rng = np.random.default_rng([self.config.seed, step])
+        k = min(self.config.molecules_per_step, len(self.train))
+        chosen = rng.choice(len(self.train), size=k, replace=False)
+        return [(int(m), torch.as_tensor(rng.integers(0, len(self.train[m][1]), self.config.batch_size))) for m in chosen]
+
+    @torch.no_grad()
+    def validation_nll(self):
+        """Mean over held-out molecules of the NLL per coordinate (nats) of their frames."""
+        if not self.valid:
+            return math.nan
+        values = []
+        with holding_weights(self.net, self.ema) if self.ema is not None else contextlib.nullcontext():
+            for arbg, z in self.valid:
+                idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), self.config.validation_frames)).astype(int))
+                values.append(float(-arbg.density.log_prob(z[idx].to(self.model.device)).mean()) / arbg.n_coords)
+        return float(np.mean(values))
+
+    def _save_model(self):
+        self.model.metadata["training"] = dict(config=asdict(self.config), step=self.step,
+                                               best_validation_nll=self.best_val if math.isfinite(self.best_val) else None,
+                                               validation_sequences=[peptide_sequence(a.graph) for a, _ in self.valid],
+                                               data_hash=self.data_hash)
+        with holding_weights(self.net, self.ema) if self.ema is not None else contextlib.nullcontext():
+            self.model.save(self.model_path)
+
+    def _save_checkpoint(self):
+        tensors = self.model.network_tensors()
+        tensors.update(optimizer_tensors(self.optimizer))
+        if self.ema is not None:
+            tensors.update({f"trainer.ema.{k}": v for k, v in self.ema.items()})
+        config = self.model.checkpoint_config()
+        config["trainer"] = dict(step=self.step, best_val=self.best_val if math.isfinite(self.best_val) else None,
+                                 schedule=self.config.schedule_key(), data_hash=self.data_hash, history=self.history,
+                                 param_groups=[{k: v for k, v in g.items() if k != "params"}
+                                               for g in self.optimizer.state_dict()["param_groups"]])
+        write_checkpoint(self.checkpoint_path, config, tensors)
+
+    def _load_checkpoint(self):
+        config, tensors = read_checkpoint(self.checkpoint_path)
+        where, meta = self.checkpoint_path, config.get("trainer")
+        if meta is None or "transferable" not in config:
+            raise ValueError(f"{where} is not a transferable model's training checkpoint; use another output folder")
+        if config["network"] != self.model.checkpoint_config()["network"]:
+            raise ValueError(f"{where} was written with other network settings; resume with the same or use another folder")
+        if config["transferable"]["bins"] != self.model.checkpoint_config()["transferable"]["bins"]:
+            raise ValueError(f"{where} was written with other bins (other training frames); use another output folder")
+        check_same_settings(where, meta["schedule"], self.config.schedule_key(), "training settings")
+        if meta["data_hash"] != self.data_hash:
+            raise ValueError(f"{where} was trained on other molecules or frames; resume with the same data")
+        self.net.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
+        load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])
+        if self.ema is not None:
+            self.ema = {k[len("trainer.ema."):]: v.clone() for k, v in tensors.items() if k.startswith("trainer.ema.")}
+        self.step = int(meta["step"])
+        self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
+        self.history = list(meta["history"])
+
+    def _write_log(self):
+        with atomic_write(self.log_path, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, stop_after=None):
+        """Train until ``n_steps`` (or ``max_time_s``, ``stop_after`` steps in this call, or
+        Ctrl-C: each writes a checkpoint to resume from); returns the log rows and leaves the
+        model holding the best weights."""
+        c = self.config
+        os.makedirs(self.output_dir, exist_ok=True)
+        start, first = time.time(), self.step
+        elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
+        running, count = 0.0, 0
+        bar = progress_bar(total=c.n_steps, initial=self.step, desc="train (transferable)", unit="step",
+                           disable=not self.progress)
+        with GracefulStop("writing a checkpoint after this training step (press Ctrl-C again to stop now)") as stop:
+            while self.step < c.n_steps:
+                lr = self.learning_rate(self.step)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                self.net.train()
+                loss = sum(-arbg.density(z[idx].to(self.model.device)).mean() for m, idx in self._batch(self.step)
+                           for arbg, z in [self.train[m]]) / min(c.molecules_per_step, len(self.train))
+                if not bool(torch.isfinite(loss)):
+                    self.net.eval()
+                    raise FloatingPointError(f"the training loss became {loss.item()} at step {self.step + 1}; the last "
+                                             "checkpoint and best model are intact. Lower learning_rate.")
+                optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
+                self.net.eval()
+                if self.ema is not None:
+                    update_ema(self.ema, self.net, c.ema_decay)
+                self.step += 1
+                running, count = running + loss.item(), count + 1
+                bar.update(1)
+                if self.step % c.eval_interval == 0 or self.step == c.n_steps:
+                    val = self.validation_nll()
+                    self.history.append(dict(step=self.step, lr=lr, train_nll=running / count, val_nll=val,
+                                             elapsed_s=round(elapsed0 + time.time() - start, 2)))
+                    running, count = 0.0, 0
+                    bar.set_postfix(train=f"{self.history[-1]['train_nll']:.4f}", val=f"{val:.4f}")
+                    if not self.valid or val < self.best_val:
+                        self.best_val = val if math.isfinite(val) else self.best_val
+                        self._save_model()
+                    self._write_log()
+                    self._save_checkpoint()
+                if (c.max_time_s and time.time() - start > c.max_time_s) or stop.requested or (
+                        stop_after is not None and self.step - first >= stop_after):
+                    self.interrupted = stop.requested
+                    self._save_checkpoint()
+                    break
+        bar.close()
+        if not os.path.exists(self.model_path):
+            self._save_model()
+        best = read_checkpoint(self.model_path)[1]
+        self.net.load_state_dict({k[len("network."):]: v for k, v in best.items() if k.startswith("network.")})
+        self.net.eval()
+        return self.history
