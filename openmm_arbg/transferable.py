@@ -38,7 +38,7 @@ from .molecule.representation import PERIODIC, RESIDUE_ORDER, InternalRepresenta
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph
 
-__all__ = ["TransferableArBG", "molecule_representation", "peptide_sequence"]
+__all__ = ["TransferableArBG", "molecule_representation", "peptide_sequence", "is_transferable_file"]
 
 KIND = "transferable"
 
@@ -62,6 +62,19 @@ def peptide_sequence(graph):
             seen.add(key)
             names.append(a["resname"])
     return "".join(three.get(n, "X") for n in names if n not in ("ACE", "NME", "NH2"))
+
+
+def is_transferable_file(path):
+    """True if ``path`` is a transferable model file (reads only the file's metadata)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            return KIND in json.loads((f.metadata() or {}).get("openmm_arbg", "{}"))
+    except Exception:  # not a readable checkpoint: let the loader say what is wrong
+        return False
 
 
 class TransferableArBG:

@@ -353,6 +353,24 @@ def resolve_shipped_model(args):
             args.model = pretrained_path(name)
 
 
+def load_model(args):
+    """The ``--model`` of a command as an :class:`~openmm_arbg.ArBG`. A transferable model (many
+    peptides) is turned into the model of ``--system`` (e.g. ``peptide:KT``), zero-shot."""
+    from ..arbg import ArBG
+    from ..transferable import TransferableArBG, is_transferable_file
+
+    if not is_transferable_file(args.model):
+        return ArBG.load(args.model, device=args.device)
+    if not getattr(args, "system", None):
+        raise ValueError(f"{args.model} is a transferable model of many peptides: say which with --system "
+                         "(peptide:SEQUENCE, a PDB, or system.xml:structure.pdb)")
+    from ..simulation.systems import build_system
+
+    ms = build_system(args.system)
+    print(f"{args.model}: transferable model, used zero-shot for {ms.name}", file=sys.stdout)
+    return TransferableArBG.load(args.model, device=args.device).for_topology(ms.topology, ms.positions_nm)
+
+
 def restart_or_resume(output, restart, files):
     """``--restart``: delete a trainer's ``files`` in ``output`` (start over); otherwise say that
     an existing checkpoint there will be resumed."""

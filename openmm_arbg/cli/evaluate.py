@@ -27,13 +27,13 @@ def run(args):
     import mdtraj
 
     from ..analysis.evaluation import evaluate, evaluation_table
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..training import load_trajectories
     from ..utils import atomic_write
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     if not os.path.isfile(args.topology):
         raise FileNotFoundError(f"topology file {args.topology} does not exist")
     ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond

@@ -80,12 +80,12 @@ def run(args):
         positions, log_weights = result.positions, result.log_weights
         label = f"{result.n} recycled proposals of an ArBGMove chain (errors: bootstrap)"
     else:
-        from ..arbg import ArBG
+        from .common import load_model
         from ..sampling.energies import ReducedPotential
         from ..sampling.importance import importance_sample
         from .common import target_for_model
 
-        model = ArBG.load(args.model, device=args.device)
+        model = load_model(args)
         ms, T = target_for_model(model, args)
         with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
             result = importance_sample(model, u, args.n, seed=args.seed, progress=not args.quiet)

@@ -49,11 +49,11 @@ def _run_storage(args):
     from openmmtools.states import ThermodynamicState
     import openmm.unit as unit
 
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.chain import run_chain_storage
     from .common import target_for_model
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     ms, T = target_for_model(model, args)
     sampler = run_chain_storage(
         args.model, ThermodynamicState(ms.system, T * unit.kelvin), ms.positions, args.iterations, args.storage,
@@ -87,12 +87,12 @@ def run(args):
     import openmm.unit as unit
 
     from ..analysis.diagnostics import warning_lines
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.chain import run_chain
     from ..sampling.streaming import RunInterrupted
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     ms, T = target_for_model(model, args)
     try:
         chain = run_chain(

@@ -47,7 +47,7 @@ def run(args):
 
     from ..analysis.observables import dihedral_regions
     from ..analysis.profiles import compare_profiles, profile_plot
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.control import dihedral_profile
     from ..sampling.energies import ReducedPotential
     from ..utils import write_json_atomic
@@ -57,7 +57,7 @@ def run(args):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise ValueError(f"--output {args.output} is a file; give a folder")
     check_output_file(os.path.join(args.output, "result.json"))  # before any computing: the folder can be written
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     for d in args.dihedrals:  # before any computing: every dihedral must be a model coordinate
         model.dihedral_coordinate(d)
     reference = None

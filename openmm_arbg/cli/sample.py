@@ -41,12 +41,12 @@ def run(args):
     import numpy as np
 
     from ..analysis.diagnostics import warning_lines
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.importance import importance_sample
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     if args.no_weights:
         positions, log_q = model.sample(args.n, proposal_temperature=args.proposal_temperature, seed=args.seed)
         print(f"{len(positions)} samples, mean log q {np.mean(log_q):.2f}")
@@ -70,12 +70,12 @@ def _run_to_file(args):
     import numpy as np
 
     from ..analysis.diagnostics import warning_lines
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.streaming import RunInterrupted, sample_to_file
     from .common import print_warnings, target_for_model
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     if args.no_weights:
         u = contextlib.nullcontext(None)
     else:

@@ -79,12 +79,12 @@ def md_energy_evaluations(trajectory):
 def run(args):
     import mdtraj
 
-    from ..arbg import ArBG
+    from .common import load_model
     from ..molecule.topology import MolecularGraph
     from ..training import SelfTrainer, load_trajectories
     from .common import restart_or_resume, system_for_model, temperature_K
 
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     ms = system_for_model(model, args.system)
     if args.temperature is None:  # the system's temperature (310 K for peptides), as in every other command
         args.temperature = temperature_K(args, ms)

@@ -44,7 +44,7 @@ def run(args):
 
     import numpy as np
 
-    from ..arbg import ArBG
+    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.importance import effective_sample_size
     from ..sampling.smc import smc_sample
@@ -53,7 +53,7 @@ def run(args):
 
     if args.output:
         check_output_file(args.output, "--output", (".npz",))  # before any computing
-    model = ArBG.load(args.model, device=args.device)
+    model = load_model(args)
     stages = args.stages or [int(round(5 * model.n_coords / 6))]
     lambdas = args.lambdas or [0.3] * len(stages)
     ms, T = target_for_model(model, args)

@@ -1,0 +1,113 @@
+"""Train one transferable ArBG on the MD of many capped peptides (arbg train-transferable).
+
+Each --md folder is an ``arbg md`` output for one peptide (a folder with trajectory.dcd and
+topology.pdb, or one level above it); --validation-md folders hold peptides whose sequences are
+*not* trained on, and choose the best model. The bins are fitted to the training peptides only.
+Use the model zero-shot with any command: ``arbg sample --model OUT/model.safetensors --system
+peptide:KT``. Settings: NetworkConfig (openmm_arbg.model.network) and TransferableTrainingConfig
+(openmm_arbg.training.transferable) fields as --field-name. An existing checkpoint in --output is
+resumed unless --restart.
+"""
+
+import os
+
+from .common import add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume
+
+NAME = "train-transferable"
+HELP = "train one sequence-conditioned ArBG on the MD of many peptides"
+REQUIRED = ("md",)
+DERIVED_NETWORK_FIELDS = ("vocab_size", "feature_sizes", "n_input_features", "context_sizes", "position_encoding",
+                          "max_positions")
+
+
+def _classes():
+    from ..model.network import NetworkConfig
+    from ..training.transferable import TransferableTrainingConfig
+
+    return NetworkConfig, TransferableTrainingConfig
+
+
+def add_arguments(p):
+    p.add_argument("--md", nargs="+", metavar="FOLDER", help="arbg md output folders of the training peptides")
+    p.add_argument("--validation-md", nargs="*", default=[], metavar="FOLDER",
+                   help="arbg md output folders of held-out peptides (sequences not in --md)")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
+    p.add_argument("--n-bins", type=positive_int, default=256, help="bins per coordinate (default %(default)s)")
+    p.add_argument("--margin", type=float, default=0.1, help="fraction of each bin key's data range added on both "
+                   "sides (default %(default)s)")
+    p.add_argument("--output", default="arbg_transferable", help="folder for model.safetensors, checkpoint and log "
+                   "(default %(default)s)")
+    add_options(p, "device")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    add_options(p, "quiet")
+    add_dataclass_options(p, _classes(), skip=DERIVED_NETWORK_FIELDS)
+
+
+def settings(args):
+    network_cls, training_cls = _classes()
+    names = [n for n in network_cls.__dataclass_fields__ if n not in DERIVED_NETWORK_FIELDS]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}, dataclass_values(training_cls, args)
+
+
+def validate(args, parser):
+    try:
+        settings(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    if not 0 <= args.margin <= 10:
+        parser.error(f"--margin must be in [0, 10]; got {args.margin}")
+
+
+def md_files(folder):
+    """(trajectory.dcd, topology.pdb) of an ``arbg md`` output folder (or of its one subfolder)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--md folder {folder} does not exist")
+    for where in [folder] + sorted(os.path.join(folder, d) for d in os.listdir(folder)):
+        traj, top = os.path.join(where, "trajectory.dcd"), os.path.join(where, "topology.pdb")
+        if os.path.isfile(traj) and os.path.isfile(top):
+            return traj, top
+    raise FileNotFoundError(f"{folder} holds no trajectory.dcd with topology.pdb (an arbg md output folder, or one "
+                            "level above it)")
+
+
+def read_molecules(folders, stride):
+    import mdtraj
+
+    from ..training import load_trajectories
+
+    out = []
+    for folder in folders:
+        traj, top = md_files(folder)
+        topology = mdtraj.load_topology(top)
+        out.append((topology, load_trajectories([traj], top, stride=stride)))
+    return out
+
+
+def run(args):
+    import shlex
+
+    from ..transferable import TransferableArBG, peptide_sequence
+    from ..molecule.topology import MolecularGraph
+    from ..training.transferable import TransferableTrainer
+
+    network, config = settings(args)
+    train = read_molecules(args.md, args.stride)
+    valid = read_molecules(args.validation_md, args.stride)
+    for name, mols in (("training", train), ("validation", valid)):
+        print(f"{name}: " + ", ".join(f"{peptide_sequence(MolecularGraph.from_topology(t)) or '?'} ({len(x)} frames)"
+                                      for t, x in mols))
+    model = TransferableArBG.create(train, network, n_bins=args.n_bins, margin=args.margin, seed=config.seed)
+    restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
+    model.to(args.device)
+    model.metadata["command"] = shlex.join(["arbg", NAME, *args.argv])
+    print(model)
+    trainer = TransferableTrainer(model, train, valid, config, output_dir=args.output, resume=True,
+                                  progress=not args.quiet)
+    history = trainer.fit()
+    if trainer.interrupted:
+        print(f"{trainer.interrupted} at step {trainer.step}/{config.n_steps}: checkpoint written to "
+              f"{trainer.checkpoint_path}; the best model so far is {trainer.model_path}")
+        raise KeyboardInterrupt
+    last = history[-1] if history else {}
+    print(f"step {trainer.step}/{config.n_steps}: held-out NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "
+          f"best model -> {trainer.model_path}; log -> {trainer.log_path}")
