@@ -149,7 +149,7 @@ class TransferableArBG:
                 raise ValueError(f"coordinate key {key}: the frames contain NaN or inf")
             lb, ub = _BOUNDS[kinds[key]]
             if kinds[key] == PERIODIC:
-                bins[key] = (-math.pi, math.pi, 1.0)
+                bins[key] = (lb, ub, 1.0)
                 continue
             span = max(v.max() - v.min(), 1e-6 * max(abs(v.max()), 1e-3))
             m = margin * span

@@ -368,7 +368,7 @@ def load_model(args):
 
     ms = build_system(args.system)
     print(f"{args.model}: transferable model, used zero-shot for {ms.name}", file=sys.stdout)
-    return TransferableArBG.load(args.model, device=args.device).for_topology(ms.topology, ms.positions_nm)
+    return TransferableArBG.load(args.model, device=args.device).for_topology(ms.topology, ms.positions_nm())
 
 
 def restart_or_resume(output, restart, files):

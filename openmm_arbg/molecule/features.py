@@ -18,7 +18,7 @@ map to its last id ("other").
 
 Bin keys (:func:`bin_keys`) say which coordinates share bin ranges in a transferable model: bond
 lengths by the element and bond count of their two atoms, angles by those of their three atoms,
-half torsions by their four atoms; periodic torsions always span ``[-pi, pi)``.
+half torsions by their stereocentre's; periodic torsions span ``[-pi, pi)``.
 """
 
 import torch
@@ -121,8 +121,9 @@ def bin_keys(graph, representation):
     """The key of each model coordinate's bin range in a transferable model (list of str).
 
     Bonds: ``bond:`` and the two atoms as element plus bond count (``C4``, ``H1``), sorted;
-    angles: the three atoms with the end atoms sorted; half torsions: the four atoms in order;
-    periodic torsions: ``periodic`` (always ``[-pi, pi)``).
+    angles: the three atoms with the end atoms sorted; half torsions: ``half_torsion:`` and their
+    stereocentre (fitted ranges keep the centres tetrahedral, so the stereochemistry check agrees
+    with the support); periodic torsions: ``periodic`` (always ``[-pi, pi)``).
     """
     degree = [len(nb) for nb in graph.neighbors]
 
@@ -133,8 +134,8 @@ def bin_keys(graph, representation):
     for kind, atoms in zip(representation.coordinate_kinds, coordinate_atom_tuples(representation)):
         if kind == PERIODIC:
             keys.append(PERIODIC)
-        elif kind == HALF_TORSION:
-            keys.append("half_torsion:" + "-".join(label(a) for a in atoms))
+        elif kind == HALF_TORSION:  # by its stereocentre: its range keeps every centre tetrahedral
+            keys.append(f"{HALF_TORSION}:{label(atoms[1])}")
         elif len(atoms) == 2:
             keys.append("bond:" + "-".join(sorted(label(a) for a in atoms)))
         else:

@@ -1,0 +1,157 @@
+"""The transferable ArBG: canonical residue order, shared bins, exact zero-shot densities on
+sequences it never saw, its trainer (held-out sequences, resume) and the command line."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import jittered
+from openmm_arbg.molecule.features import bin_keys
+from openmm_arbg.molecule.topology import MolecularGraph
+from openmm_arbg.simulation.peptides import build_capped_peptide
+from openmm_arbg.transferable import TransferableArBG, molecule_representation
+
+NETWORK = dict(n_layer=1, n_head=2, d_model=32)
+
+
+def built(sequence):
+    top, pos = build_capped_peptide(sequence)[:2]
+    return top, np.asarray(pos.value_in_unit(pos.unit))
+
+
+@pytest.fixture(scope="module")
+def peptides():
+    """Jittered built structures (stand-ins for MD frames) of a few capped peptides."""
+    return {s: (built(s)[0], jittered(built(s)[1], 64, scale=0.004, seed=i)) for i, s in enumerate(["A", "S", "V", "T", "AS"])}
+
+
+@pytest.fixture(scope="module")
+def model(peptides):
+    return TransferableArBG.create([peptides[s] for s in "ASV"], NETWORK, n_bins=32, seed=3)
+
+
+def _rows_by_name(sequence, residue):
+    """Z-matrix rows (as atom names) of every atom of one residue, in model order."""
+    top, x = built(sequence)
+    graph = MolecularGraph.from_topology(top)
+    rep = molecule_representation(graph, x)
+    name = lambda i: graph.atoms[i]["name"]  # noqa: E731
+    return [tuple(name(a) for a in row) for row in rep.zmatrix if graph.atoms[row[0]]["resname"] == residue]
+
+
+def test_residue_order_is_the_same_for_a_residue_in_any_peptide():
+    # alanine first, last or between other residues: its atoms in the same order, each placed from
+    # the same atom; the same whole rows (atom names) wherever the residue before it is the same
+    rows = [_rows_by_name(s, "ALA") for s in ("A", "AS", "SA", "VAS", "SAV")]
+    assert all([r[:2] for r in rows_] == [r[:2] for r in rows[0]] for rows_ in rows[1:])
+    assert rows[2] == rows[3] == rows[4] and rows[0] == rows[1]
+    assert rows[0][0][:2] == ("N", "C")  # a residue starts with its backbone N, from the previous carbonyl C
+
+
+def test_zero_shot_density_is_exact_on_a_held_out_sequence(model):
+    # threonine is not a training sequence; its coordinates' chemistry (C-O-H, branched CB) is known
+    arbg = model.for_sequence("T")
+    x, log_q = arbg.sample(64, seed=0)
+    np.testing.assert_allclose(arbg.log_prob(x), log_q, atol=1e-5)
+    assert arbg.check_stereo(x).all()  # handedness by construction: no wrong-handed proposal
+    z = torch.as_tensor(arbg.to_model_coordinates(x)[0])
+    k = 17
+    np.testing.assert_allclose(arbg.density.log_prob(z, stop=k) + arbg.density.log_prob(z, start=k),
+                               arbg.density.log_prob(z), atol=1e-9)
+    # the bins are the shared ones, looked up by each coordinate's chemistry
+    keys = bin_keys(arbg.graph, arbg.representation)
+    j = keys.index(next(k for k in keys if k.startswith("bond:")))
+    assert float(arbg.discretizer.lo[j]) == model.bins[keys[j]][0]
+
+
+def test_molecule_with_unseen_chemistry_is_refused_by_name(model):
+    with pytest.raises(ValueError, match=r"never seen coordinates of .*S2.*train or fine-tune"):
+        model.for_sequence("C")  # cysteine's sulfur: no training peptide had one
+
+
+def test_save_load_and_single_molecule_file(model, tmp_path):
+    from openmm_arbg import ArBG
+
+    path = model.save(tmp_path / "t.safetensors")
+    again = TransferableArBG.load(path)
+    assert again.sequences == ["A", "S", "V"]
+    a, b = model.for_sequence("AS"), again.for_sequence("AS")
+    x, log_q = a.sample(16, seed=1)
+    np.testing.assert_allclose(b.log_prob(x), log_q, atol=1e-5)
+    a.save(tmp_path / "as.safetensors")  # one peptide's model, usable wherever a model file is
+    np.testing.assert_allclose(ArBG.load(tmp_path / "as.safetensors").log_prob(x), log_q, atol=1e-5)
+    with pytest.raises(ValueError, match="transferable model of many peptides"):
+        ArBG.load(path)
+    with pytest.raises(ValueError, match="single-molecule model, not a transferable one"):
+        TransferableArBG.load(tmp_path / "as.safetensors")
+
+
+def test_zero_shot_model_in_an_arbg_move(model, tmp_path):
+    """The zero-shot model of a held-out peptide, saved as its own file, drives ArBGMove on that
+    peptide's System."""
+    from openmmtools import cache, states
+
+    from openmm_arbg import ArBG, ArBGMove
+    from openmm_arbg.simulation.systems import capped_peptide
+
+    ms = capped_peptide("T", implicit_solvent=False)
+    path = model.for_topology(ms.topology, ms.positions_nm()).save(tmp_path / "t.safetensors")
+    thermo = states.ThermodynamicState(ms.system, temperature=ms.temperature)
+    sampler_state = states.SamplerState(ms.positions)
+    move = ArBGMove(ArBG.load(path), n_attempts=5)
+    move.apply(thermo, sampler_state, context_cache=cache.ContextCache(capacity=1))
+    assert move.n_proposed == 5 and 0 <= move.n_accepted <= 5
+
+
+def test_trainer_improves_held_out_nll_and_resumes_exactly(peptides, tmp_path):
+    from openmm_arbg.training.transferable import TransferableTrainer
+
+    train, valid = [peptides[s] for s in "ASV"], [peptides["T"]]
+    config = dict(n_steps=40, eval_interval=10, batch_size=16, molecules_per_step=2, learning_rate=3e-3, warmup_steps=5)
+
+    def fresh():
+        return TransferableArBG.create(train, NETWORK, n_bins=32, seed=3)
+
+    full = TransferableTrainer(fresh(), train, valid, config, tmp_path / "a", progress=False).fit()
+    assert full[-1]["val_nll"] < full[0]["val_nll"] - 0.05  # the held-out sequence's NLL falls
+    TransferableTrainer(fresh(), train, valid, config, tmp_path / "b", progress=False).fit(stop_after=20)
+    resumed = TransferableTrainer(fresh(), train, valid, config, tmp_path / "b", progress=False).fit()
+    assert [r["val_nll"] for r in resumed] == pytest.approx([r["val_nll"] for r in full], abs=1e-9)
+    saved = TransferableArBG.load(tmp_path / "a" / "model.safetensors")
+    assert saved.sequences == ["A", "S", "V"] and saved.metadata["training"]["validation_sequences"] == ["T"]
+    with pytest.raises(ValueError, match="also training sequences"):
+        TransferableTrainer(fresh(), train, [peptides["A"]], config, tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="other training settings"):
+        TransferableTrainer(fresh(), train, valid, dict(config, learning_rate=1e-3), tmp_path / "b", progress=False)
+
+
+def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys):
+    import mdtraj
+
+    from openmm_arbg.cli import main
+
+    folders = {}
+    for s in ("A", "S", "V", "T"):
+        top, x = peptides[s]
+        folder = tmp_path / f"md_{s}" / "310K"
+        folder.mkdir(parents=True)
+        traj = mdtraj.Trajectory(x.astype(np.float32), mdtraj.Topology.from_openmm(top))
+        traj[0].save_pdb(str(folder / "topology.pdb"))
+        traj.save_dcd(str(folder / "trajectory.dcd"))
+        folders[s] = str(tmp_path / f"md_{s}")
+    out = tmp_path / "tr"
+    assert main(["train-transferable", "--md", folders["A"], folders["S"], folders["V"], "--validation-md", folders["T"], "--n-bins", "32",
+                 "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--n-steps", "10", "--eval-interval", "5",
+                 "--batch-size", "8", "--output", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "training: A (64 frames), S (64 frames), V (64 frames)" in text and "validation: T (64 frames)" in text
+    model = str(out / "model.safetensors")
+    assert main(["sample", "--model", model, "--system", "peptide:AS", "--n", "20", "--temperature", "310"]) == 0
+    assert "used zero-shot for ace-as-nme-obc1" in capsys.readouterr().out
+    assert main(["sample", "--model", model, "--n", "20"]) == 2
+    assert "say which with --system" in capsys.readouterr().err
+    assert main(["train-transferable", "--md", str(tmp_path / "nowhere")]) == 2
+    # the validation peptide's chemistry must be known from the training ones: refused by name
+    assert main(["train-transferable", "--md", folders["A"], folders["S"], "--validation-md", folders["T"],
+                 "--output", str(tmp_path / "tr2"), "--quiet"]) == 2
+    assert "never seen coordinates of 1 kinds in this molecule (angle:C4-C4-C4)" in capsys.readouterr().err
