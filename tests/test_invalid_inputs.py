@@ -116,6 +116,7 @@ PROFILE = ["profile", "--model", "{model}", *SYS, "--output", "{tmp}/profile", "
 UMB = ["umbrella", "--windows", "2", "--ps", "0.02", "--report-ps", "0.01", "--equilibration-ps", "0.01", "--output", "{tmp}/umb", "--quiet"]
 ST = ["self-train", "--model", "{model}", *SYS, "--n-rounds", "1", "--n-proposals", "4", "--n-steps", "1", "--output", "{tmp}/st",
       "--quiet"]
+TT = ["train-transferable", "--output", "{tmp}/tt", "--quiet", "--md"]
 MD = ["md", "--ns", "0.0001", "--report-ps", "0.01", "--equilibration-ps", "0", "--output", "{tmp}/md", "--quiet"]
 
 # id, argv, words the message names
@@ -144,6 +145,13 @@ CLI_ROWS = [
     ("config-flag-wrong-type", SAMPLE + ["--config", "{flag_wrong_type}"], ["quiet", "true or false", "maybe"]),
     ("config-train-wrong-type", TRAIN + ["--config", "{train_wrong_type}"], ["n_steps", "an integer", "many"]),
     ("config-train-unknown-key", TRAIN + ["--config", "{train_unknown}"], ["unknown setting", "n_step", "did you mean 'n_steps'"]),
+    # train-transferable: folders, sizes, a single-molecule model file where a transferable one belongs
+    ("transfer-missing-options", ["train-transferable"], ["missing", "--md"]),
+    ("transfer-missing-folder", TT + ["{missing}"], ["missing", "does not exist"]),
+    ("transfer-not-md-folder", TT + ["{tmp}"], ["no trajectory.dcd", "arbg md output folder"]),
+    ("transfer-steps-zero", TT + ["{tmp}", "--n-steps", "0"], ["n_steps", "positive integer"]),
+    ("transfer-margin", TT + ["{tmp}", "--margin", "-1"], ["--margin", "-1"]),
+    ("transfer-lr", TT + ["{tmp}", "--learning-rate", "0"], ["learning_rate", "positive"]),
     # train: files, atom order, truncation, sizes, device
     ("train-missing-options", ["train"], ["missing", "--trajectories", "--topology"]),
     ("train-missing-trajectory", TRAIN[:2] + ["{missing}.dcd"] + TRAIN[3:], ["missing.dcd", "does not exist"]),

@@ -14,7 +14,7 @@ from .common import RENAMED, add_dataclass_options, add_options, dataclass_value
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
 REQUIRED = ("trajectories", "topology")
-DERIVED_NETWORK_FIELDS = ("vocab_size", "feature_sizes", "n_input_features")  # set from the data
+DERIVED_NETWORK_FIELDS = ("vocab_size", "feature_sizes", "n_input_features", "context_sizes")  # set from the data
 
 RENAMED.update({
     "--steps": "--n-steps",
