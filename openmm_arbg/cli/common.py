@@ -371,6 +371,15 @@ def load_model(args):
     return TransferableArBG.load(args.model, device=args.device).for_topology(ms.topology, ms.positions_nm())
 
 
+def stop_if_interrupted(trainer, n_steps):
+    """After a trainer's ``fit``: if Ctrl-C/SIGTERM stopped it, say where its checkpoint and best
+    model are and raise ``KeyboardInterrupt`` (the command exits 130 and can be run again)."""
+    if trainer.interrupted:
+        print(f"{trainer.interrupted} at step {trainer.step}/{n_steps}: checkpoint written to {trainer.checkpoint_path}; "
+              f"the best model so far is {trainer.model_path}")
+        raise KeyboardInterrupt
+
+
 def restart_or_resume(output, restart, files):
     """``--restart``: delete a trainer's ``files`` in ``output`` (start over); otherwise say that
     an existing checkpoint there will be resumed."""

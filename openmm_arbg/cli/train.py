@@ -9,7 +9,8 @@ training. An existing checkpoint in --output is resumed unless --restart.
 
 import os
 
-from .common import RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume
+from .common import (RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume,
+                     stop_if_interrupted)
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
@@ -110,10 +111,7 @@ def run(args):
     trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet,
                       frame_weights=frame_weights)
     history = trainer.fit()
-    if trainer.interrupted:
-        print(f"{trainer.interrupted} at step {trainer.step}/{config.n_steps}: checkpoint written to {trainer.checkpoint_path}; "
-              f"the best model so far is {trainer.model_path}")
-        raise KeyboardInterrupt
+    stop_if_interrupted(trainer, config.n_steps)
     last = history[-1] if history else {}
     print(
         f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "

@@ -11,7 +11,8 @@ resumed unless --restart.
 
 import os
 
-from .common import add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume
+from .common import (add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume,
+                     stop_if_interrupted)
 
 NAME = "train-transferable"
 HELP = "train one sequence-conditioned ArBG on the MD of many peptides"
@@ -104,10 +105,7 @@ def run(args):
     trainer = TransferableTrainer(model, train, valid, config, output_dir=args.output, resume=True,
                                   progress=not args.quiet)
     history = trainer.fit()
-    if trainer.interrupted:
-        print(f"{trainer.interrupted} at step {trainer.step}/{config.n_steps}: checkpoint written to "
-              f"{trainer.checkpoint_path}; the best model so far is {trainer.model_path}")
-        raise KeyboardInterrupt
+    stop_if_interrupted(trainer, config.n_steps)
     last = history[-1] if history else {}
     print(f"step {trainer.step}/{config.n_steps}: held-out NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "
           f"best model -> {trainer.model_path}; log -> {trainer.log_path}")

@@ -332,6 +332,11 @@ def optimizer_step(net, optimizer, loss, grad_clip):
     optimizer.step()
 
 
+def training_files(output_dir):
+    """``(checkpoint, best model, log)`` paths of a training run's output folder."""
+    return tuple(os.path.join(output_dir, name) for name in ("checkpoint.safetensors", "model.safetensors", "training_log.csv"))
+
+
 def check_same_settings(where, saved, current, what):
     """``ValueError`` naming the settings that differ between a checkpoint's ``saved`` schedule key
     and the ``current`` one (``what``: e.g. "training settings")."""
@@ -450,9 +455,7 @@ class Trainer:
         self.bad_evals = 0
         self.history = []
         self._budget_fitted = False
-        self.checkpoint_path = os.path.join(self.output_dir, "checkpoint.safetensors")
-        self.model_path = os.path.join(self.output_dir, "model.safetensors")
-        self.log_path = os.path.join(self.output_dir, "training_log.csv")
+        self.checkpoint_path, self.model_path, self.log_path = training_files(self.output_dir)
         if resume and os.path.exists(self.checkpoint_path):
             self._load_checkpoint()
 

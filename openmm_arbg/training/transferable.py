@@ -25,7 +25,7 @@ from ..molecule.topology import MolecularGraph
 from ..transferable import peptide_sequence
 from ..utils import GracefulStop, Settings, atomic_write, progress_bar
 from .trainer import (check_memory, check_same_settings, holding_weights, load_optimizer_tensors, make_optimizer,
-                      optimizer_step, optimizer_tensors, update_ema, warmup_cosine)
+                      optimizer_step, optimizer_tensors, training_files, update_ema, warmup_cosine)
 
 __all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
 
@@ -152,9 +152,7 @@ class TransferableTrainer:
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
         self.step, self.best_val, self.history = 0, math.inf, []
         self.interrupted = None
-        self.checkpoint_path = os.path.join(self.output_dir, "checkpoint.safetensors")
-        self.model_path = os.path.join(self.output_dir, "model.safetensors")
-        self.log_path = os.path.join(self.output_dir, "training_log.csv")
+        self.checkpoint_path, self.model_path, self.log_path = training_files(self.output_dir)
         if resume and os.path.exists(self.checkpoint_path):
             self._load_checkpoint()
 
