@@ -23,7 +23,6 @@ A molecule with a coordinate whose key the model never saw (an element or bondin
 from its training peptides) is refused with the list of missing keys.
 """
 
-import math
 import os
 
 import numpy as np
