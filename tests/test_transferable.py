@@ -150,6 +150,21 @@ def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys):
     assert "used zero-shot for ace-as-nme-obc1" in capsys.readouterr().out
     assert main(["sample", "--model", model, "--n", "20"]) == 2
     assert "say which with --system" in capsys.readouterr().err
+    # fine-tuning on the held-out peptide's own frames starts from the transferable model
+    t_folder = tmp_path / "md_T" / "310K"
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--trajectories", str(t_folder / "trajectory.dcd"), "--topology", str(t_folder / "topology.pdb"),
+                 "--init-from", model, "--n-steps", "4", "--eval-interval", "2", "--batch-size", "8", "--warmup-steps", "1",
+                 "--output", str(tuned), "--quiet"]) == 0
+    from openmm_arbg import ArBG
+
+    fine = ArBG.load(tuned / "model.safetensors")
+    assert fine.feature_scheme == "peptide" and fine.metadata["fine_tuned_from"] == model
+    x, log_q = fine.sample(8, seed=0)
+    np.testing.assert_allclose(fine.log_prob(x), log_q, atol=1e-5)
+    assert main(["train", "--trajectories", str(t_folder / "trajectory.dcd"), "--topology", str(t_folder / "topology.pdb"),
+                 "--init-from", model, "--n-layer", "2", "--output", str(tmp_path / "t2")]) == 2
+    assert "drop --n-layer" in capsys.readouterr().err
     assert main(["train-transferable", "--md", str(tmp_path / "nowhere")]) == 2
     # the validation peptide's chemistry must be known from the training ones: refused by name
     assert main(["train-transferable", "--md", folders["A"], folders["S"], "--validation-md", folders["T"],

@@ -44,6 +44,9 @@ def add_arguments(p):
     p.add_argument("--topology", help="topology file (PDB) of the molecule")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
     p.add_argument("--output", default="arbg_model", help="folder for model.safetensors, checkpoint and log (default %(default)s)")
+    p.add_argument("--init-from", metavar="TRANSFERABLE",
+                   help="fine-tune: start from a transferable model (file or shipped name) made into this molecule's "
+                        "model, its network and shared bins (the model and network settings then come from it)")
     add_options(p, "device")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     add_options(p, "quiet")
@@ -63,6 +66,13 @@ def validate(args, parser):
         settings(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    if args.init_from:
+        model_cls, network_cls, _ = _classes()
+        given = [n for cls in (model_cls, network_cls) for n in cls.__dataclass_fields__
+                 if n not in DERIVED_NETWORK_FIELDS + ("seed",) and getattr(args, n, None) is not None]
+        if given:
+            parser.error(f"--init-from takes the model and network settings from the transferable model; drop "
+                         + ", ".join("--" + n.replace("_", "-") for n in given))
     weights = args.trajectory_weights
     if weights is not None:
         if args.trajectories and len(weights) != len(args.trajectories):
@@ -103,7 +113,16 @@ def run(args):
         frame_weights = trajectory_frame_weights(lengths, args.trajectory_weights)
         print("trajectory weights: " + ", ".join(f"{p} x{w:g} ({n} frames)"
                                                  for p, w, n in zip(args.trajectories, args.trajectory_weights, lengths)))
-    model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
+    if args.init_from:  # fine-tuning: the transferable model's network and shared bins, made into this molecule's
+        from ..pretrained import PRETRAINED, pretrained_path
+        from ..transferable import TransferableArBG
+
+        path = pretrained_path(args.init_from) if args.init_from in PRETRAINED and not os.path.exists(args.init_from) else args.init_from
+        model = TransferableArBG.load(path).for_topology(top, x[0])
+        model.metadata["fine_tuned_from"] = os.path.abspath(path)
+        print(f"fine-tuning from the transferable model {path}")
+    else:
+        model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", "train", *args.argv])
