@@ -116,6 +116,7 @@ PROFILE = ["profile", "--model", "{model}", *SYS, "--output", "{tmp}/profile", "
 UMB = ["umbrella", "--windows", "2", "--ps", "0.02", "--report-ps", "0.01", "--equilibration-ps", "0.01", "--output", "{tmp}/umb", "--quiet"]
 ST = ["self-train", "--model", "{model}", *SYS, "--n-rounds", "1", "--n-proposals", "4", "--n-steps", "1", "--output", "{tmp}/st",
       "--quiet"]
+PMD = ["peptide-md", "--output", "{tmp}/pmd", "--quiet", "--sequences"]
 TT = ["train-transferable", "--output", "{tmp}/tt", "--quiet", "--md"]
 MD = ["md", "--ns", "0.0001", "--report-ps", "0.01", "--equilibration-ps", "0", "--output", "{tmp}/md", "--quiet"]
 
@@ -145,6 +146,13 @@ CLI_ROWS = [
     ("config-flag-wrong-type", SAMPLE + ["--config", "{flag_wrong_type}"], ["quiet", "true or false", "maybe"]),
     ("config-train-wrong-type", TRAIN + ["--config", "{train_wrong_type}"], ["n_steps", "an integer", "many"]),
     ("config-train-unknown-key", TRAIN + ["--config", "{train_unknown}"], ["unknown setting", "n_step", "did you mean 'n_steps'"]),
+    # peptide-md: sequences, times
+    ("peptide-md-missing", ["peptide-md"], ["missing", "--sequences"]),
+    ("peptide-md-bad-sequence", PMD + ["AZ"], ["one-letter codes", "AZ"]),
+    ("peptide-md-twice", PMD + ["A", "A"], ["listed twice", "A"]),
+    ("peptide-md-ns", PMD + ["A", "--ns", "0"], ["--ns", "positive"]),
+    ("peptide-md-workers", PMD + ["A", "--workers", "0"], ["--workers", "0"]),
+    ("peptide-md-starts", PMD + ["A", "--basin-starts", "3", "--ns", "0.001", "--report-ps", "0.1"], ["evenly", "3 starts"]),
     # train-transferable: folders, sizes, a single-molecule model file where a transferable one belongs
     ("transfer-missing-options", ["train-transferable"], ["missing", "--md"]),
     ("transfer-missing-folder", TT + ["{missing}"], ["missing", "does not exist"]),

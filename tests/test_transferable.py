@@ -170,3 +170,18 @@ def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys):
     assert main(["train-transferable", "--md", folders["A"], folders["S"], "--validation-md", folders["T"],
                  "--output", str(tmp_path / "tr2"), "--quiet"]) == 2
     assert "never seen coordinates of 1 kinds in this molecule (angle:C4-C4-C4)" in capsys.readouterr().err
+
+
+def test_peptide_md_for_many_sequences_resumes(tmp_path):
+    from openmm_arbg.cli.train_transferable import md_files, read_molecules
+    from openmm_arbg.simulation.peptide_data import generate_peptide_md
+
+    kwargs = dict(ns=0.002, report_ps=0.1, equilibration_ps=0.0, seed=1, progress=False)
+    first = generate_peptide_md(["G", "A"], tmp_path, **kwargs)
+    assert {s: n for s, (n, _) in first.items()} == {"G": 20, "A": 20}
+    again = generate_peptide_md(["G", "A"], tmp_path, **kwargs)  # finished runs are read back, not redone
+    assert again == first
+    (topology, x), = read_molecules([str(tmp_path / "md_A")], stride=1)
+    assert x.shape == (20, 22, 3) and md_files(str(tmp_path / "md_A"))[0] == first["A"][1]
+    with pytest.raises(ValueError, match="other"):  # other settings for an existing run are refused
+        generate_peptide_md(["A"], tmp_path, **dict(kwargs, seed=2))

@@ -8,12 +8,12 @@ like the options; the command line wins) and ``--threads`` (torch CPU threads).
 
 import sys
 
-from . import (common, demo, evaluate, free_energy, mcmc, md, profile, sample, self_train, smc, train,
+from . import (common, demo, evaluate, free_energy, mcmc, md, peptide_md, profile, sample, self_train, smc, train,
                train_transferable, umbrella)
 
 __all__ = ["main", "build_parser", "parse_args", "COMMANDS"]
 
-COMMANDS = {module.NAME: module for module in (md, train, train_transferable, self_train, sample, mcmc, smc, free_energy, profile, evaluate, umbrella, demo)}
+COMMANDS = {module.NAME: module for module in (md, peptide_md, train, train_transferable, self_train, sample, mcmc, smc, free_energy, profile, evaluate, umbrella, demo)}
 
 
 def build_parser():
@@ -74,7 +74,7 @@ def main(argv=None):
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # what was saved (chunks, windows, checkpoints) stays; the same command resumes
-        resumable = args.command in ("md", "train", "train-transferable", "self-train", "umbrella", "mcmc") or (args.command == "sample" and getattr(args, "output", None))
+        resumable = args.command in ("md", "peptide-md", "train", "train-transferable", "self-train", "umbrella", "mcmc") or (args.command == "sample" and getattr(args, "output", None))
         advice = "run the same command again to resume from what was saved" if resumable else "nothing was saved"
         print(f"\narbg {args.command}: interrupted; {advice}", file=sys.stderr)
         return 130
