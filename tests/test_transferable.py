@@ -185,3 +185,15 @@ def test_peptide_md_for_many_sequences_resumes(tmp_path):
     assert x.shape == (20, 22, 3) and md_files(str(tmp_path / "md_A"))[0] == first["A"][1]
     with pytest.raises(ValueError, match="other"):  # other settings for an existing run are refused
         generate_peptide_md(["A"], tmp_path, **dict(kwargs, seed=2))
+
+
+def test_time_budget_sets_the_schedule(peptides, tmp_path):
+    from openmm_arbg.training.transferable import TransferableTrainer
+
+    train = [peptides[s] for s in "AS"]
+    model = TransferableArBG.create(train, NETWORK, n_bins=32, seed=3)
+    config = dict(n_steps=100000, time_budget_s=4.0, eval_interval=10, batch_size=8, molecules_per_step=2)
+    trainer = TransferableTrainer(model, train, [], config, tmp_path / "a", progress=False)
+    trainer.fit()
+    assert trainer.budget_fitted and 25 < trainer.config.n_steps < 100000 and trainer.step == trainer.config.n_steps
+    assert trainer.learning_rate(trainer.step) < 0.1 * trainer.config.learning_rate  # the cosine decayed in time

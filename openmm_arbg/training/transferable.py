@@ -52,6 +52,9 @@ class TransferableTrainingConfig(Settings):
         Frames of each held-out sequence in the validation NLL, at most (evenly spaced).
     max_time_s : float
         Stop (with a checkpoint) after this many seconds of this call (0: no limit).
+    time_budget_s : float
+        Fit the schedule to this many seconds (0: off): after 25 steps, ``n_steps`` is set from
+        the measured time of a step and of a validation, so warm-up and cosine decay end in time.
     seed : int
     """
 
@@ -67,6 +70,7 @@ class TransferableTrainingConfig(Settings):
     eval_interval: int = 100
     validation_frames: int = 500
     max_time_s: float = 0.0
+    time_budget_s: float = 0.0
     seed: int = 0
 
     what = "transferable training settings"
@@ -80,13 +84,16 @@ class TransferableTrainingConfig(Settings):
             raise ValueError(f"learning_rate must be positive; got {self.learning_rate!r}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
-        if int(self.warmup_steps) < 0 or float(self.max_time_s) < 0:
-            raise ValueError("warmup_steps and max_time_s must be >= 0")
+        if int(self.warmup_steps) < 0 or float(self.max_time_s) < 0 or float(self.time_budget_s) < 0:
+            raise ValueError("warmup_steps, max_time_s and time_budget_s must be >= 0")
 
     def schedule_key(self):
-        """Settings a resume must share (everything but the time limit)."""
+        """Settings a resume must share (everything but the time limit; with a time budget, the
+        number of steps is the one fitted to it, kept in the checkpoint)."""
         d = asdict(self)
         d.pop("max_time_s")
+        if self.time_budget_s:
+            d.pop("n_steps")
         return d
 
 
@@ -151,6 +158,7 @@ class TransferableTrainer:
         self.optimizer = make_optimizer(self.net, self.config.learning_rate, self.config.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
         self.step, self.best_val, self.history = 0, math.inf, []
+        self.budget_fitted = False
         self.interrupted = None
         self.checkpoint_path, self.model_path, self.log_path = training_files(self.output_dir)
         if resume and os.path.exists(self.checkpoint_path):
@@ -180,6 +188,17 @@ class TransferableTrainer:
                 values.append(float(-arbg.density.log_prob(z[idx].to(self.model.device)).mean()) / arbg.n_coords)
         return float(np.mean(values))
 
+    def _fit_schedule_to_budget(self, elapsed, step_time):
+        """``n_steps`` such that the schedule ends within ``time_budget_s``: ``elapsed`` seconds
+        are spent, a step takes ``step_time`` and a validation is timed here."""
+        c = self.config
+        t0 = time.time()
+        self.validation_nll()
+        t_val = time.time() - t0
+        remaining = c.time_budget_s - elapsed - t_val
+        c.n_steps = max(self.step + 1, self.step + int(0.95 * remaining / (step_time + t_val / c.eval_interval)))
+        self.budget_fitted = True
+
     def _save_model(self):
         self.model.metadata["training"] = dict(config=asdict(self.config), step=self.step,
                                                best_validation_nll=self.best_val if math.isfinite(self.best_val) else None,
@@ -194,7 +213,7 @@ class TransferableTrainer:
         if self.ema is not None:
             tensors.update({f"trainer.ema.{k}": v for k, v in self.ema.items()})
         config = self.model.checkpoint_config()
-        config["trainer"] = dict(step=self.step, best_val=self.best_val if math.isfinite(self.best_val) else None,
+        config["trainer"] = dict(step=self.step, n_steps=self.config.n_steps, best_val=self.best_val if math.isfinite(self.best_val) else None,
                                  schedule=self.config.schedule_key(), data_hash=self.data_hash, history=self.history,
                                  param_groups=[{k: v for k, v in g.items() if k != "params"}
                                                for g in self.optimizer.state_dict()["param_groups"]])
@@ -217,6 +236,8 @@ class TransferableTrainer:
         if self.ema is not None:
             self.ema = {k[len("trainer.ema."):]: v.clone() for k, v in tensors.items() if k.startswith("trainer.ema.")}
         self.step = int(meta["step"])
+        if self.config.time_budget_s:  # the schedule fitted to the budget when the run started
+            self.config.n_steps, self.budget_fitted = int(meta["n_steps"]), True
         self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
         self.history = list(meta["history"])
 
@@ -255,6 +276,12 @@ class TransferableTrainer:
                 if self.ema is not None:
                     update_ema(self.ema, self.net, c.ema_decay)
                 self.step += 1
+                if c.time_budget_s and not self.budget_fitted:
+                    if self.step == first + 5:  # the first steps pay for warm-up
+                        timing_start = time.time()
+                    elif self.step == first + 25:
+                        self._fit_schedule_to_budget(time.time() - start, (time.time() - timing_start) / 20)
+                        bar.total = c.n_steps
                 running, count = running + loss.item(), count + 1
                 bar.update(1)
                 if self.step % c.eval_interval == 0 or self.step == c.n_steps:
