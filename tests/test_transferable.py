@@ -125,8 +125,10 @@ def test_trainer_improves_held_out_nll_and_resumes_exactly(peptides, tmp_path):
         TransferableTrainer(fresh(), train, valid, dict(config, learning_rate=1e-3), tmp_path / "b", progress=False)
 
 
-def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys):
+def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys, monkeypatch):
     import mdtraj
+
+    monkeypatch.setenv("OPENMM_ARBG_CACHE", str(tmp_path / "cache"))
 
     from openmm_arbg.cli import main
 
@@ -148,6 +150,13 @@ def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys):
     model = str(out / "model.safetensors")
     assert main(["sample", "--model", model, "--system", "peptide:AS", "--n", "20", "--temperature", "310"]) == 0
     assert "used zero-shot for ace-as-nme-obc1" in capsys.readouterr().out
+    # a chain of ArBG moves refers to its model by file: the zero-shot model is kept in the cache, found again
+    chain = ["mcmc", "--model", model, "--system", "peptide:AS", "--iterations", "2", "--attempts", "3", "--quiet"]
+    assert main(chain + ["--output", str(tmp_path / "chain.dcd")]) == 0
+    saved = list((tmp_path / "cache" / "zero_shot").glob("*.safetensors"))
+    assert len(saved) == 1 and "2 iterations" in capsys.readouterr().out
+    assert main(chain + ["--output", str(tmp_path / "chain2.dcd")]) == 0
+    assert list((tmp_path / "cache" / "zero_shot").glob("*.safetensors")) == saved
     assert main(["sample", "--model", model, "--n", "20"]) == 2
     assert "say which with --system" in capsys.readouterr().err
     # fine-tuning on the held-out peptide's own frames starts from the transferable model

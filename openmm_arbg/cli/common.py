@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import re
 import sys
 
@@ -367,8 +368,31 @@ def load_model(args):
     from ..simulation.systems import build_system
 
     ms = build_system(args.system)
-    print(f"{args.model}: transferable model, used zero-shot for {ms.name}", file=sys.stdout)
-    return TransferableArBG.load(args.model, device=args.device).for_topology(ms.topology, ms.positions_nm())
+    model = TransferableArBG.load(args.model).for_topology(ms.topology, ms.positions_nm())
+    # saved to a file named by content (openmmtools moves and resumes refer to the model's file)
+    path = zero_shot_model_path(args.model, model.fingerprint(), ms.positions_nm())
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        model.save(path)
+    print(f"{args.model}: transferable model, used zero-shot for {ms.name} (saved as {path}; pass it as --model to "
+          "skip this step)", file=sys.stdout)
+    return ArBG.load(path, device=args.device)
+
+
+def zero_shot_model_path(transferable_path, fingerprint, reference_positions):
+    """Where a zero-shot model is kept: a cache folder (``$OPENMM_ARBG_CACHE``, else
+    ``$XDG_CACHE_HOME/openmm_arbg`` or ``~/.cache/openmm_arbg``), named by the transferable
+    model's content, the molecule and the reference structure, so the same command finds it again."""
+    import hashlib
+
+    import numpy as np
+
+    from ..utils import file_sha256
+
+    root = os.environ.get("OPENMM_ARBG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "openmm_arbg")
+    ref = hashlib.sha256(np.ascontiguousarray(np.round(reference_positions, 6)).tobytes()).hexdigest()
+    return os.path.join(root, "zero_shot", f"{file_sha256(transferable_path)[:16]}_{fingerprint[:16]}_{ref[:8]}.safetensors")
 
 
 def stop_if_interrupted(trainer, n_steps):

@@ -4,14 +4,15 @@ Every file here was produced by the package's own commands (``docs/benchmarks.md
 nothing is downloaded.
 
 >>> from openmm_arbg.pretrained import list_pretrained
->>> sorted(list_pretrained())
-['alanine_dipeptide_vacuum', 'alanine_dipeptide_vacuum_300K_600K', 'alanine_dipeptide_vacuum_phi_psi_first']
+>>> sorted(list_pretrained())  # doctest: +NORMALIZE_WHITESPACE
+['alanine_dipeptide_vacuum', 'alanine_dipeptide_vacuum_300K_600K', 'alanine_dipeptide_vacuum_phi_psi_first',
+ 'capped_peptides_transferable']
 """
 
 import json
 from importlib import resources
 
-__all__ = ["PRETRAINED", "REFERENCES", "list_pretrained", "pretrained_path", "reference_path", "load_reference"]
+__all__ = ["PRETRAINED", "TRANSFERABLE", "REFERENCES", "list_pretrained", "pretrained_path", "reference_path", "load_reference"]
 
 PRETRAINED = {
     "alanine_dipeptide_vacuum": (
@@ -29,6 +30,17 @@ PRETRAINED = {
         "arbg profile and fixed dihedrals; trained on 10 ns of 300 K MD plus the frames of 36 short umbrella windows on phi",
     ),
 }
+
+TRANSFERABLE = {
+    "capped_peptides_transferable": (
+        "capped_peptides_transferable.safetensors",
+        "transferable (sequence-conditioned) model of capped peptides Ace-X-Nme and Ace-XY-Nme, amber14 + OBC1, 310 K; "
+        "trained on 0.1 ns of MD each of 18 single residues and 6 pairs (the sequences are stored in the file), "
+        "25 minutes on one CPU thread: TransferableArBG.from_pretrained(name).for_sequence('...'), or "
+        "--model NAME --system peptide:SEQUENCE",
+    ),
+}
+PRETRAINED.update(TRANSFERABLE)
 
 REFERENCES = {
     "alanine_dipeptide_vacuum_300K_umbrella": (
