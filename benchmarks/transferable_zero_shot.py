@@ -71,6 +71,7 @@ def main(argv=None):
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device of the networks (cpu, cuda)")
     p.add_argument("--output", default="zero_shot")
     args = p.parse_args(argv)
 
@@ -86,10 +87,10 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
-    transferable = TransferableArBG.load(args.model)
+    transferable = TransferableArBG.load(args.model, device=args.device)
     singles = {}
     for path in args.single_models:
-        m = ArBG.load(path)
+        m = ArBG.load(path, device=args.device)
         singles[peptide_sequence(m.graph)] = m
     net = transferable.network.cfg
     rows = []
@@ -109,7 +110,8 @@ def main(argv=None):
                                           minutes=round(trained.get("config", {}).get("max_time_s", 0) / 60, 1))
         elif args.baseline_minutes > 0:
             single = ArBG.from_data(topology, ref, n_bins=transferable.n_bins,
-                                    network=dict(n_layer=net.n_layer, n_head=net.n_head, d_model=net.d_model), seed=args.seed)
+                                    network=dict(n_layer=net.n_layer, n_head=net.n_head, d_model=net.d_model),
+                                    seed=args.seed).to(args.device)
             trainer = Trainer(single, ref, dict(n_steps=100000, max_time_s=60 * args.baseline_minutes, eval_interval=100,
                                                 batch_size=64, learning_rate=2e-3, warmup_steps=100, seed=args.seed),
                               output_dir=os.path.join(args.output, f"single_{seq}"), resume=False, progress=False)
