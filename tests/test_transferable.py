@@ -206,3 +206,20 @@ def test_time_budget_sets_the_schedule(peptides, tmp_path):
     trainer.fit()
     assert trainer.budget_fitted and 25 < trainer.config.n_steps < 100000 and trainer.step == trainer.config.n_steps
     assert trainer.learning_rate(trainer.step) < 0.1 * trainer.config.learning_rate  # the cosine decayed in time
+
+
+def test_shipped_transferable_model_on_held_out_sequences():
+    """The shipped model covers at least 15 amino acids, keeps its training list, and gives exact,
+    right-handed densities zero-shot for sequences it never saw (T, Q, TY: threonine and glutamine
+    are in no training sequence)."""
+    from openmm_arbg.simulation.peptides import ONE_LETTER
+
+    model = TransferableArBG.from_pretrained("capped_peptides_transferable")
+    covered = set("".join(model.sequences))
+    assert len(covered & set(ONE_LETTER)) >= 15 and not {"T", "Q"} & covered
+    for sequence in ("T", "TY"):
+        assert sequence not in model.sequences
+        arbg = model.for_sequence(sequence)
+        x, log_q = arbg.sample(32, seed=0)
+        np.testing.assert_allclose(arbg.log_prob(x), log_q, atol=1e-5)
+        assert arbg.check_stereo(x).all()
