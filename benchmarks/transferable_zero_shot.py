@@ -50,7 +50,9 @@ def metrics(model, ref, ms, n, seed):
     from openmm_arbg.sampling.energies import ReducedPotential
 
     t0 = time.time()
-    with ReducedPotential(ms.system, temperature=ms.temperature) as u:
+    import openmm.unit as unit
+
+    with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin)) as u:
         m = evaluate(model, ref, u, n, seed=seed, lag=20)
     r = m["result"]
     return dict(ess_fraction=float(r.ess_fraction), pareto_k=float(r.pareto_k), e_w2=float(m["e_w2"]),
@@ -107,7 +109,8 @@ def main(argv=None):
         if seq in singles:
             trained = singles[seq].metadata.get("training", {})
             row["single_molecule"] = dict(metrics(singles[seq], ref, ms, args.n, args.seed), steps=trained.get("step"),
-                                          minutes=round(trained.get("config", {}).get("max_time_s", 0) / 60, 1))
+                                          minutes=round((trained.get("config", {}).get("time_budget_s") or
+                                                         trained.get("config", {}).get("max_time_s") or 0) / 60, 1))
         elif args.baseline_minutes > 0:
             single = ArBG.from_data(topology, ref, n_bins=transferable.n_bins,
                                     network=dict(n_layer=net.n_layer, n_head=net.n_head, d_model=net.d_model),
