@@ -180,7 +180,8 @@ class TransferableArBG:
         missing = sorted(set(keys) - set(self.bins))
         if missing:
             raise ValueError(
-                f"this transferable model has never seen coordinates of {len(missing)} kinds in this molecule "
+                f"this transferable model has never seen coordinates of {len(missing)} kind{'s' if len(missing) > 1 else ''} "
+                "in this molecule "
                 f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}): its training peptides "
                 f"({', '.join(self.sequences) or 'none recorded'}) lack those atoms or bonding patterns; "
                 "train or fine-tune on MD of this molecule"

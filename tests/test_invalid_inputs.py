@@ -148,7 +148,7 @@ CLI_ROWS = [
     ("config-train-unknown-key", TRAIN + ["--config", "{train_unknown}"], ["unknown setting", "n_step", "did you mean 'n_steps'"]),
     # peptide-md: sequences, times
     ("peptide-md-missing", ["peptide-md"], ["missing", "--sequences"]),
-    ("peptide-md-bad-sequence", PMD + ["AZ"], ["one-letter codes", "AZ"]),
+    ("peptide-md-bad-sequence", PMD + ["AZ"], ["one-letter codes", "AZ", "not amino acids: Z"]),
     ("peptide-md-twice", PMD + ["A", "A"], ["listed twice", "A"]),
     ("peptide-md-ns", PMD + ["A", "--ns", "0"], ["--ns", "positive"]),
     ("peptide-md-workers", PMD + ["A", "--workers", "0"], ["--workers", "0"]),
@@ -160,6 +160,9 @@ CLI_ROWS = [
     ("transfer-steps-zero", TT + ["{tmp}", "--n-steps", "0"], ["n_steps", "positive integer"]),
     ("transfer-margin", TT + ["{tmp}", "--margin", "-1"], ["--margin", "-1"]),
     ("transfer-lr", TT + ["{tmp}", "--learning-rate", "0"], ["learning_rate", "positive"]),
+    ("transfer-warmup", TT + ["{tmp}", "--n-steps", "30", "--warmup-steps", "100"], ["warmup_steps (100)", "fewer than n_steps (30)"]),
+    ("transfer-md-file", TT + ["{pdb}"], ["is a file", "give the folder"]),
+    ("evaluate-lag", EVAL + ["--lag", "100000"], ["longer than the TICA lag", "--lag"]),
     # train: files, atom order, truncation, sizes, device
     ("train-missing-options", ["train"], ["missing", "--trajectories", "--topology"]),
     ("train-missing-trajectory", TRAIN[:2] + ["{missing}.dcd"] + TRAIN[3:], ["missing.dcd", "does not exist"]),

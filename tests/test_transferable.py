@@ -143,7 +143,7 @@ def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys, mon
         folders[s] = str(tmp_path / f"md_{s}")
     out = tmp_path / "tr"
     assert main(["train-transferable", "--md", folders["A"], folders["S"], folders["V"], "--validation-md", folders["T"], "--n-bins", "32",
-                 "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--n-steps", "10", "--eval-interval", "5",
+                 "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--n-steps", "10", "--warmup-steps", "2", "--eval-interval", "5",
                  "--batch-size", "8", "--output", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "training: A (64 frames), S (64 frames), V (64 frames)" in text and "validation: T (64 frames)" in text
@@ -178,7 +178,7 @@ def test_command_line_train_and_zero_shot_sample(peptides, tmp_path, capsys, mon
     # the validation peptide's chemistry must be known from the training ones: refused by name
     assert main(["train-transferable", "--md", folders["A"], folders["S"], "--validation-md", folders["T"],
                  "--output", str(tmp_path / "tr2"), "--quiet"]) == 2
-    assert "never seen coordinates of 1 kinds in this molecule (angle:C4-C4-C4)" in capsys.readouterr().err
+    assert "never seen coordinates of 1 kind in this molecule (angle:C4-C4-C4)" in capsys.readouterr().err
 
 
 def test_peptide_md_for_many_sequences_resumes(tmp_path):

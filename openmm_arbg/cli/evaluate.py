@@ -37,6 +37,9 @@ def run(args):
     if not os.path.isfile(args.topology):
         raise FileNotFoundError(f"topology file {args.topology} does not exist")
     ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond
+    if len(ref) <= args.lag:  # before sampling: TICA-W2 needs a reference longer than its lag
+        raise ValueError(f"the reference trajectory ({len(ref)} frames) must be longer than the TICA lag (--lag "
+                         f"{args.lag}); give a smaller --lag")
     model.check_topology(mdtraj.load_topology(args.topology))
     ms, T = target_for_model(model, args)
     with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:

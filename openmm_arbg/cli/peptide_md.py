@@ -46,5 +46,5 @@ def run(args):
                                   basin_starts=args.basin_starts, workers=args.workers, progress=not args.quiet)
     for seq, (n, path) in results.items():
         print(f"{seq}: {n} frames -> {path}")
-    print("train a transferable model on them: arbg train-transferable --md "
-          + " ".join(peptide_md_folder(args.output, s) for s in results))
+    print("train a transferable model on them, holding some sequences out to choose the model: arbg train-transferable "
+          "--md " + " ".join(peptide_md_folder(args.output, s) for s in results) + " --validation-md <held-out folders>")

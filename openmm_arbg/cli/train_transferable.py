@@ -61,8 +61,11 @@ def validate(args, parser):
 
 def md_files(folder):
     """(trajectory.dcd, topology.pdb) of an ``arbg md`` output folder (or of its one subfolder)."""
-    if not os.path.isdir(folder):
+    if not os.path.exists(folder):
         raise FileNotFoundError(f"--md folder {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--md {folder} is a file; give the folder arbg md or arbg peptide-md wrote (it holds "
+                         "trajectory.dcd and topology.pdb)")
     for where in [folder] + sorted(os.path.join(folder, d) for d in os.listdir(folder)):
         traj, top = os.path.join(where, "trajectory.dcd"), os.path.join(where, "topology.pdb")
         if os.path.isfile(traj) and os.path.isfile(top):

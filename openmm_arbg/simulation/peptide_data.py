@@ -75,7 +75,9 @@ def generate_peptide_md(sequences, output_dir, ns=0.1, report_ps=0.25, temperatu
     sequences = [str(s).upper() for s in sequences]
     bad = [s for s in sequences if not s or set(s) - set(ONE_LETTER)]
     if bad:
-        raise ValueError(f"sequences must be one-letter codes of the 20 standard amino acids; got {bad}")
+        letters = sorted(set("".join(bad)) - set(ONE_LETTER))
+        raise ValueError(f"sequences must be one-letter codes of the 20 standard amino acids, separated by spaces; got "
+                         f"{bad} (not amino acids: {' '.join(letters)})")
     if len(set(sequences)) != len(sequences):
         raise ValueError(f"a sequence is listed twice: {sorted(s for s in set(sequences) if sequences.count(s) > 1)}")
     if int(workers) < 1:

@@ -42,8 +42,16 @@ class TransferableTrainingConfig(Settings):
         Frames of each molecule per step.
     molecules_per_step : int
         Training molecules in each step (drawn without replacement; all if fewer).
-    learning_rate, warmup_steps, min_lr_fraction, weight_decay, grad_clip
-        AdamW with linear warm-up and cosine decay to ``min_lr_fraction * learning_rate``.
+    learning_rate : float
+        Peak learning rate of AdamW.
+    warmup_steps : int
+        Steps of linear warm-up to ``learning_rate`` (fewer than ``n_steps``).
+    min_lr_fraction : float
+        The cosine decay ends at ``min_lr_fraction * learning_rate``.
+    weight_decay : float
+        AdamW weight decay of the weight matrices.
+    grad_clip : float
+        Gradient-norm clipping (0: off).
     ema_decay : float
         Exponential moving average of the weights (0: off); the saved model holds it.
     eval_interval : int
@@ -86,6 +94,9 @@ class TransferableTrainingConfig(Settings):
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
         if int(self.warmup_steps) < 0 or float(self.max_time_s) < 0 or float(self.time_budget_s) < 0:
             raise ValueError("warmup_steps, max_time_s and time_budget_s must be >= 0")
+        if not self.time_budget_s and int(self.warmup_steps) >= int(self.n_steps):
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be fewer than n_steps ({self.n_steps}): the learning "
+                             "rate would never reach learning_rate; lower warmup_steps")
 
     def schedule_key(self):
         """Settings a resume must share (everything but the time limit; with a time budget, the
