@@ -223,3 +223,49 @@ def test_shipped_transferable_model_on_held_out_sequences():
         x, log_q = arbg.sample(32, seed=0)
         np.testing.assert_allclose(arbg.log_prob(x), log_q, atol=1e-5)
         assert arbg.check_stereo(x).all()
+
+
+DDP_SCRIPT = """
+import sys, numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[3])
+from conftest import jittered
+from openmm_arbg.simulation.peptides import build_capped_peptide
+from openmm_arbg.transferable import TransferableArBG
+from openmm_arbg.training.transferable import TransferableTrainer
+out, world = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(1)
+if world > 1:
+    dist.init_process_group("gloo")
+mols = []
+for i, s in enumerate(["A", "S", "V", "AS"]):
+    top, pos = build_capped_peptide(s)[:2]
+    mols.append((top, jittered(np.asarray(pos.value_in_unit(pos.unit)), 32, scale=0.004, seed=i)))
+model = TransferableArBG.create(mols, dict(n_layer=1, n_head=2, d_model=32), n_bins=32, seed=3)
+cfg = dict(n_steps=8, eval_interval=4, batch_size=8, molecules_per_step=4, learning_rate=3e-3, warmup_steps=2, seed=1)
+TransferableTrainer(model, mols, [], cfg, out, progress=False).fit()
+if world > 1:
+    dist.destroy_process_group()
+"""
+
+
+def test_distributed_training_agrees_with_one_process(tmp_path):
+    """torchrun with 2 processes (gloo): each takes half of a step's molecules and the gradients are
+    averaged, so the weights equal those of one process taking all of them."""
+    import os
+    import subprocess
+    import sys
+
+    from openmm_arbg.model.checkpoint import read_checkpoint
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1", tests], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                    str(tmp_path / "two"), "2", tests], check=True, env=env, timeout=300)
+    a = read_checkpoint(tmp_path / "one" / "checkpoint.safetensors")[1]
+    b = read_checkpoint(tmp_path / "two" / "checkpoint.safetensors")[1]
+    for k in a:
+        if k.startswith("network."):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

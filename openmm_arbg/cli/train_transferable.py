@@ -95,6 +95,12 @@ def run(args):
     from ..training.transferable import TransferableTrainer
 
     network, config = settings(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: molecules shared out, gradients averaged
+        import torch.distributed as dist
+
+        dist.init_process_group(backend="nccl" if str(args.device).startswith("cuda") else "gloo")
+        if str(args.device).startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     train = read_molecules(args.md, args.stride)
     valid = read_molecules(args.validation_md, args.stride)
     for name, mols in (("training", train), ("validation", valid)):

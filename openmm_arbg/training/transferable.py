@@ -2,7 +2,9 @@
 
 Each step draws ``molecules_per_step`` training molecules and ``batch_size`` frames of each and
 minimises the mean negative log-likelihood per coordinate of the shared network over them, so
-every gradient mixes molecules of different sizes; AdamW with warm-up and cosine decay, an optional
+every gradient mixes molecules of different sizes. Launched by ``torchrun`` (a process group
+initialised), the step's molecules are shared out among the processes and their gradients
+averaged, so N processes take the same steps as one process would, N times faster; AdamW with warm-up and cosine decay, an optional
 EMA of the weights, a checkpoint (resumable, also on Ctrl-C) and the best model by the NLL of
 *held-out sequences* (not held-out frames of the training sequences). The optimiser, schedule and
 weight helpers are the single-molecule trainer's (:mod:`openmm_arbg.training.trainer`).
@@ -24,8 +26,8 @@ from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.topology import MolecularGraph
 from ..transferable import peptide_sequence
 from ..utils import GracefulStop, Settings, atomic_write, progress_bar
-from .trainer import (check_memory, check_same_settings, holding_weights, load_optimizer_tensors, make_optimizer,
-                      optimizer_step, optimizer_tensors, training_files, update_ema, warmup_cosine)
+from .trainer import (_is_distributed, _rank_world, check_memory, check_same_settings, holding_weights,
+                      load_optimizer_tensors, make_optimizer, optimizer_tensors, training_files, update_ema, warmup_cosine)
 
 __all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
 
@@ -126,6 +128,11 @@ def _molecule_data(model, molecules, what):
     return out
 
 
+def c_molecules(config, train):
+    """Molecules in each step: ``molecules_per_step``, or all when there are fewer."""
+    return min(config.molecules_per_step, len(train))
+
+
 class TransferableTrainer:
     """Maximum likelihood of one :class:`~openmm_arbg.transferable.TransferableArBG` on many peptides.
 
@@ -166,6 +173,15 @@ class TransferableTrainer:
         self.data_hash = digest.hexdigest()[:16]
         self.model.sequences = [peptide_sequence(a.graph) for a, _ in self.train]
         self.net = model.network
+        self.rank, self.world = _rank_world()
+        if c_molecules(self.config, self.train) % self.world:
+            raise ValueError(f"{c_molecules(self.config, self.train)} molecules per step cannot be shared evenly by "
+                             f"{self.world} processes; choose molecules_per_step as a multiple of the process count")
+        if self.world > 1:  # every process starts from rank 0's weights
+            import torch.distributed as dist
+
+            for p in self.net.parameters():
+                dist.broadcast(p.data, src=0)
         self.optimizer = make_optimizer(self.net, self.config.learning_rate, self.config.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()} if self.config.ema_decay else None
         self.step, self.best_val, self.history = 0, math.inf, []
@@ -181,11 +197,28 @@ class TransferableTrainer:
         return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_steps, c.min_lr_fraction)
 
     def _batch(self, step):
-        """(molecule index, frame indices) pairs of one step: deterministic in (seed, step)."""
+        """This process's (molecule index, frame indices) pairs of one step: deterministic in
+        (seed, step); the step's molecules are shared out among the processes."""
         rng = np.random.default_rng([self.config.seed, step])
-        k = min(self.config.molecules_per_step, len(self.train))
-        chosen = rng.choice(len(self.train), size=k, replace=False)
-        return [(int(m), torch.as_tensor(rng.integers(0, len(self.train[m][1]), self.config.batch_size))) for m in chosen]
+        chosen = rng.choice(len(self.train), size=c_molecules(self.config, self.train), replace=False)
+        pairs = [(int(m), torch.as_tensor(rng.integers(0, len(self.train[m][1]), self.config.batch_size))) for m in chosen]
+        return pairs[self.rank :: self.world]
+
+    def _step(self, loss):
+        """Back-propagate, average the gradients over the processes, clip, step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for p in self.net.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.optimizer.step()
 
     @torch.no_grad()
     def validation_nll(self):
@@ -207,7 +240,12 @@ class TransferableTrainer:
         self.validation_nll()
         t_val = time.time() - t0
         remaining = c.time_budget_s - elapsed - t_val
-        c.n_steps = max(self.step + 1, self.step + int(0.95 * remaining / (step_time + t_val / c.eval_interval)))
+        n_steps = torch.tensor([max(self.step + 1, self.step + int(0.95 * remaining / (step_time + t_val / c.eval_interval)))])
+        if self.world > 1:  # every process follows rank 0's schedule
+            import torch.distributed as dist
+
+            dist.broadcast(n_steps, src=0)
+        c.n_steps = int(n_steps)
         self.budget_fitted = True
 
     def _save_model(self):
@@ -269,20 +307,21 @@ class TransferableTrainer:
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
         running, count = 0.0, 0
         bar = progress_bar(total=c.n_steps, initial=self.step, desc="train (transferable)", unit="step",
-                           disable=not self.progress)
+                           disable=not self.progress or self.rank != 0)
         with GracefulStop("writing a checkpoint after this training step (press Ctrl-C again to stop now)") as stop:
             while self.step < c.n_steps:
                 lr = self.learning_rate(self.step)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 self.net.train()
-                loss = sum(-arbg.density(z[idx].to(self.model.device)).mean() for m, idx in self._batch(self.step)
-                           for arbg, z in [self.train[m]]) / min(c.molecules_per_step, len(self.train))
+                pairs = self._batch(self.step)
+                loss = sum(-self.train[m][0].density(self.train[m][1][idx].to(self.model.device)).mean()
+                           for m, idx in pairs) / len(pairs)
                 if not bool(torch.isfinite(loss)):
                     self.net.eval()
                     raise FloatingPointError(f"the training loss became {loss.item()} at step {self.step + 1}; the last "
                                              "checkpoint and best model are intact. Lower learning_rate.")
-                optimizer_step(self.net, self.optimizer, loss, c.grad_clip)
+                self._step(loss)
                 self.net.eval()
                 if self.ema is not None:
                     update_ema(self.ema, self.net, c.ema_decay)
@@ -303,17 +342,31 @@ class TransferableTrainer:
                     bar.set_postfix(train=f"{self.history[-1]['train_nll']:.4f}", val=f"{val:.4f}")
                     if not self.valid or val < self.best_val:
                         self.best_val = val if math.isfinite(val) else self.best_val
-                        self._save_model()
-                    self._write_log()
-                    self._save_checkpoint()
-                if (c.max_time_s and time.time() - start > c.max_time_s) or stop.requested or (
-                        stop_after is not None and self.step - first >= stop_after):
+                        if self.rank == 0:
+                            self._save_model()
+                    if self.rank == 0:
+                        self._write_log()
+                        self._save_checkpoint()
+                stop_now = bool((c.max_time_s and time.time() - start > c.max_time_s) or stop.requested or (
+                    stop_after is not None and self.step - first >= stop_after))
+                if self.world > 1:  # all processes stop at the same step (any one's reason stops all)
+                    import torch.distributed as dist
+
+                    flag = torch.tensor([int(stop_now)])
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop_now = bool(flag)
+                if stop_now:
                     self.interrupted = stop.requested
-                    self._save_checkpoint()
+                    if self.rank == 0:
+                        self._save_checkpoint()
                     break
         bar.close()
-        if not os.path.exists(self.model_path):
+        if self.rank == 0 and not os.path.exists(self.model_path):
             self._save_model()
+        if _is_distributed():
+            import torch.distributed as dist
+
+            dist.barrier()  # rank 0 has written the best model before anyone reads it
         best = read_checkpoint(self.model_path)[1]
         self.net.load_state_dict({k[len("network."):]: v for k, v in best.items() if k.startswith("network.")})
         self.net.eval()
