@@ -118,8 +118,9 @@ class TransferableArBG:
         Parameters
         ----------
         molecules : list of (topology, positions)
-            Each peptide's topology and frames (n, N, 3) nm (or an ``mdtraj.Trajectory`` as
-            positions); the first frame is the reference stereochemistry.
+            Each peptide's topology and frames (n, N, 3) nm (or an ``mdtraj.Trajectory``, or a
+            function that loads either: read once, then dropped); the first frame is the
+            reference stereochemistry.
         network : dict or NetworkConfig, optional
             Network size (``n_layer``, ``n_head``, ``d_model``, ...); rotary positions, so any length.
         n_bins : int
@@ -134,7 +135,8 @@ class TransferableArBG:
         sequences = []
         for topology, positions in molecules:
             graph = MolecularGraph.from_topology(topology)
-            x = as_positions_nm(positions, graph.n_atoms, graph, "training positions")
+            x = as_positions_nm(positions() if callable(positions) else positions, graph.n_atoms, graph,
+                                "training positions")
             rep = molecule_representation(graph, x[0])
             z, _ = rep.to_model_coordinates(torch.as_tensor(x))
             for j, key in enumerate(bin_keys(graph, rep)):

@@ -269,3 +269,19 @@ def test_distributed_training_agrees_with_one_process(tmp_path):
     for k in a:
         if k.startswith("network."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_streamed_coordinates_train_alike(peptides, tmp_path):
+    """Frames loaded by functions, coordinates written to disk and memory-mapped: the same
+    learning curve as in memory, and nothing held in memory but the maps."""
+    from openmm_arbg.training.transferable import TransferableTrainer
+
+    train, valid = [peptides[s] for s in "ASV"], [peptides["T"]]
+    lazy = [(top, (lambda x=x: x)) for top, x in train]
+    config = dict(n_steps=12, eval_interval=6, batch_size=8, molecules_per_step=2, warmup_steps=2)
+    fresh = lambda: TransferableArBG.create(lazy, NETWORK, n_bins=32, seed=3)  # noqa: E731
+    memory = TransferableTrainer(fresh(), train, valid, config, tmp_path / "a", progress=False).fit()
+    trainer = TransferableTrainer(fresh(), lazy, valid, config, tmp_path / "b", progress=False, stream=True)
+    assert all(isinstance(z, np.memmap) for _, z in trainer.train + trainer.valid)
+    assert len(list((tmp_path / "b" / "coordinates").glob("*.npy"))) == 4
+    assert [r["val_nll"] for r in trainer.fit()] == pytest.approx([r["val_nll"] for r in memory], abs=1e-12)

@@ -74,7 +74,11 @@ def md_files(folder):
                             "level above it)")
 
 
-def read_molecules(folders, stride):
+def read_molecules(folders, stride, lazily=False):
+    """(topology, positions) of each folder's MD; with ``lazily``, positions is a function that
+    reads them when called (so many molecules need not be in memory at once)."""
+    import functools
+
     import mdtraj
 
     from ..training import load_trajectories
@@ -83,7 +87,8 @@ def read_molecules(folders, stride):
     for folder in folders:
         traj, top = md_files(folder)
         topology = mdtraj.load_topology(top)
-        out.append((topology, load_trajectories([traj], top, stride=stride)))
+        load = functools.partial(load_trajectories, [traj], top, stride=stride)
+        out.append((topology, load if lazily else load()))
     return out
 
 
@@ -91,7 +96,6 @@ def run(args):
     import shlex
 
     from ..transferable import TransferableArBG, peptide_sequence
-    from ..molecule.topology import MolecularGraph
     from ..training.transferable import TransferableTrainer
 
     network, config = settings(args)
@@ -101,18 +105,17 @@ def run(args):
         dist.init_process_group(backend="nccl" if str(args.device).startswith("cuda") else "gloo")
         if str(args.device).startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    train = read_molecules(args.md, args.stride)
-    valid = read_molecules(args.validation_md, args.stride)
-    for name, mols in (("training", train), ("validation", valid)):
-        print(f"{name}: " + ", ".join(f"{peptide_sequence(MolecularGraph.from_topology(t)) or '?'} ({len(x)} frames)"
-                                      for t, x in mols))
+    train = read_molecules(args.md, args.stride, lazily=True)  # frames read when needed, one molecule at a time
+    valid = read_molecules(args.validation_md, args.stride, lazily=True)
     model = TransferableArBG.create(train, network, n_bins=args.n_bins, margin=args.margin, seed=config.seed)
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", NAME, *args.argv])
     print(model)
     trainer = TransferableTrainer(model, train, valid, config, output_dir=args.output, resume=True,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, stream=True)  # coordinates memory-mapped from OUTPUT/coordinates
+    for name, mols in (("training", trainer.train), ("validation", trainer.valid)):
+        print(f"{name}: " + ", ".join(f"{peptide_sequence(a.graph) or '?'} ({len(z)} frames)" for a, z in mols))
     history = trainer.fit()
     stop_if_interrupted(trainer, config.n_steps)
     last = history[-1] if history else {}

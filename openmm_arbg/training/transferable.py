@@ -110,12 +110,16 @@ class TransferableTrainingConfig(Settings):
         return d
 
 
-def _molecule_data(model, molecules, what):
-    """ArBGs (sharing the model's network) and model coordinates (float64 tensors) of each molecule."""
+def _molecule_data(model, molecules, what, store=None):
+    """ArBGs (sharing the model's network) and model coordinates (float64 arrays (n, D)) of each
+    molecule. ``positions`` may be a function that loads them (read once here, then dropped); with
+    ``store`` (a folder) the coordinates are written there and memory-mapped, so memory does not
+    grow with the number of molecules."""
     out = []
     for m, (topology, positions) in enumerate(molecules):
         graph = MolecularGraph.from_topology(topology)
-        x = as_positions_nm(positions, graph.n_atoms, graph, f"{what} positions of molecule {m}")
+        x = as_positions_nm(positions() if callable(positions) else positions, graph.n_atoms, graph,
+                            f"{what} positions of molecule {m}")
         check_memory(x.shape[0] * 3 * graph.n_atoms * 8 * 2, f"the model coordinates of {what} molecule {m}")
         arbg = model.for_topology(graph, x[0])
         ok = arbg.check_stereo(x)
@@ -123,9 +127,34 @@ def _molecule_data(model, molecules, what):
             raise ValueError(f"{int((~ok).sum())} of {len(x)} {what} frames of {peptide_sequence(graph) or 'molecule ' + str(m)} "
                              "have a stereocentre of the other handedness than the first frame")
         with torch.no_grad():
-            z, _ = arbg.representation.to_model_coordinates(torch.as_tensor(x))
+            z = arbg.representation.to_model_coordinates(torch.as_tensor(x))[0].numpy()
+        del x
+        if store is not None:
+            z = _memory_mapped(z, os.path.join(store, f"{what}_{m:04d}_{arbg.fingerprint()[:16]}.npy"))
         out.append((arbg, z))
     return out
+
+
+def _memory_mapped(z, path):
+    """``z`` written to ``path`` (atomically; kept if it holds the same values) and mapped back read-only."""
+    from ..utils import atomic_write
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        try:
+            old = np.load(path, mmap_mode="r")
+            if old.shape == z.shape and np.array_equal(old, z):
+                return old
+        except (OSError, ValueError):
+            pass  # damaged: written again
+    with atomic_write(path, mode=None) as tmp:  # the temporary name ends in .npy: np.save keeps it
+        np.save(tmp, z)
+    return np.load(path, mmap_mode="r")
+
+
+def _rows(z, idx, device):
+    """Rows ``idx`` of a (memory-mapped) coordinate array as a float64 tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(z[np.asarray(idx)])).to(device)
 
 
 def c_molecules(config, train):
@@ -150,16 +179,22 @@ class TransferableTrainer:
         ``training_log.csv``.
     resume : bool
     progress : bool
+    stream : bool
+        Keep the molecules' model coordinates in ``output_dir/coordinates/`` and read them from
+        there (memory-mapped) instead of holding them in memory; with ``positions`` given as
+        functions that load them, memory stays at about one molecule's frames however many
+        molecules there are.
     """
 
     def __init__(self, model, molecules, validation=(), config=None, output_dir="arbg_transferable", resume=True,
-                 progress=True):
+                 progress=True, stream=False):
         self.model = model
         self.config = config if isinstance(config, TransferableTrainingConfig) else TransferableTrainingConfig.from_dict(config or {})
         self.output_dir = os.fspath(output_dir)
         self.progress = progress
-        self.train = _molecule_data(model, molecules, "training")
-        self.valid = _molecule_data(model, validation, "validation")
+        store = os.path.join(self.output_dir, "coordinates") if stream else None
+        self.train = _molecule_data(model, molecules, "training", store)
+        self.valid = _molecule_data(model, validation, "validation", store)
         if not self.train:
             raise ValueError("no training molecules")
         train_seqs = {peptide_sequence(a.graph) for a, _ in self.train}
@@ -169,7 +204,8 @@ class TransferableTrainer:
         digest = hashlib.sha256()
         for arbg, z in self.train + self.valid:
             digest.update(arbg.fingerprint().encode())
-            digest.update(np.ascontiguousarray(z.numpy()).tobytes())
+            for s in range(0, len(z), 4096):  # in blocks: a memory-mapped array is not read whole
+                digest.update(np.ascontiguousarray(z[s : s + 4096]).tobytes())
         self.data_hash = digest.hexdigest()[:16]
         self.model.sequences = [peptide_sequence(a.graph) for a, _ in self.train]
         self.net = model.network
@@ -201,7 +237,7 @@ class TransferableTrainer:
         (seed, step); the step's molecules are shared out among the processes."""
         rng = np.random.default_rng([self.config.seed, step])
         chosen = rng.choice(len(self.train), size=c_molecules(self.config, self.train), replace=False)
-        pairs = [(int(m), torch.as_tensor(rng.integers(0, len(self.train[m][1]), self.config.batch_size))) for m in chosen]
+        pairs = [(int(m), rng.integers(0, len(self.train[m][1]), self.config.batch_size)) for m in chosen]
         return pairs[self.rank :: self.world]
 
     def _step(self, loss):
@@ -229,7 +265,7 @@ class TransferableTrainer:
         with holding_weights(self.net, self.ema) if self.ema is not None else contextlib.nullcontext():
             for arbg, z in self.valid:
                 idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), self.config.validation_frames)).astype(int))
-                values.append(float(-arbg.density.log_prob(z[idx].to(self.model.device)).mean()) / arbg.n_coords)
+                values.append(float(-arbg.density.log_prob(_rows(z, idx, self.model.device)).mean()) / arbg.n_coords)
         return float(np.mean(values))
 
     def _fit_schedule_to_budget(self, elapsed, step_time):
@@ -315,7 +351,7 @@ class TransferableTrainer:
                     g["lr"] = lr
                 self.net.train()
                 pairs = self._batch(self.step)
-                loss = sum(-self.train[m][0].density(self.train[m][1][idx].to(self.model.device)).mean()
+                loss = sum(-self.train[m][0].density(_rows(self.train[m][1], idx, self.model.device)).mean()
                            for m, idx in pairs) / len(pairs)
                 if not bool(torch.isfinite(loss)):
                     self.net.eval()
