@@ -51,16 +51,9 @@ def molecule_representation(graph, reference_positions):
 
 def peptide_sequence(graph):
     """One-letter sequence of a capped peptide's residues (caps left out; ``X`` for unknown ones)."""
-    from .simulation.peptides import ONE_LETTER
+    from .simulation.peptides import THREE_TO_ONE
 
-    three = {v: k for k, v in ONE_LETTER.items()}
-    names, seen = [], set()
-    for a in graph.atoms:
-        key = (a["chain"], a["resSeq"], a["resname"])
-        if key not in seen:
-            seen.add(key)
-            names.append(a["resname"])
-    return "".join(three.get(n, "X") for n in names if n not in ("ACE", "NME", "NH2"))
+    return "".join(THREE_TO_ONE.get(name, "X") for name, _ in graph.residues() if name not in ("ACE", "NME", "NH2"))
 
 
 def is_transferable_file(path):

@@ -54,8 +54,7 @@ def _index(vocabulary, name):
 
 def coordinate_features(graph, representation):
     """Features of each model coordinate (``"basic"`` scheme), ``torch.LongTensor`` of shape (D, 2)."""
-    elements = [graph.elements[i] for i in representation.coordinate_atoms]
-    element_ids = [ELEMENTS.index(e) if e in ELEMENTS else len(ELEMENTS) for e in elements]
+    element_ids = [_index(ELEMENTS, graph.elements[i]) for i in representation.coordinate_atoms]
     roles = [
         COORDINATE_KINDS.index(k) * 3 + r for k, r in zip(representation.coordinate_kinds, representation.coordinate_roles)
     ]
@@ -63,12 +62,13 @@ def coordinate_features(graph, representation):
 
 
 def _residue_indices(graph):
-    """Residue index of every atom, counted from 0 in the order residues first appear."""
-    keys, index = {}, []
-    for a in graph.atoms:
-        key = (a["chain"], a["resSeq"], a["resname"])
-        index.append(keys.setdefault(key, len(keys)))
-    return index, len(keys)
+    """Residue index of every atom (:meth:`MolecularGraph.residues` order) and the residue count."""
+    residues = graph.residues()
+    index = [0] * graph.n_atoms
+    for r, (_, atoms) in enumerate(residues):
+        for i in atoms:
+            index[i] = r
+    return index, len(residues)
 
 
 def coordinate_atom_tuples(representation):
@@ -100,12 +100,8 @@ def peptide_coordinate_features(graph, representation):
 
 def sequence_context(graph):
     """The molecule's sequence as a ``torch.LongTensor`` (R, 2): residue type and index per residue."""
-    residue, n = _residue_indices(graph)
-    names = [None] * n
-    for i, r in enumerate(residue):
-        names[r] = names[r] or graph.atoms[i]["resname"]
-    return torch.tensor([[_index(RESIDUE_NAMES, name), min(r, MAX_RESIDUES - 1)] for r, name in enumerate(names)],
-                        dtype=torch.long)
+    return torch.tensor([[_index(RESIDUE_NAMES, name), min(r, MAX_RESIDUES - 1)]
+                         for r, (name, _) in enumerate(graph.residues())], dtype=torch.long)
 
 
 def features_for(scheme, graph, representation):

@@ -173,6 +173,18 @@ class MolecularGraph:
         nbrs = sorted(self.neighbors[a], key=lambda j: (not self.is_heavy(j), -len(self.neighbors[j]), j))
         return a, nbrs[0], nbrs[1]
 
+    def residues(self):
+        """The residues in order: a list of ``(resname, atom indices)``, one per run of atoms with
+        the same chain, residue number and name."""
+        out, last = [], None
+        for i, a in enumerate(self.atoms):
+            key = (a["chain"], a["resSeq"], a["resname"])
+            if key != last:
+                out.append((a["resname"], []))
+                last = key
+            out[-1][1].append(i)
+        return out
+
     def residue_order(self):
         """A canonical order, residue by residue: anchors and ``prefix`` for :meth:`traversal_order`.
 
@@ -189,12 +201,7 @@ class MolecularGraph:
         prefix : list of (atom, parent)
             Every other atom, each bonded to its ``parent`` placed before it.
         """
-        residues = []
-        for i, a in enumerate(self.atoms):
-            key = (a["chain"], a["resSeq"], a["resname"])
-            if not residues or residues[-1][0] != key:
-                residues.append((key, []))
-            residues[-1][1].append(i)
+        residues = self.residues()
         rank = [_atom_name_rank(a["name"]) for a in self.atoms]
         first = residues[0][1]
         centres = [i for i in first if self.is_heavy(i) and len(self.neighbors[i]) >= 2] or [

@@ -23,7 +23,8 @@ import random
 import numpy as np
 import openmm
 
-__all__ = ["build_capped_peptide", "check_peptide_geometry", "canonicalise_equivalent_hydrogens", "ONE_LETTER"]
+__all__ = ["build_capped_peptide", "check_peptide_geometry", "canonicalise_equivalent_hydrogens", "ONE_LETTER",
+           "THREE_TO_ONE"]
 
 _HYDROGEN_SEED = 20240531  # seed of the stream from which addHydrogens draws its starting positions
 
@@ -31,6 +32,9 @@ ONE_LETTER = dict(
     A="ALA", R="ARG", N="ASN", D="ASP", C="CYS", Q="GLN", E="GLU", G="GLY", H="HIS", I="ILE",
     L="LEU", K="LYS", M="MET", F="PHE", P="PRO", S="SER", T="THR", W="TRP", Y="TYR", V="VAL",
 )  # fmt: skip
+# residue name -> one-letter code, protonation and disulfide variants included
+THREE_TO_ONE = {three: one for one, three in ONE_LETTER.items()}
+THREE_TO_ONE.update(HID="H", HIE="H", HIP="H", CYX="C", ASH="D", GLH="E", LYN="K")
 
 
 def build_capped_peptide(sequence):
