@@ -292,19 +292,12 @@ def apply_config(parser, args, argv):
 # ---------------------------------------------------------------------- systems
 def _peptide_name(graph):
     """``peptide:SEQUENCE`` if the molecule is Ace-<standard residues>-Nme, else None."""
-    from ..simulation.peptides import ONE_LETTER
+    from ..simulation.peptides import THREE_TO_ONE
 
-    three = {v: k for k, v in ONE_LETTER.items()}
-    three.update(HID="H", HIE="H", HIP="H", CYX="C", ASH="D", GLH="E", LYN="K")
-    residues = []
-    for atom in graph.atoms:
-        key = (atom["chain"], atom["resSeq"], atom["resname"])
-        if not residues or residues[-1] != key:
-            residues.append(key)
-    names = [r[2] for r in residues]
-    if len(names) < 3 or names[0] != "ACE" or names[-1] != "NME" or not all(n in three for n in names[1:-1]):
+    names = [name for name, _ in graph.residues()]
+    if len(names) < 3 or names[0] != "ACE" or names[-1] != "NME" or not all(n in THREE_TO_ONE for n in names[1:-1]):
         return None
-    return "peptide:" + "".join(three[n] for n in names[1:-1])
+    return "peptide:" + "".join(THREE_TO_ONE[n] for n in names[1:-1])
 
 
 def system_for_model(model, name=None, option="--system", out=None):
@@ -342,16 +335,15 @@ def system_for_model(model, name=None, option="--system", out=None):
 
 
 def resolve_shipped_model(args):
-    """``--model NAME`` for a model shipped with the package (``openmm_arbg.pretrained``) when no
-    file of that name exists: replaced by the shipped file's path."""
-    import os
+    """``--model NAME`` (and ``--init-from NAME``) for a model shipped with the package
+    (``openmm_arbg.pretrained``) when no file of that name exists: replaced by the shipped file's path."""
+    for option in ("model", "init_from"):
+        name = getattr(args, option, None)
+        if name and not os.path.exists(name):
+            from ..pretrained import PRETRAINED, pretrained_path
 
-    name = getattr(args, "model", None)
-    if name and not os.path.exists(name):
-        from ..pretrained import PRETRAINED, pretrained_path
-
-        if name in PRETRAINED:
-            args.model = pretrained_path(name)
+            if name in PRETRAINED:
+                setattr(args, option, pretrained_path(name))
 
 
 def load_model(args):
@@ -367,13 +359,15 @@ def load_model(args):
                          "(peptide:SEQUENCE, a PDB, or system.xml:structure.pdb)")
     from ..simulation.systems import build_system
 
+    from ..molecule.topology import MolecularGraph
+
     ms = build_system(args.system)
-    model = TransferableArBG.load(args.model).for_topology(ms.topology, ms.positions_nm())
-    # saved to a file named by content (openmmtools moves and resumes refer to the model's file)
-    path = zero_shot_model_path(args.model, model.fingerprint(), ms.positions_nm())
+    reference = ms.positions_nm()
+    # kept in a file named by content (openmmtools moves and resumes refer to the model's file)
+    path = zero_shot_model_path(args.model, MolecularGraph.from_topology(ms.topology).fingerprint(), reference)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        model.save(path)
+        TransferableArBG.load(args.model).for_topology(ms.topology, reference).save(path)
     print(f"{args.model}: transferable model, used zero-shot for {ms.name} (saved as {path}; pass it as --model to "
           "skip this step)", file=sys.stdout)
     return ArBG.load(path, device=args.device)

@@ -71,7 +71,7 @@ def validate(args, parser):
         given = [n for cls in (model_cls, network_cls) for n in cls.__dataclass_fields__
                  if n not in DERIVED_NETWORK_FIELDS + ("seed",) and getattr(args, n, None) is not None]
         if given:
-            parser.error(f"--init-from takes the model and network settings from the transferable model; drop "
+            parser.error("--init-from takes the model and network settings from the transferable model; drop "
                          + ", ".join("--" + n.replace("_", "-") for n in given))
     weights = args.trajectory_weights
     if weights is not None:
@@ -114,13 +114,11 @@ def run(args):
         print("trajectory weights: " + ", ".join(f"{p} x{w:g} ({n} frames)"
                                                  for p, w, n in zip(args.trajectories, args.trajectory_weights, lengths)))
     if args.init_from:  # fine-tuning: the transferable model's network and shared bins, made into this molecule's
-        from ..pretrained import PRETRAINED, pretrained_path
         from ..transferable import TransferableArBG
 
-        path = pretrained_path(args.init_from) if args.init_from in PRETRAINED and not os.path.exists(args.init_from) else args.init_from
-        model = TransferableArBG.load(path).for_topology(top, x[0])
-        model.metadata["fine_tuned_from"] = os.path.abspath(path)
-        print(f"fine-tuning from the transferable model {path}")
+        model = TransferableArBG.load(args.init_from).for_topology(top, x[0])  # a shipped name is resolved by now
+        model.metadata["fine_tuned_from"] = os.path.abspath(args.init_from)
+        print(f"fine-tuning from the transferable model {args.init_from}")
     else:
         model = ArBG.from_data(top, x, network=network_config, **model_config.to_dict())
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
