@@ -27,11 +27,10 @@ def run(args):
     import mdtraj
 
     from ..analysis.evaluation import evaluate, evaluation_table
-    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..training import load_trajectories
     from ..utils import atomic_write
-    from .common import print_warnings, target_for_model
+    from .common import load_model, print_warnings, target_for_model
 
     model = load_model(args)
     if not os.path.isfile(args.topology):

@@ -80,10 +80,9 @@ def run(args):
         positions, log_weights = result.positions, result.log_weights
         label = f"{result.n} recycled proposals of an ArBGMove chain (errors: bootstrap)"
     else:
-        from .common import load_model
         from ..sampling.energies import ReducedPotential
         from ..sampling.importance import importance_sample
-        from .common import target_for_model
+        from .common import load_model, target_for_model
 
         model = load_model(args)
         ms, T = target_for_model(model, args)

@@ -49,9 +49,8 @@ def _run_storage(args):
     from openmmtools.states import ThermodynamicState
     import openmm.unit as unit
 
-    from .common import load_model
     from ..sampling.chain import run_chain_storage
-    from .common import target_for_model
+    from .common import load_model, target_for_model
 
     model = load_model(args)
     ms, T = target_for_model(model, args)
@@ -87,10 +86,9 @@ def run(args):
     import openmm.unit as unit
 
     from ..analysis.diagnostics import warning_lines
-    from .common import load_model
     from ..sampling.chain import run_chain
     from ..sampling.streaming import RunInterrupted
-    from .common import print_warnings, target_for_model
+    from .common import load_model, print_warnings, target_for_model
 
     model = load_model(args)
     ms, T = target_for_model(model, args)

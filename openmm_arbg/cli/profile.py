@@ -47,12 +47,11 @@ def run(args):
 
     from ..analysis.observables import dihedral_regions
     from ..analysis.profiles import compare_profiles, profile_plot
-    from .common import load_model
     from ..sampling.control import dihedral_profile
     from ..sampling.energies import ReducedPotential
     from ..utils import write_json_atomic
     from ..utils import check_output_file
-    from .common import target_for_model
+    from .common import load_model, target_for_model
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise ValueError(f"--output {args.output} is a file; give a folder")

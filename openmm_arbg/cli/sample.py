@@ -41,10 +41,9 @@ def run(args):
     import numpy as np
 
     from ..analysis.diagnostics import warning_lines
-    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.importance import importance_sample
-    from .common import print_warnings, target_for_model
+    from .common import load_model, print_warnings, target_for_model
 
     model = load_model(args)
     if args.no_weights:
@@ -70,10 +69,9 @@ def _run_to_file(args):
     import numpy as np
 
     from ..analysis.diagnostics import warning_lines
-    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.streaming import RunInterrupted, sample_to_file
-    from .common import print_warnings, target_for_model
+    from .common import load_model, print_warnings, target_for_model
 
     model = load_model(args)
     if args.no_weights:

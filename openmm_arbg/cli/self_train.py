@@ -79,10 +79,9 @@ def md_energy_evaluations(trajectory):
 def run(args):
     import mdtraj
 
-    from .common import load_model
     from ..molecule.topology import MolecularGraph
     from ..training import SelfTrainer, load_trajectories
-    from .common import restart_or_resume, system_for_model, temperature_K
+    from .common import load_model, restart_or_resume, system_for_model, temperature_K
 
     model = load_model(args)
     ms = system_for_model(model, args.system)

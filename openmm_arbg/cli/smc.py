@@ -44,12 +44,11 @@ def run(args):
 
     import numpy as np
 
-    from .common import load_model
     from ..sampling.energies import ReducedPotential
     from ..sampling.importance import effective_sample_size
     from ..sampling.smc import smc_sample
     from ..utils import atomic_write, check_output_file
-    from .common import target_for_model
+    from .common import load_model, target_for_model
 
     if args.output:
         check_output_file(args.output, "--output", (".npz",))  # before any computing
