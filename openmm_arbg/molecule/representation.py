@@ -47,11 +47,11 @@ UNBOUNDED = "unbounded"  # (-inf, inf)
 POSITIVE = "positive"  # (0, inf): bond lengths, x_b, y_c
 ANGLE = "angle"  # (0, pi): bond angles
 PERIODIC = "periodic"  # [-pi, pi): torsions
-RESIDUE_ORDER = "residue"  # atoms residue by residue, canonically (transferable models)
-ORDERS = (None, RESIDUE_ORDER)  # None: breadth-first from anchors near the centre
 HALF_TORSION = "half_torsion"  # (0, pi): sign * torsion relative to a sibling substituent of a stereocentre
 # new kinds go at the end: a kind's index is part of the coordinate features of trained networks
 COORDINATE_KINDS = [UNBOUNDED, POSITIVE, ANGLE, PERIODIC, HALF_TORSION]
+RESIDUE_ORDER = "residue"  # atoms residue by residue, canonically (transferable models)
+ORDERS = (None, RESIDUE_ORDER)  # None: breadth-first from anchors near the centre
 
 RELATIVE_TORSION = "relative-torsion"  # InternalRepresentation's stereo scheme
 
@@ -422,7 +422,7 @@ class InternalRepresentation(_Representation):
         return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
 
 
-def build_representation(kind, graph, anchors=None, reference_positions=None, first_torsions=None, order=None):
+def build_representation(kind, graph, anchors=None, reference_positions=None, first_torsions=None):
     """Make a representation by name, or rebuild a stored one.
 
     Parameters
@@ -442,10 +442,6 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
     first_torsions : sequence of (i, j, k, l), optional
         With ``"internal"``: dihedrals that become the first torsion coordinates
         (:class:`InternalRepresentation`); refused by ``"cartesian"``.
-    order : {None, "residue"}, optional
-        With ``"internal"``: ``"residue"`` places the atoms residue by residue in a canonical
-        order (:meth:`~openmm_arbg.molecule.topology.MolecularGraph.residue_order`), as
-        transferable models need; default breadth-first from anchors near the centre.
     """
     classes = {"cartesian": CartesianRepresentation, "internal": InternalRepresentation}
     if isinstance(kind, _Representation):
@@ -466,9 +462,7 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
     if kind == "internal":
         stereo = RELATIVE_TORSION if reference_positions is not None else None
         return InternalRepresentation(graph, anchors, stereo=stereo, reference_positions=reference_positions,
-                                      first_torsions=first_torsions, order=order)
-    if order is not None:
-        raise ValueError("a residue-by-residue order needs the internal representation")
+                                      first_torsions=first_torsions)
     if first_torsions:
         raise ValueError("first_torsions needs the internal representation: Cartesian coordinates have no torsions")
     return classes[kind](graph, anchors)
