@@ -309,7 +309,14 @@ class CausalTransformer(nn.Module):
         x = self.drop(x)
         if bool(self.cfg.context_sizes) != (context is not None):
             raise ValueError("this network needs the molecule's context" if self.cfg.context_sizes else "this network reads no context")
-        encoded = None if context is None else self.encode_context(context)
+        encoded = None
+        if context is not None:  # encoded once per KV-cache generation (the molecule's context does not change)
+            if cache is not None and cache[0].get("context") is not None:
+                encoded = cache[0]["context"]
+            else:
+                encoded = self.encode_context(context)
+                if cache is not None:
+                    cache[0]["context"] = encoded
         for i, block in enumerate(self.blocks):
             x = block(x, positions, None if cache is None else cache[i], encoded)
         return self.head(self.norm(x)).float()
