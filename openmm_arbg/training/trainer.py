@@ -323,10 +323,18 @@ def warmup_cosine(step, peak, warmup_steps, total_steps, min_fraction):
     return peak * (min_fraction + (1 - min_fraction) * cosine)
 
 
-def optimizer_step(net, optimizer, loss, grad_clip):
-    """Back-propagate ``loss`` and take one step, clipping the gradient norm at ``grad_clip`` (0: off)."""
+def optimizer_step(net, optimizer, loss, grad_clip, world=1):
+    """Back-propagate ``loss`` and take one step, clipping the gradient norm at ``grad_clip`` (0: off).
+    With ``world > 1`` (processes that did not go through DistributedDataParallel) the gradients
+    are first averaged over the processes."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if world > 1:
+        for p in net.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= world
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     optimizer.step()

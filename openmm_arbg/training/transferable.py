@@ -27,7 +27,8 @@ from ..molecule.topology import MolecularGraph
 from ..transferable import peptide_sequence
 from ..utils import GracefulStop, Settings, atomic_write, progress_bar
 from .trainer import (_is_distributed, _rank_world, check_memory, check_same_settings, holding_weights,
-                      load_optimizer_tensors, make_optimizer, optimizer_tensors, training_files, update_ema, warmup_cosine)
+                      load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors, training_files,
+                      update_ema, warmup_cosine)
 
 __all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
 
@@ -157,7 +158,7 @@ def _rows(z, idx, device):
     return torch.from_numpy(np.ascontiguousarray(z[np.asarray(idx)])).to(device)
 
 
-def c_molecules(config, train):
+def step_molecule_count(config, train):
     """Molecules in each step: ``molecules_per_step``, or all when there are fewer."""
     return min(config.molecules_per_step, len(train))
 
@@ -197,8 +198,9 @@ class TransferableTrainer:
         self.valid = _molecule_data(model, validation, "validation", store)
         if not self.train:
             raise ValueError("no training molecules")
-        train_seqs = {peptide_sequence(a.graph) for a, _ in self.train}
-        overlap = sorted({peptide_sequence(a.graph) for a, _ in self.valid} & train_seqs)
+        self.model.sequences = [peptide_sequence(a.graph) for a, _ in self.train]
+        self.validation_sequences = [peptide_sequence(a.graph) for a, _ in self.valid]
+        overlap = sorted(set(self.validation_sequences) & set(self.model.sequences))
         if overlap:
             raise ValueError(f"validation sequences {overlap} are also training sequences; validate on held-out sequences")
         digest = hashlib.sha256()
@@ -207,11 +209,10 @@ class TransferableTrainer:
             for s in range(0, len(z), 4096):  # in blocks: a memory-mapped array is not read whole
                 digest.update(np.ascontiguousarray(z[s : s + 4096]).tobytes())
         self.data_hash = digest.hexdigest()[:16]
-        self.model.sequences = [peptide_sequence(a.graph) for a, _ in self.train]
         self.net = model.network
         self.rank, self.world = _rank_world()
-        if c_molecules(self.config, self.train) % self.world:
-            raise ValueError(f"{c_molecules(self.config, self.train)} molecules per step cannot be shared evenly by "
+        if step_molecule_count(self.config, self.train) % self.world:
+            raise ValueError(f"{step_molecule_count(self.config, self.train)} molecules per step cannot be shared evenly by "
                              f"{self.world} processes; choose molecules_per_step as a multiple of the process count")
         if self.world > 1:  # every process starts from rank 0's weights
             import torch.distributed as dist
@@ -236,25 +237,9 @@ class TransferableTrainer:
         """This process's (molecule index, frame indices) pairs of one step: deterministic in
         (seed, step); the step's molecules are shared out among the processes."""
         rng = np.random.default_rng([self.config.seed, step])
-        chosen = rng.choice(len(self.train), size=c_molecules(self.config, self.train), replace=False)
+        chosen = rng.choice(len(self.train), size=step_molecule_count(self.config, self.train), replace=False)
         pairs = [(int(m), rng.integers(0, len(self.train[m][1]), self.config.batch_size)) for m in chosen]
         return pairs[self.rank :: self.world]
-
-    def _step(self, loss):
-        """Back-propagate, average the gradients over the processes, clip, step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.world > 1:
-            import torch.distributed as dist
-
-            for p in self.net.parameters():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad /= self.world
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.optimizer.step()
 
     @torch.no_grad()
     def validation_nll(self):
@@ -287,7 +272,7 @@ class TransferableTrainer:
     def _save_model(self):
         self.model.metadata["training"] = dict(config=asdict(self.config), step=self.step,
                                                best_validation_nll=self.best_val if math.isfinite(self.best_val) else None,
-                                               validation_sequences=[peptide_sequence(a.graph) for a, _ in self.valid],
+                                               validation_sequences=self.validation_sequences,
                                                data_hash=self.data_hash)
         with holding_weights(self.net, self.ema) if self.ema is not None else contextlib.nullcontext():
             self.model.save(self.model_path)
@@ -357,7 +342,7 @@ class TransferableTrainer:
                     self.net.eval()
                     raise FloatingPointError(f"the training loss became {loss.item()} at step {self.step + 1}; the last "
                                              "checkpoint and best model are intact. Lower learning_rate.")
-                self._step(loss)
+                optimizer_step(self.net, self.optimizer, loss, c.grad_clip, self.world)  # gradients averaged over processes
                 self.net.eval()
                 if self.ema is not None:
                     update_ema(self.ema, self.net, c.ema_decay)
