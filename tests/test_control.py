@@ -75,20 +75,45 @@ def test_first_torsions_are_the_first_torsion_coordinates_and_round_trip(chain5_
     from openmm_arbg import ArBG
 
     ms, _, model, x = chain5_first_torsions
-    assert model.dihedral_coordinate("1,2,3,4") == 5  # the first one, read in either direction
-    assert model.dihedral_coordinate((0, 1, 2, 3)) == 8
-    z, _ = model.to_model_coordinates(x[:20])
+    assert model.dihedral_coordinate("1,2,3,4") == 0  # generated first, read in either direction
+    assert model.dihedral_coordinate((0, 1, 2, 3)) == 1
+    rep = model.representation
+    assert rep.coordinate_kinds[:2] == ["periodic", "periodic"] and rep.coordinate_atom_tuples()[0] in [(1, 2, 3, 4), (4, 3, 2, 1)]
+    z, log_volume = model.to_model_coordinates(x[:20])
     import mdtraj
 
     angles = mdtraj.compute_dihedrals(mdtraj.Trajectory(x[:20], model.topology), [[1, 2, 3, 4], [0, 1, 2, 3]])
-    assert np.allclose(z[:, [5, 8]].numpy(), angles, atol=1e-5)
-    back, _ = model.representation.from_model_coordinates(z)
+    assert np.allclose(z[:, [0, 1]].numpy(), angles, atol=1e-5)
+    back, log_volume_back = rep.from_model_coordinates(z)
     assert torch.allclose(model.to_model_coordinates(back.numpy())[0], z, atol=1e-9)
+    assert torch.allclose(log_volume_back, log_volume) and torch.allclose(rep.log_volume(z), log_volume)
+    # the same Z-matrix in its own order: the same Jacobian, the coordinates permuted
+    plain = type(rep)(model.graph, rep.anchors, first_torsions=rep.first_torsions, leading=[])
+    z_plain, log_volume_plain = plain.to_model_coordinates(torch.as_tensor(x[:20]))
+    assert plain.torsion_coordinate((1, 2, 3, 4)) == 5 and torch.allclose(log_volume_plain, log_volume)
+    assert torch.allclose(z_plain[:, rep._columns], z) and sorted(rep.coordinate_kinds) == sorted(plain.coordinate_kinds)
     # the stored model rebuilds the same coordinates
     model.save(str(tmp_path / "m.safetensors"))
     again = ArBG.load(str(tmp_path / "m.safetensors"))
-    assert again.representation.zmatrix == model.representation.zmatrix
+    assert again.representation.zmatrix == rep.zmatrix and again.representation.leading == rep.leading
     assert np.allclose(again.log_prob(x[:5]), model.log_prob(x[:5]))
+    # a model stored before torsions led the order keeps its Z-matrix order
+    shipped = ArBG.from_pretrained("alanine_dipeptide_vacuum_phi_psi_first")
+    assert shipped.dihedral_coordinate("phi") == 5 and shipped.dihedral_coordinate("psi") == 8
+
+
+def test_leading_torsion_is_drawn_first_and_its_conditional_is_exact(chain5_first_torsions):
+    """Fixing coordinate 0 leaves nothing to draw from a marginal: log g is log q minus the fixed
+    torsion's own term, and the samples' log q is the model's log_prob."""
+    ms, _, model, x = chain5_first_torsions
+    xs, log_q = model.sample(200, seed=2)
+    assert np.abs(model.log_prob(xs) - log_q).max() < 1e-6
+    xf, log_g = sample_with_fixed(model, 100, {0: 1.3}, seed=3)
+    z, _ = model.to_model_coordinates(xf)
+    assert torch.allclose(z[:, 0], torch.full((100,), 1.3, dtype=torch.float64), atol=1e-9)
+    first = model.density.log_prob(z, start=0, stop=1).numpy()
+    assert np.abs(model.log_prob(xf) - (log_g + first)).max() < 1e-6
+    assert np.ptp(first) < 1e-9  # the first coordinate's density does not depend on anything
 
 
 def test_first_torsions_errors_name_the_problem(chain5_first_torsions, alanine):
@@ -156,7 +181,7 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
 
     traj = run_md(alanine, str(tmp_path / "md"), n_steps=2000, report_interval=20, equilibration_steps=200, progress=False)
     model = ArBG.from_data(alanine.topology, traj.xyz.astype(float), n_bins=32, network=TINY_NETWORK, first_torsions=["phi", "psi"])
-    assert model.dihedral_coordinate("phi") == 5 and model.dihedral_coordinate("psi") == 8
+    assert model.dihedral_coordinate("phi") == 0 and model.dihedral_coordinate("psi") == 1
     model.save(str(tmp_path / "m.safetensors"))
     umbrella = ["umbrella", "--dihedrals", "phi", "--windows", "4", "--ps", "2", "--report-ps", "0.1", "--equilibration-ps", "0.5",
                 "--workers", "1", "--output", str(tmp_path / "umb"), "--quiet", "--save-positions", "--export-windows"]
@@ -170,7 +195,7 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
     text = capsys.readouterr().out
     assert "P(phi>0)" in text and "points compared" in text
     result = json.loads((out / "result.json").read_text())
-    assert result["n_evaluations"] == 64 and result["model_coordinates"] == [5] and "phi>0" in result["regions"]
+    assert result["n_evaluations"] == 64 and result["model_coordinates"] == [0] and "phi>0" in result["regions"]
     assert len(result["reference"]["z"]) == 4
     assert (out / "profile.png").stat().st_size > 1000 and len((out / "profile.csv").read_text().splitlines()) == 5
     two = ["profile", "--model", str(tmp_path / "m.safetensors"), "--dihedrals", "phi", "psi", "--grid", "3", "--n-per-point", "8",
@@ -199,7 +224,7 @@ def test_first_torsions_on_capped_peptides(sequence, names):
     x = jittered(np.asarray(ms.positions.value_in_unit(unit.nanometer)), 64, seed=1)
     model = ArBG.from_data(ms.topology, x, n_bins=16, network=TINY_NETWORK, first_torsions=names)
     columns = [model.dihedral_coordinate(n) for n in names]
-    assert columns[0] == 5 and columns == sorted(columns)  # in the order given, the first one is coordinate 5
+    assert columns == list(range(len(names)))  # generated first, in the order given
     assert all(model.representation.coordinate_kinds[c] == "periodic" for c in columns)
     z, _ = model.to_model_coordinates(x[:8])
     top = mdtraj.Topology.from_openmm(ms.topology)

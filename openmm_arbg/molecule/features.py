@@ -72,16 +72,12 @@ def _residue_indices(graph):
 
 
 def coordinate_atom_tuples(representation):
-    """The atoms that define each model coordinate: ``(i, j)`` for a bond (distance of ``i`` from
-    ``j``), ``(i, j, k)`` for an angle at ``j``, ``(i, j, k, l)`` for a torsion (internal
-    coordinates only)."""
+    """The atoms that define each model coordinate, in the model's order: ``(i, j)`` for a bond
+    (distance of ``i`` from ``j``), ``(i, j, k)`` for an angle at ``j``, ``(i, j, k, l)`` for a
+    torsion (internal coordinates only)."""
     if not hasattr(representation, "zmatrix"):
         raise ValueError("only internal coordinates name the atoms of each coordinate; use representation='internal'")
-    a, b, c = representation.anchors
-    tuples = [(b, a), (c, a), (c, a, b)]
-    for i, j, k, l in representation.zmatrix:
-        tuples += [(i, j), (i, j, k), (i, j, k, l)]
-    return tuples
+    return representation.coordinate_atom_tuples()
 
 
 def peptide_coordinate_features(graph, representation):

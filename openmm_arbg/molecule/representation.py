@@ -241,10 +241,16 @@ class InternalRepresentation(_Representation):
     reference_positions : array_like (N, 3) nm, optional
         Structure whose handedness the coordinates encode (e.g. the first training frame).
     first_torsions : sequence of (i, j, k, l), optional
-        Dihedrals (bonded chains of four atoms) that become periodic model coordinates, in this
-        order, as early as possible (see :func:`plan_first_torsions`); the anchors then default to
-        the first dihedral's ``(j, k, i)``, so it is coordinate 5. :meth:`torsion_coordinate` says
-        which coordinate a dihedral is.
+        Dihedrals (bonded chains of four atoms) that become periodic model coordinates (see
+        :func:`plan_first_torsions`), and by default the first coordinates of the model's order
+        (``leading``). :meth:`torsion_coordinate` says which coordinate a dihedral is.
+    leading : sequence of int, optional
+        Z-matrix columns (``0..3N-7``: anchors' three, then bond, angle, torsion of each row)
+        generated first, in this order; the other columns follow in Z-matrix order. Default: the
+        torsion columns of ``first_torsions``, so fixing them conditions every other coordinate
+        on them (fixing a later coordinate draws the earlier ones from their marginal, a poor
+        proposal where they correlate with it, e.g. the backbone angles at a torsion barrier).
+        ``[]`` keeps the Z-matrix order (models stored without this setting).
     order : {None, "residue"}
         ``"residue"``: the canonical residue-by-residue order of
         :meth:`~openmm_arbg.molecule.topology.MolecularGraph.residue_order` (anchors included), so
@@ -254,7 +260,7 @@ class InternalRepresentation(_Representation):
     kind = "internal"
 
     def __init__(self, graph, anchors=None, stereo=None, stereocentres=None, signs=None, reference_positions=None,
-                 first_torsions=None, order=None):
+                 first_torsions=None, order=None, leading=None):
         graph = MolecularGraph.from_topology(graph)
         self.first_torsions = [[int(a) for a in t] for t in (first_torsions or [])]
         if order not in ORDERS:
@@ -306,8 +312,46 @@ class InternalRepresentation(_Representation):
             kinds += [POSITIVE, ANGLE, HALF_TORSION if h else PERIODIC]
             atoms += [i, i, i]
             roles += [0, 1, 2]
-        self.coordinate_kinds, self.coordinate_atoms, self.coordinate_roles = kinds, atoms, roles
-        self.half_torsion_columns = [5 + 3 * r for r in self.half_rows]
+        if leading is None:
+            leading = [self._zmatrix_torsion_column(t) for t in self.first_torsions]
+        leading = [int(c) for c in leading]
+        if len(set(leading)) != len(leading) or not all(0 <= c < self.n_coords for c in leading):
+            raise ValueError(f"leading must be distinct Z-matrix columns in [0, {self.n_coords}); got {leading}")
+        self.leading = leading
+        rest = [c for c in range(self.n_coords) if c not in set(leading)]
+        self._columns = torch.as_tensor(leading + rest, dtype=torch.long)  # model coordinate m is column _columns[m]
+        self._position = torch.argsort(self._columns)  # column c is model coordinate _position[c]
+        cols = self._columns.tolist()
+        self.coordinate_kinds = [kinds[c] for c in cols]
+        self.coordinate_atoms = [atoms[c] for c in cols]
+        self.coordinate_roles = [roles[c] for c in cols]
+        self.half_torsion_columns = [int(self._position[5 + 3 * r]) for r in self.half_rows]
+
+    def _zmatrix_torsion_column(self, dihedral):
+        t = tuple(int(a) for a in dihedral)
+        half = set(self.half_rows)
+        for row, quad in enumerate(self.zmatrix):
+            if row not in half and (quad == t or quad == t[::-1]):
+                return 5 + 3 * row
+        return None
+
+    def model_order(self, columns):
+        """Z-matrix-ordered coordinates (n, 3N-6) -> the model's order (the identity unless ``leading``)."""
+        return columns[:, self._columns] if self.leading else columns
+
+    def zmatrix_order(self, z):
+        """Model coordinates (n, 3N-6) -> Z-matrix order (inverse of :meth:`model_order`)."""
+        return z[:, self._position] if self.leading else z
+
+    def coordinate_atom_tuples(self):
+        """The atoms that define each model coordinate, in the model's order: ``(i, j)`` for a
+        bond (distance of ``i`` from ``j``), ``(i, j, k)`` for an angle at ``j``, ``(i, j, k, l)``
+        for a torsion."""
+        a, b, c = self.anchors
+        tuples = [(b, a), (c, a), (c, a, b)]
+        for i, j, k, l in self.zmatrix:
+            tuples += [(i, j), (i, j, k), (i, j, k, l)]
+        return [tuples[c] for c in self._columns.tolist()]
 
     def _build_zmatrix(self, stereocentres):
         g = self.graph
@@ -359,18 +403,16 @@ class InternalRepresentation(_Representation):
             d["first_torsions"] = [list(t) for t in self.first_torsions]
         if self.atom_order is not None:
             d["order"] = self.atom_order
+        if self.leading:
+            d["leading"] = list(self.leading)
         return d
 
     def torsion_coordinate(self, dihedral):
         """Index of the model coordinate that is the dihedral ``(i, j, k, l)`` (rad, periodic), or
         ``None`` when no coordinate is exactly that dihedral (then train a model with it in
         ``first_torsions``). The dihedral read backwards, ``(l, k, j, i)``, is the same angle."""
-        t = tuple(int(a) for a in dihedral)
-        half = set(self.half_rows)
-        for row, quad in enumerate(self.zmatrix):
-            if row not in half and (quad == t or quad == t[::-1]):
-                return 5 + 3 * row
-        return None
+        column = self._zmatrix_torsion_column(dihedral)
+        return None if column is None else int(self._position[column])
 
     def to_model_coordinates(self, positions):
         a, b, c = self.anchors
@@ -391,9 +433,10 @@ class InternalRepresentation(_Representation):
             z = torch.cat([torch.stack(cols, dim=1), per_atom], dim=1)
         else:
             z = torch.stack(cols, dim=1)
-        return z, self.log_volume(z)
+        return self.model_order(z), self._zmatrix_log_volume(z)
 
     def from_model_coordinates(self, z):
+        z = self.zmatrix_order(z)
         a, b, c = self.anchors
         n = z.shape[0]
         pos = [None] * self.n_atoms
@@ -407,7 +450,7 @@ class InternalRepresentation(_Representation):
             if row in half:
                 phi = phi * float(self._row_signs[row])
             pos[i] = _place_atom(pos[j], pos[k], pos[l], r, theta, phi)
-        return torch.stack(pos, dim=1), self.log_volume(z)
+        return torch.stack(pos, dim=1), self._zmatrix_log_volume(z)
 
     def in_support(self, positions):
         """Boolean (n,): True where every half torsion of the positions (n, N, 3) is in (0, pi),
@@ -417,6 +460,11 @@ class InternalRepresentation(_Representation):
         return ((h > 0) & (h < math.pi)).all(dim=1)
 
     def log_volume(self, z):
+        """``log|J|`` (n,) of model coordinates (n, 3N-6), in the model's order."""
+        return self._zmatrix_log_volume(self.zmatrix_order(z))
+
+    @staticmethod
+    def _zmatrix_log_volume(z):
         bonds = torch.cat([z[:, :2], z[:, 3::3]], dim=1)
         angles = torch.cat([z[:, 2:3], z[:, 4::3]], dim=1)
         return 2.0 * torch.log(bonds).sum(1) + torch.log(torch.sin(angles)).sum(1)
@@ -452,10 +500,12 @@ def build_representation(kind, graph, anchors=None, reference_positions=None, fi
         if name not in classes:
             raise ValueError(f"representation must be one of {sorted(classes)}; got {name!r}")
         anchors = d.pop("anchors", anchors)
-        allowed = {"stereo", "stereocentres", "signs", "first_torsions", "order"} if name == "internal" else set()
+        allowed = {"stereo", "stereocentres", "signs", "first_torsions", "order", "leading"} if name == "internal" else set()
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"unknown {name} representation settings {sorted(unknown)} (written by a newer openmm-arbg?)")
+        if name == "internal":
+            d.setdefault("leading", [])  # stored without it: the Z-matrix order (openmm-arbg 0.x models)
         return classes[name](graph, anchors, **d)
     if kind not in classes:
         raise ValueError(f"representation must be one of {sorted(classes)}; got {kind!r}")
