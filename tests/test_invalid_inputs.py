@@ -237,6 +237,8 @@ CLI_ROWS = [
     # profile
     ("profile-grid-one", PROFILE + ["--grid", "1"], ["--grid", ">= 2", "1"]),
     ("profile-n-per-point-zero", PROFILE + ["--n-per-point", "0"], ["--n-per-point", ">= 2", "0"]),
+    ("profile-n-per-point-not-shared", PROFILE + ["--n-per-point", "10"], ["--n-per-point 10", "multiple of the 4 sub-points"]),
+    ("profile-subdivisions-zero", PROFILE + ["--subdivisions", "0"], ["--subdivisions", ">= 1", "0"]),
     ("profile-three-dihedrals", PROFILE + ["--dihedrals", "phi", "psi", "phi"], ["--dihedrals", "one or two", "3"]),
     ("profile-temperature-zero", PROFILE + ["--temperature", "0"], ["--temperature", "positive", "0"]),
     ("profile-not-a-model-coordinate", PROFILE + ["--dihedrals", "phi"], ["phi", "not a coordinate", "--first-torsions"]),
@@ -579,6 +581,7 @@ API_ROWS = [
     # dihedral_profile and coordinate_free_energy (only called)
     ("profile-three-dihedrals", lambda fx: _profile(fx, dihedrals=["phi", "psi", "phi"]), ValueError, ["one or two", "3"]),
     ("profile-not-a-model-coordinate", lambda fx: _profile(fx), ValueError, ["phi", "not a coordinate", "first_torsions"]),
+    ("profile-subdivisions-zero", lambda fx: _profile(fx, subdivisions=0), ValueError, ["subdivisions", ">= 1", "0"]),
     ("coordinate-index-out-of-range", lambda fx: _coordinate_profile(fx, index=99), ValueError, ["99", "60"]),
     ("coordinate-n-per-value-zero", lambda fx: _coordinate_profile(fx, n_per_value=0), ValueError, ["n_per_value", "0"]),
     # state_populations

@@ -103,7 +103,8 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
     -------
     dict
         ``values`` (m, d) or (m,), ``free_energy`` and ``error`` (kT, delta method), ``log_mean_weight``,
-        ``ess`` and ``pareto_k`` per value, ``stereo_rejected`` per value, ``n_evaluations``.
+        ``ess`` and ``pareto_k`` per value, ``stereo_rejected`` per value, ``n_evaluations``, and
+        ``log_weights`` (m, n_per_value).
     """
     from ..physics import check_target
     from ..utils import progress_bar
@@ -154,6 +155,7 @@ def coordinate_free_energy(model, reduced_potential, index, values, n_per_value=
         pareto_k=np.array([pareto_k(r) for r in log_w]),
         stereo_rejected=rejected,
         n_evaluations=int(m * n_per_value),
+        log_weights=log_w,
     )
 
 
@@ -180,6 +182,12 @@ class Profile:
         Energy evaluations spent.
     temperature : float
         K.
+    subdivisions : int
+        1: ``F`` is the density at each grid point. ``S > 1``: each grid point stands for its bin
+        (width ``2 pi / n_grid`` per dihedral), estimated from ``S`` points per dihedral at the
+        centres of equal sub-bins: ``F = -ln`` of the bin-averaged density, the quantity a
+        histogram or an umbrella + MBAR bin estimates; ``ess`` and ``stereo_rejected`` are the
+        sums over the sub-points, ``pareto_k`` their largest.
     """
 
     names: list
@@ -193,6 +201,7 @@ class Profile:
     n_evaluations: int
     temperature: float
     stereo_rejected: np.ndarray = field(default=None)
+    subdivisions: int = 1
 
     @property
     def reliable(self):
@@ -251,7 +260,7 @@ class Profile:
 
 
 def dihedral_profile(model, reduced_potential, dihedrals, n_grid=36, n_per_point=1000, proposal_temperature=1.0, seed=0,
-                     batch_size=4096, progress=False):
+                     batch_size=4096, progress=False, subdivisions=1):
     """Potential of mean force of one or two dihedrals on a periodic grid, without umbrella windows.
 
     Each grid point is an independent conditional importance-sampling estimate
@@ -269,7 +278,14 @@ def dihedral_profile(model, reduced_potential, dihedrals, n_grid=36, n_per_point
     n_grid : int
         Grid points per dihedral, at :func:`periodic_grid` (bin centres).
     n_per_point : int
-        Proposals (energy evaluations) per grid point.
+        Proposals (energy evaluations) per grid point, or per sub-point with ``subdivisions``.
+    subdivisions : int
+        Points per dihedral inside each grid bin (``Profile.subdivisions``). A point value differs
+        from the bin average where F is curved on the bin's scale: by ``ln(sinh(a) / a)``,
+        ``a = |F'| h / 2``, on a flank of slope ``F'`` (kT/rad) and bin width ``h``; about 0.3 kT
+        on alanine dipeptide's phi flanks in 10-degree bins. Compare with a histogram or an
+        umbrella + MBAR profile with ``subdivisions`` of 3 or more (the rule's error falls as
+        ``1/S^2``). Energy evaluations: ``(n_grid * subdivisions)**d * n_per_point``.
 
     Returns
     -------
@@ -288,12 +304,49 @@ def dihedral_profile(model, reduced_potential, dihedrals, n_grid=36, n_per_point
     dihedrals = list(dihedrals)
     if not 1 <= len(dihedrals) <= 2:
         raise ValueError(f"a profile is over one or two dihedrals; got {len(dihedrals)}")
-    coordinates = [model.dihedral_coordinate(d) for d in dihedrals]
+    if int(subdivisions) != subdivisions or subdivisions < 1:
+        raise ValueError(f"subdivisions must be an integer >= 1; got {subdivisions}")
+    S, d = int(subdivisions), len(dihedrals)
+    coordinates = [model.dihedral_coordinate(x) for x in dihedrals]
     axis = periodic_grid(n_grid)
-    mesh = np.meshgrid(*([axis] * len(dihedrals)), indexing="ij")
-    values = np.stack([g.reshape(-1) for g in mesh], axis=1)
-    r = coordinate_free_energy(model, reduced_potential, coordinates, values, n_per_point, proposal_temperature, seed,
+
+    def mesh(a):
+        return np.stack([g.reshape(-1) for g in np.meshgrid(*([a] * d), indexing="ij")], axis=1)
+
+    fine = periodic_grid(int(n_grid) * S)  # bin b holds the sub-points b*S .. b*S + S - 1
+    r = coordinate_free_energy(model, reduced_potential, coordinates, mesh(fine), n_per_point, proposal_temperature, seed,
                                batch_size, progress)
-    names = [d if isinstance(d, str) else ",".join(str(int(a)) for a in d) for d in dihedrals]
-    return Profile(names, coordinates, [axis] * len(dihedrals), values, r["free_energy"], r["error"], r["ess"],
-                   r["pareto_k"], r["n_evaluations"], float(reduced_potential.temperature), r["stereo_rejected"])
+    f, err, ess, k, rejected = _bin_average(r, int(n_grid), S, d)
+    names = [x if isinstance(x, str) else ",".join(str(int(a)) for a in x) for x in dihedrals]
+    return Profile(names, coordinates, [axis] * d, mesh(axis), f, err, ess, k, r["n_evaluations"],
+                   float(reduced_potential.temperature), rejected, S)
+
+
+def _bin_average(result, n, S, d):
+    """Combine the sub-points of :func:`coordinate_free_energy` on a grid of ``n * S`` points per
+    dihedral into ``n`` bins per dihedral: ``-ln`` of the mean of ``mean(w)`` over each bin's
+    ``S**d`` points, with the delta-method error of independent points. With equal proposals per
+    sub-point that mean is the mean of the bin's pooled weights (a stratified estimate of the bin
+    integral), so the ESS and Pareto k of a bin are those of its pooled weights."""
+    shape = (n, S) * d  # (n, S) or (n, S, n, S): the fine index i*S + s of each dihedral split in two
+    axes = tuple(range(1, 2 * d, 2))
+
+    def per_bin(a):
+        return np.moveaxis(np.asarray(a).reshape(shape), axes, tuple(range(d, 2 * d))).reshape(n**d, S**d)
+
+    log_a = per_bin(result["log_mean_weight"])
+    e = per_bin(result["error"])
+    log_bin = logsumexp(log_a, axis=1) - np.log(S**d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        share = np.exp(log_a - logsumexp(log_a, axis=1, keepdims=True))  # each sub-point's part of its bin
+        error = np.sqrt(np.sum((share * e) ** 2, axis=1))  # sd(ln a_i) = e_i, so sd(ln sum a) = |share * e|
+    error = np.where(np.isfinite(log_bin) & np.isfinite(e).all(axis=1), error, np.inf)  # a sub-point without weight: unknown
+    f = -log_bin
+    lw = result["log_weights"]
+    pooled = np.moveaxis(lw.reshape(shape + lw.shape[1:]), axes, tuple(range(d, 2 * d))).reshape(n**d, -1)
+    if S == 1:
+        ess, k = np.asarray(result["ess"]), np.asarray(result["pareto_k"])
+    else:
+        ess = np.array([effective_sample_size(row) for row in pooled])
+        k = np.array([pareto_k(row) for row in pooled])
+    return f - np.min(f), error, ess, k, per_bin(result["stereo_rejected"]).sum(1)
