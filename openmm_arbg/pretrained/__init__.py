@@ -26,8 +26,9 @@ PRETRAINED = {
     ),
     "alanine_dipeptide_vacuum_phi_psi_first": (
         "alanine_dipeptide_vacuum_phi_psi_first.safetensors",
-        "alanine dipeptide, vacuum, 300 K; phi and psi are model coordinates 5 and 8 (--first-torsions phi psi), for "
-        "arbg profile and fixed dihedrals; trained on 10 ns of 300 K MD plus the frames of 36 short umbrella windows on phi",
+        "alanine dipeptide, vacuum, 300 K; phi and psi are model coordinates 0 and 1, generated first (--first-torsions "
+        "phi psi), for arbg profile and fixed dihedrals; trained only on the frames of 72 umbrella windows of 50 ps on phi "
+        "(its own phi marginal is that of the windows, nearly flat: a conditional model, not a whole-molecule proposal)",
     ),
 }
 
@@ -49,7 +50,8 @@ REFERENCES = {
     ),
     "alanine_dipeptide_vacuum_300K_phi_umbrella": (
         "alanine_dipeptide_vacuum_300K_phi_umbrella.json",
-        "umbrella sampling on phi (36 windows of 1 ns) + MBAR: phi > 0 and the phi profile (36 bins) with standard errors",
+        "umbrella sampling on phi (72 windows of 1 ns, k = 1000 kJ/mol/rad^2) + MBAR: phi > 0 and the phi profile "
+        "(36 bins) with standard errors",
     ),
 }
 

@@ -296,7 +296,7 @@ def dihedral_profile(model, reduced_potential, dihedrals, n_grid=36, n_per_point
     >>> from openmm_arbg import ArBG  # doctest: +SKIP
     >>> from openmm_arbg.sampling.control import dihedral_profile
     >>> from openmm_arbg.sampling.energies import ReducedPotential
-    >>> model = ArBG.from_pretrained("alanine_dipeptide_vacuum_phi_psi_first")  # phi, psi = coordinates 5, 8
+    >>> model = ArBG.from_pretrained("alanine_dipeptide_vacuum_phi_psi_first")  # phi, psi = coordinates 0, 1
     >>> with ReducedPotential(system, temperature=300.0) as u:
     ...     profile = dihedral_profile(model, u, ["phi"], n_grid=36, n_per_point=1000)
     >>> profile.region_free_energy(lambda v: v[:, 0] > 0)  # C7ax against the rest, kT
