@@ -215,7 +215,7 @@ def test_profile_command_writes_table_plot_and_compares_with_an_umbrella_run(tmp
     umbrella = ["umbrella", "--dihedrals", "phi", "--windows", "4", "--ps", "2", "--report-ps", "0.1", "--equilibration-ps", "0.5",
                 "--workers", "1", "--output", str(tmp_path / "umb"), "--quiet", "--save-positions", "--export-windows"]
     assert main(umbrella) == 0
-    windows = mdtraj.load(str(tmp_path / "umb" / "windows.dcd"), top=model.topology)  # biased frames: training data for conditionals
+    windows = mdtraj.load(str(tmp_path / "umb" / "windows.dcd"), top=str(tmp_path / "umb" / "topology.pdb"))  # training data for conditionals
     assert windows.n_frames == 4 * 20
     out = tmp_path / "prof"
     argv = ["profile", "--model", str(tmp_path / "m.safetensors"), "--dihedrals", "phi", "--grid", "4", "--n-per-point", "16",

@@ -105,7 +105,10 @@ def run(args):
         xyz = np.concatenate(result.positions).astype(np.float32)
         with atomic_write(path, mode=None) as tmp:
             mdtraj.Trajectory(xyz, top).save(tmp)
-        print(f"{len(xyz)} frames of {len(result.positions)} windows (biased) -> {path}")
+        pdb = os.path.join(args.output, "topology.pdb")  # the molecule, so that windows.dcd can be read (arbg train --topology)
+        with atomic_write(pdb, mode=None) as tmp:
+            mdtraj.Trajectory(xyz[:1], top).save_pdb(tmp)
+        print(f"{len(xyz)} frames of {len(result.positions)} windows (biased) -> {path} (topology: {pdb})")
     if args.export:
         frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
