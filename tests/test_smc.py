@@ -42,6 +42,73 @@ def test_log_z_and_an_observable_match_the_analytic_chain(chain5):
     assert abs(np.mean(p) - exact_p) < 4.5 * se_p, (np.mean(p), exact_p, se_p)
 
 
+@pytest.mark.parametrize("kernel, step_nm", [("independence", 0.002), ("random-walk", 0.004)])
+def test_annealed_smc_log_z_and_an_observable_match_the_analytic_chain(chain5, kernel, step_nm):
+    """Annealed SMC from an untrained model to the chain through b = 0.25, 0.5, 0.75 with two
+    Metropolis-Hastings moves after each stage: log Z and P(0 <= torsion < 2) against the exact
+    values within 4.5 standard errors of 12 independent repeats."""
+    from openmm_arbg.sampling.annealed import annealed_smc
+
+    ms, analytic, model = chain5
+    exact_log_z = analytic.log_partition_function(300.0)
+    exact_p = analytic.probability("torsion", 0.0, 2.0)
+    log_z, p = [], []
+    with ReducedPotential(ms.system, temperature=300.0) as u:
+        for r in range(12):
+            result = annealed_smc(model, u, 400, betas=[0.25, 0.5, 0.75], kernel=kernel, n_steps=2, step_nm=step_nm,
+                                  ess_threshold=0.7, seed=r)
+            log_z.append(result.log_z)
+            phi = dihedrals(result.positions, [[0, 1, 2, 3], [1, 2, 3, 4]])
+            p.append(result.expectation(((phi >= 0) & (phi < 2.0)).mean(axis=1)))
+    assert result.n_evaluations == 400 * (1 + 3 * 2)  # the start and every move, all counted
+    assert result.n_resamplings >= 1 and len(result.acceptance) == 3 and all(0.02 < a < 1 for a in result.acceptance)
+    se_z = np.std(log_z, ddof=1) / np.sqrt(len(log_z))
+    assert abs(np.mean(log_z) - exact_log_z) < 4.5 * se_z + 0.02, (np.mean(log_z), exact_log_z, se_z)
+    se_p = np.std(p, ddof=1) / np.sqrt(len(p))
+    assert abs(np.mean(p) - exact_p) < 4.5 * se_p, (np.mean(p), exact_p, se_p)
+
+
+@pytest.mark.parametrize("kernel, step_nm", [("independence", 0.0), ("random-walk", 0.005)])
+def test_tempered_move_leaves_the_tempered_target_invariant(chain5, kernel, step_nm):
+    """Particles drawn from pi_b ∝ q exp(b g) (b = 0.5, target at 150 K, far from the model) by
+    importance resampling of 20 000 model proposals keep their distribution under 10 moves: the
+    mean of g = -u - log q changes by less than 4.5 standard errors over 8 repeats (a kernel that
+    targets b = 1 instead moves it by many)."""
+    from openmm_arbg.sampling.annealed import tempered_move
+
+    ms, _, model = chain5
+    beta, shifts = 0.5, []
+    with ReducedPotential(ms.system, temperature=150.0) as u:
+        for r in range(8):
+            rng = np.random.default_rng(r)
+            x, log_q = model.sample(20000, seed=r)
+            g = -u(x) - log_q
+            w = np.exp(beta * (g - g.max()))
+            idx = rng.choice(len(x), size=1000, p=w / w.sum())
+            x, log_q, g = x[idx], log_q[idx], g[idx]
+            before = g.mean()
+            accepted = 0
+            for _ in range(10):
+                x, log_q, g, acc = tempered_move(model, u, x, log_q, g, beta, kernel, step_nm or 0.002, rng)
+                accepted += acc.sum()
+            shifts.append(g.mean() - before)
+            assert 0.005 < accepted / 10000 < 0.98, accepted / 10000
+    se = np.std(shifts, ddof=1) / np.sqrt(len(shifts))
+    assert abs(np.mean(shifts)) < 4.5 * se + 0.05, (np.mean(shifts), se)
+
+
+def test_annealed_smc_refuses_bad_settings(chain5):
+    from openmm_arbg.sampling.annealed import annealed_smc
+
+    ms, _, model = chain5
+    with ReducedPotential(ms.system, temperature=300.0) as u:
+        for kwargs, words in ((dict(betas=[0.5, 0.2]), "increasing"), (dict(betas=[1.0]), "(0, 1)"),
+                              (dict(betas=[0.5], kernel="hmc"), "kernel"), (dict(betas=[0.5], n_steps=-1), "n_steps"),
+                              (dict(betas=[0.5], step_nm=0), "step_nm")):
+            with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+                annealed_smc(model, u, 10, **kwargs)
+
+
 def test_partial_system_keeps_only_terms_among_placed_atoms(alanine):
     import openmm
     import openmm.unit as unit
