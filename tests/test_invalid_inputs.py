@@ -211,6 +211,9 @@ CLI_ROWS = [
     ("smc-temperature-zero", SMC + ["--temperature", "0"], ["--temperature", "positive", "0"]),
     ("smc-stage-out-of-range", SMC + ["--stages", "0"], ["--stages", "increasing", "[0]"]),
     ("smc-lambdas-without-stages", SMC + ["--lambdas", "0.5"], ["--lambdas", "--stages"]),
+    ("smc-betas-out-of-range", SMC + ["--betas", "0.5", "1.5"], ["--betas", "(0, 1)", "1.5"]),
+    ("smc-betas-with-stages", SMC + ["--betas", "0.5", "--stages", "30"], ["--betas", "--stages", "exclude"]),
+    ("smc-step-nm-zero", SMC + ["--betas", "0.5", "--kernel", "random-walk", "--step-nm", "0"], ["--step-nm", "positive", "0"]),
     # self-train
     ("self-train-missing-model", ["self-train"], ["missing", "--model"]),
     ("self-train-n-proposals-one", ST + ["--n-proposals", "1"], ["n_proposals", ">= 2", "1"]),

@@ -159,6 +159,13 @@ def test_smc_command_on_alanine_dipeptide(tmp_path, capsys):
     data = np.load(out)
     assert data["positions"].shape == (2, 40, 22, 3) and data["log_weights"].shape == (2, 40)
     assert np.all(np.abs(data["log_z"] - (-201.1)) < 3.0)  # log Z(target) - log Z(model) of this model (docs/benchmarks.md)
+    annealed = ["smc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--n", "40", "--betas", "0.5", "--mcmc-steps", "2",
+                "--kernel", "random-walk", "--step-nm", "0.001", "--output", str(tmp_path / "annealed.npz")]
+    assert main(annealed) == 0
+    text = capsys.readouterr().out
+    assert "acceptance" in text and "120 energy evaluations" in text  # 40 proposals + 2 moves of 40 particles
+    data = np.load(tmp_path / "annealed.npz")
+    assert data["betas"].tolist() == [0.5] and data["stages"].size == 0 and abs(data["log_z"][0] - (-201.1)) < 3.0
     assert main(argv[:5] + ["--lambdas", "0.3", "0.5"]) == 2
     assert main(argv[:5] + ["--output", str(tmp_path / "x.txt")]) == 2
     assert "give a .npz" in capsys.readouterr().err

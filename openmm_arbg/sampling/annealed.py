@@ -162,7 +162,8 @@ def tempered_move(model, reduced_potential, x, log_q, g, beta, kernel="independe
         x_new = x + rng.normal(scale=step_nm, size=x.shape)
         log_q_new = model.log_prob(x_new)
         g_new = _log_weight(model, reduced_potential, x_new, log_q_new)
-        log_alpha = (log_q_new + beta * g_new) - (log_q + beta * g)  # symmetric proposal
+        with np.errstate(invalid="ignore"):  # a particle of weight 0 (g = -inf) may move anywhere
+            log_alpha = (log_q_new + beta * g_new) - (log_q + beta * g)  # symmetric proposal
     else:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     with np.errstate(invalid="ignore"):
