@@ -214,6 +214,9 @@ CLI_ROWS = [
     ("smc-betas-out-of-range", SMC + ["--betas", "0.5", "1.5"], ["--betas", "(0, 1)", "1.5"]),
     ("smc-betas-with-stages", SMC + ["--betas", "0.5", "--stages", "30"], ["--betas", "--stages", "exclude"]),
     ("smc-step-nm-zero", SMC + ["--betas", "0.5", "--kernel", "random-walk", "--step-nm", "0"], ["--step-nm", "positive", "0"]),
+    ("smc-kernel-without-betas", SMC + ["--kernel", "random-walk"], ["--kernel", "add --betas"]),
+    ("smc-step-nm-without-random-walk", SMC + ["--betas", "0.5", "--step-nm", "0.001"], ["--step-nm", "--kernel random-walk"]),
+    ("smc-betas-with-lambdas", SMC + ["--betas", "0.5", "--lambdas", "0.3"], ["--betas", "--lambdas", "exclude"]),
     # self-train
     ("self-train-missing-model", ["self-train"], ["missing", "--model"]),
     ("self-train-n-proposals-one", ST + ["--n-proposals", "1"], ["n_proposals", ">= 2", "1"]),

@@ -102,6 +102,6 @@ def profile_plot(profile, path, reference=None, reference_label="reference", tit
     if title:
         fig.suptitle(title)
     with atomic_write(path, mode=None) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")  # no axis label cut off
     plt.close(fig)
     return path

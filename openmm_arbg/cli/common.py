@@ -118,7 +118,8 @@ SHARED_OPTIONS = {
     "platform": (("--platform",), dict(type=platform_name, default=None, help="OpenMM platform (default: Reference for small molecules)")),
     "timestep_fs": (("--timestep-fs",), dict(type=positive_float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
-    "device": (("--device",), dict(type=torch_device, default="cpu", help="torch device of the network: cpu, cuda or cuda:N (default %(default)s); OpenMM energies use --platform")),
+    "device": (("--device",), dict(type=torch_device, default="cpu", help="torch device of the network: cpu, cuda or cuda:N (default %(default)s); OpenMM energies run on the platform "
+                   "a speed test picks for the System, or on --platform where the command has it")),
     "quiet": (("--quiet",), dict(action="store_true", help="no progress bar")),
 }
 

@@ -25,12 +25,13 @@ def add_arguments(p):
     p.add_argument("--betas", type=float, nargs="+",
                    help="annealed SMC instead of partial structures: increasing inverse-temperature factors in (0, 1) of "
                    "the path q^(1-b) exp(-b u) from the model to the target (the last stage is b = 1)")
-    p.add_argument("--kernel", choices=("independence", "random-walk"), default="independence",
+    p.add_argument("--kernel", choices=("independence", "random-walk"),
                    help="with --betas: Metropolis-Hastings moves by fresh model proposals, or by a Cartesian random walk "
-                   "(default %(default)s)")
-    p.add_argument("--mcmc-steps", type=int, default=1, help="with --betas: moves per particle after each stage (default %(default)s)")
-    p.add_argument("--step-nm", type=float, default=0.002,
-                   help="with --kernel random-walk: standard deviation per atom and direction, nm (default %(default)s)")
+                   "(default independence)")
+    p.add_argument("--mcmc-steps", type=int, help="with --betas: moves per particle after each stage (default 1)")
+    p.add_argument("--step-nm", type=float,
+                   help="with --kernel random-walk: standard deviation per atom and direction, nm (default 0.0005: about "
+                   "half the moves of alanine dipeptide are accepted; 0.002 gives about 1 percent)")
     p.add_argument("--ess-threshold", type=float, default=0.5, help="resample when ESS < this fraction of --n (default %(default)s)")
     p.add_argument("--repeats", type=positive_int, default=1, help="independent runs; their spread is the error of log Z (default %(default)s)")
     p.add_argument("--output", help="write the particles, log weights and log Z of every run to this .npz file")
@@ -40,6 +41,25 @@ def add_arguments(p):
 def validate(args, parser):
     if not 0 < args.ess_threshold <= 1:
         parser.error(f"--ess-threshold must be in (0, 1]; got {args.ess_threshold}")
+    if args.betas is None:
+        given = [o for o, v in (("--kernel", args.kernel), ("--mcmc-steps", args.mcmc_steps), ("--step-nm", args.step_nm)) if v is not None]
+        if given:
+            parser.error(f"{', '.join(given)} set the moves of annealed SMC: add --betas, or leave them out")
+    else:
+        if args.stages is not None or args.lambdas is not None:
+            parser.error("--betas (annealed SMC) and --stages/--lambdas (SMC over partial structures) exclude each other: choose one")
+        if any(not 0 < b < 1 for b in args.betas) or args.betas != sorted(set(args.betas)):
+            parser.error(f"--betas must be increasing values in (0, 1) (the last stage, b = 1, is always run: leave it out); "
+                         f"got {args.betas}")
+        args.kernel = args.kernel or "independence"
+        args.mcmc_steps = 1 if args.mcmc_steps is None else args.mcmc_steps
+        if args.mcmc_steps < 0:
+            parser.error(f"--mcmc-steps must be an integer >= 0; got {args.mcmc_steps}")
+        if args.step_nm is not None and args.kernel != "random-walk":
+            parser.error("--step-nm is the random walk's step: add --kernel random-walk, or leave it out")
+        args.step_nm = 0.0005 if args.step_nm is None else args.step_nm
+        if not args.step_nm > 0:
+            parser.error(f"--step-nm must be positive (nm); got {args.step_nm}")
     if args.stages is not None and (any(c < 1 for c in args.stages) or args.stages != sorted(set(args.stages))):
         parser.error(f"--stages must be increasing model-coordinate cuts >= 1 (and below the model's number of coordinates); got {args.stages}")
     if args.lambdas is not None:
@@ -47,15 +67,6 @@ def validate(args, parser):
             parser.error("--lambdas needs one value per --stages cut")
         if any(not v >= 0 for v in args.lambdas):
             parser.error(f"--lambdas must be >= 0; got {args.lambdas}")
-    if args.betas is not None:
-        if args.stages is not None or args.lambdas is not None:
-            parser.error("--betas (annealed SMC) and --stages/--lambdas (SMC over partial structures) exclude each other: choose one")
-        if any(not 0 < b < 1 for b in args.betas) or args.betas != sorted(set(args.betas)):
-            parser.error(f"--betas must be increasing values in (0, 1); got {args.betas}")
-        if args.mcmc_steps < 0:
-            parser.error(f"--mcmc-steps must be an integer >= 0; got {args.mcmc_steps}")
-        if not args.step_nm > 0:
-            parser.error(f"--step-nm must be positive (nm); got {args.step_nm}")
     if args.output and not args.output.endswith(".npz"):
         parser.error(f"--output {args.output}: give a .npz file name")
 
@@ -92,6 +103,10 @@ def run(args):
                                  proposal_temperature=args.proposal_temperature, seed=seed)
                 moves = ""
             ess = effective_sample_size(res.log_weights)
+            if args.betas and args.mcmc_steps and min(res.acceptance) < 0.02:
+                print(f"warning: run {r}: the {args.kernel} moves were accepted {100 * min(res.acceptance):.1f} % of the "
+                      "time at some stage: they hardly move the particles"
+                      + ("; try a smaller --step-nm" if args.kernel == "random-walk" else "; try more --betas stages"))
             print(f"run {r}: log Z(target) - log Z(model) = {res.log_z:.3f}, final ESS/N {100 * ess / args.n:.2f} %, "
                   f"{res.n_resamplings} resampling(s){moves}, {res.n_evaluations} energy evaluations, "
                   f"{time.perf_counter() - start:.1f} s")

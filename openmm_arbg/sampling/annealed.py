@@ -43,7 +43,7 @@ class AnnealedSMCResult(SMCResult):
     acceptance: list
 
 
-def annealed_smc(model, reduced_potential, n, betas, kernel="independence", n_steps=1, step_nm=0.002, ess_threshold=0.5,
+def annealed_smc(model, reduced_potential, n, betas, kernel="independence", n_steps=1, step_nm=0.0005, ess_threshold=0.5,
                  seed=None):
     """Anneal particles from the model to the target (see the module docstring).
 
@@ -62,7 +62,8 @@ def annealed_smc(model, reduced_potential, n, betas, kernel="independence", n_st
         Metropolis-Hastings steps per particle after each intermediate stage (``n`` energy
         evaluations each).
     step_nm : float
-        Standard deviation of the random walk per atom and direction, nm.
+        Standard deviation of the random walk per atom and direction, nm (alanine dipeptide: about
+        half the moves accepted at 0.0005 nm, 1 % at 0.002 nm).
     ess_threshold : float
         Resample when ESS < ``ess_threshold * n``.
     seed : int, optional
@@ -130,7 +131,7 @@ def _log_weight(model, reduced_potential, x, log_q):
     return np.where(np.isfinite(g), g, -np.inf)
 
 
-def tempered_move(model, reduced_potential, x, log_q, g, beta, kernel="independence", step_nm=0.002, rng=None):
+def tempered_move(model, reduced_potential, x, log_q, g, beta, kernel="independence", step_nm=0.0005, rng=None):
     """One Metropolis-Hastings step per particle that leaves ``pi_b ∝ q exp(b g)`` invariant.
 
     Parameters
