@@ -318,7 +318,8 @@ class InternalRepresentation(_Representation):
         if len(set(leading)) != len(leading) or not all(0 <= c < self.n_coords for c in leading):
             raise ValueError(f"leading must be distinct Z-matrix columns in [0, {self.n_coords}); got {leading}")
         self.leading = leading
-        rest = [c for c in range(self.n_coords) if c not in set(leading)]
+        first = set(leading)
+        rest = [c for c in range(self.n_coords) if c not in first]
         self._columns = torch.as_tensor(leading + rest, dtype=torch.long)  # model coordinate m is column _columns[m]
         self._position = torch.argsort(self._columns)  # column c is model coordinate _position[c]
         cols = self._columns.tolist()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from .importance import effective_sample_size, resample
+from .importance import effective_sample_size, log_importance_weights, resample
 from .smc import SMCResult
 
 __all__ = ["AnnealedSMCResult", "annealed_smc", "tempered_move", "KERNELS"]
@@ -91,16 +91,12 @@ def annealed_smc(model, reduced_potential, n, betas, kernel="independence", n_st
         raise ValueError(f"ess_threshold must be in (0, 1] (a fraction of n); got {ess_threshold!r}")
     rng = np.random.default_rng(seed)
 
-    def propose(m):
-        x, log_q = model.sample(m, seed=int(rng.integers(2**62)))
-        return x, log_q, _log_weight(model, reduced_potential, x, log_q)
-
-    x, log_q, g = propose(n)
+    x, log_q, g = _propose(model, reduced_potential, n, rng)
     n_evaluations = n
     log_w, log_z, n_resamplings, ess_history, acceptance = np.zeros(n), 0.0, 0, [], []
     previous = 0.0
     for beta in betas + [1.0]:
-        log_w = log_w + np.where(np.isfinite(g), (beta - previous) * g, -np.inf)
+        log_w = log_w + (beta - previous) * g  # g is finite or -inf, and beta > previous
         previous = beta
         ess_history.append(effective_sample_size(log_w))
         if beta == 1.0:
@@ -126,9 +122,13 @@ def _log_weight(model, reduced_potential, x, log_q):
     u = np.full(len(x), np.inf)
     if ok.any():
         u[ok] = reduced_potential(x[ok])
-    with np.errstate(invalid="ignore"):
-        g = -u - log_q
-    return np.where(np.isfinite(g), g, -np.inf)
+    return log_importance_weights(u, log_q, ok)
+
+
+def _propose(model, reduced_potential, n, rng):
+    """``n`` fresh model proposals: positions, ``log q`` and ``g``."""
+    x, log_q = model.sample(n, seed=int(rng.integers(2**62)))
+    return x, log_q, _log_weight(model, reduced_potential, x, log_q)
 
 
 def tempered_move(model, reduced_potential, x, log_q, g, beta, kernel="independence", step_nm=0.0005, rng=None):
@@ -156,8 +156,7 @@ def tempered_move(model, reduced_potential, x, log_q, g, beta, kernel="independe
     rng = np.random.default_rng(rng)
     n = len(x)
     if kernel == "independence":
-        x_new, log_q_new = model.sample(n, seed=int(rng.integers(2**62)))
-        g_new = _log_weight(model, reduced_potential, x_new, log_q_new)
+        x_new, log_q_new, g_new = _propose(model, reduced_potential, n, rng)
         log_alpha = beta * (g_new - g)  # q cancels: pi_b(x') q(x) / (pi_b(x) q(x'))
     elif kernel == "random-walk":
         x_new = x + rng.normal(scale=step_nm, size=x.shape)

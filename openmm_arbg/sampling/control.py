@@ -186,8 +186,8 @@ class Profile:
         1: ``F`` is the density at each grid point. ``S > 1``: each grid point stands for its bin
         (width ``2 pi / n_grid`` per dihedral), estimated from ``S`` points per dihedral at the
         centres of equal sub-bins: ``F = -ln`` of the bin-averaged density, the quantity a
-        histogram or an umbrella + MBAR bin estimates; ``ess`` and ``stereo_rejected`` are the
-        sums over the sub-points, ``pareto_k`` their largest.
+        histogram or an umbrella + MBAR bin estimates; ``ess`` and ``pareto_k`` are those of the
+        bin's pooled weights, ``stereo_rejected`` the sum over its sub-points.
     """
 
     names: list
@@ -331,8 +331,9 @@ def _bin_average(result, n, S, d):
     shape = (n, S) * d  # (n, S) or (n, S, n, S): the fine index i*S + s of each dihedral split in two
     axes = tuple(range(1, 2 * d, 2))
 
-    def per_bin(a):
-        return np.moveaxis(np.asarray(a).reshape(shape), axes, tuple(range(d, 2 * d))).reshape(n**d, S**d)
+    def per_bin(a):  # (m_fine, ...) -> (bins, everything of the bin's sub-points)
+        a = np.asarray(a)
+        return np.moveaxis(a.reshape(shape + a.shape[1:]), axes, tuple(range(d, 2 * d))).reshape(n**d, -1)
 
     log_a = per_bin(result["log_mean_weight"])
     e = per_bin(result["error"])
@@ -342,11 +343,10 @@ def _bin_average(result, n, S, d):
         error = np.sqrt(np.sum((share * e) ** 2, axis=1))  # sd(ln a_i) = e_i, so sd(ln sum a) = |share * e|
     error = np.where(np.isfinite(log_bin) & np.isfinite(e).all(axis=1), error, np.inf)  # a sub-point without weight: unknown
     f = -log_bin
-    lw = result["log_weights"]
-    pooled = np.moveaxis(lw.reshape(shape + lw.shape[1:]), axes, tuple(range(d, 2 * d))).reshape(n**d, -1)
-    if S == 1:
+    if S == 1:  # one point per bin: its own diagnostics
         ess, k = np.asarray(result["ess"]), np.asarray(result["pareto_k"])
     else:
+        pooled = per_bin(result["log_weights"])
         ess = np.array([effective_sample_size(row) for row in pooled])
         k = np.array([pareto_k(row) for row in pooled])
     return f - np.min(f), error, ess, k, per_bin(result["stereo_rejected"]).sum(1)
