@@ -1,9 +1,8 @@
 """Populations and free energies of conformational states, from a chain (MD or MCMC trajectory)
 or by importance sampling with a model (arbg free-energy): states given with --state
-(openmm_arbg.analysis.states), or alanine dipeptide's basins by default
-(openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
-
-import math
+(openmm_arbg.analysis.states), states found in MD with --discover N (TICA + k-means + PCCA+,
+openmm_arbg.analysis.state_discovery) or read with --states-file, or alanine dipeptide's basins by
+default (openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
 from .common import add_options, positive_int
 
@@ -25,6 +24,22 @@ def add_arguments(p):
         help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
         "residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
     )
+    p.add_argument("--discover", type=positive_int, metavar="N",
+                   help="find N metastable states automatically in MD (TICA of the backbone dihedrals, k-means, PCCA+ "
+                   "of a Markov model; deeptime): on --trajectory, or on --discover-from")
+    p.add_argument("--discover-from", nargs="+", metavar="TRAJ",
+                   help="MD trajectories (with --topology) to find the --discover states on; default --trajectory. "
+                   "Needed with --model or --recycled")
+    p.add_argument("--discover-method", choices=("pcca", "kmeans"), default="pcca",
+                   help="pcca: metastable sets of a Markov model of k-means microstates (kinetic); kmeans: N k-means "
+                   "clusters of TICA space (geometric) (default %(default)s)")
+    p.add_argument("--lag", type=positive_int, help="TICA and Markov-model lag of --discover, in frames of the MD "
+                   "(default 100, or a tenth of the longest trajectory)")
+    p.add_argument("--save-states", metavar="FILE.json", help="write the --discover states (JSON) to reuse them with --states-file")
+    p.add_argument("--states-file", metavar="FILE.json", help="states written by --save-states (the same states for "
+                   "importance sampling, chains and recycled proposals)")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the states' free energies with error bars "
+                   "(and, with --discover, the MD frames in TICA space coloured by state)")
     add_options(p, "workers", "seed", "device", "quiet")
 
 
@@ -36,6 +51,21 @@ def validate(args, parser):
         name, sep, expression = state.partition("=")
         if not sep or not name.strip() or not expression.strip():
             parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
+    if args.discover and args.states_file:
+        parser.error("give --discover N (find states now) or --states-file (states found before), not both")
+    if args.discover and not (args.trajectory or args.discover_from):
+        parser.error("--discover finds states in MD: give --discover-from TRAJ (with --topology) beside --model or --recycled")
+    if args.discover_from and not args.discover:
+        parser.error("--discover-from is the MD that --discover N finds states on: give --discover N too")
+    if args.discover_from and not args.topology:
+        parser.error("--discover-from needs --topology (the topology file of those trajectories)")
+    for option in ("save_states", "lag"):
+        if getattr(args, option) and not args.discover:
+            parser.error(f"--{option.replace('_', '-')} belongs to --discover N")
+    if args.discover_method != "pcca" and not args.discover:
+        parser.error("--discover-method belongs to --discover N")
+    if args.plot and not (args.state or args.discover or args.states_file):
+        parser.error("--plot draws the free energies of states: give --state, --discover or --states-file")
 
 
 def run(args):
@@ -92,25 +122,83 @@ def run(args):
         print_warnings(warning_lines(result))
         positions, topology, log_weights = result.positions, model.topology, result.log_weights
         label = f"importance sampling, {args.n} proposals (errors: bootstrap)"
-    if args.state:
+    states, discovered, fit = _states(args, topology)
+    if states:
+        from ..analysis.state_discovery import describe_results, state_free_energy_plot
         from ..analysis.states import state_populations
 
-        states = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
         result = state_populations(states, positions, topology, log_weights, rng=args.seed)
         print(f"states, {label}:")
-        for name, r in result.items():
-            p, dp = r["population"], r["population_error"]
-            if p > 0 and math.isfinite(r["free_energy_error"]):
-                f = f"-ln P = {r['free_energy']:.3f} +- {r['free_energy_error']:.3f} kT"
-            elif p > 0:  # the delta method's dP/P means nothing when the error of P reaches P
-                f = f"-ln P = {r['free_energy']:.3f} kT, error undetermined (the error of P reaches P)"
-            else:
-                f = "-ln P = inf kT (never visited)"
-            print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %   {f}   ({states[name]})")
+        for line in describe_results(result, states):
+            print(line)
+        if args.plot:
+            points, labels = fit if fit is not None else (None, None)
+            state_free_energy_plot(result, args.plot, title=f"state free energies: {label.split(' (')[0]}", discovered=discovered,
+                                   tica_points=points, tica_labels=labels)
+            print(f"plot: {args.plot}")
         return
+    from ..analysis.observables import backbone_dihedral_indices
+
+    if sum(len(i) for i in backbone_dihedral_indices(topology)) != 2:
+        raise ValueError("without --state, arbg free-energy reports alanine dipeptide's basins; this molecule is not alanine "
+                         "dipeptide: define states with --state NAME=EXPRESSION (e.g. 'alpha2=phi2 < 0 and -120 < psi2 < 50') "
+                         "or find them in MD with --discover N")
     analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed)
     print(f"alanine dipeptide basins, {label}:")
     for name, (p, dp) in analysis["populations"].items():
         print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %")
     for name, (f, df) in analysis["free_energies"].items():
         print(f"  {name} = {f:.3f} +- {df:.3f} kT")
+
+
+def _states(args, topology):
+    """(name -> expression or callable, DiscoveredStates or None, (TICA points, labels) of the
+    fitting MD or None) from --state, --discover or --states-file."""
+    given = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
+    if not (args.discover or args.states_file):
+        return given, None, None
+    from ..analysis.state_discovery import DiscoveredStates, discover_states
+
+    if args.states_file:
+        discovered = DiscoveredStates.load(args.states_file)
+        discovered.check_topology(topology)
+        print(discovered.summary().replace(" found by", f" read from {args.states_file}, found by", 1))
+        return _merged(given, discovered), discovered, None
+    from ..training import load_trajectories
+
+    files = args.discover_from or [args.trajectory]
+    frames, lengths = load_trajectories(files, args.topology, stride=args.stride, return_lengths=True)
+    runs = [frames[a:b] for a, b in zip([0, *list(_cumsum(lengths))[:-1]], _cumsum(lengths))]
+    discovered = discover_states(runs, topology, n_states=args.discover, lag=args.lag, method=args.discover_method,
+                                 seed=args.seed or 0)
+    print(discovered.summary())
+    if args.save_states:
+        discovered.save(args.save_states)
+        print(f"states saved: {args.save_states} (reuse with --states-file)")
+    else:
+        print("(save these states with --save-states FILE.json to reuse them with --states-file)")
+    fit = None
+    if args.plot:
+        import numpy as np
+
+        step = max(1, len(frames) // 20000)
+        fit = (discovered.tica(frames[::step]), discovered.assign(frames[::step]))
+        fit = (np.asarray(fit[0]), np.asarray(fit[1]))
+    return _merged(given, discovered), discovered, fit
+
+
+def _merged(given, discovered):
+    """The --state expressions and the discovered states in one dict (names must differ)."""
+    found = discovered.states()
+    clash = sorted(set(given) & set(found))
+    if clash:
+        raise ValueError(f"--state names {', '.join(clash)} are also names of the discovered states; name them otherwise")
+    return {**found, **given}
+
+
+def _cumsum(lengths):
+    total, out = 0, []
+    for n in lengths:
+        total += int(n)
+        out.append(total)
+    return out
