@@ -93,8 +93,20 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     assert (backbone_dihedrals(frames.xyz, ms.topology)[0] >= 0).all()
     checker = StereoChecker(MolecularGraph.from_topology(ms.topology)).record(ms.positions_nm())
     assert checker.check(np.concatenate(result.positions)).all()
+    # states of the user (expressions, discovered states) get MBAR populations: phi >= 0 as an
+    # expression on positions is the built-in region, and discovered states partition the frames
+    from openmm_arbg.analysis.state_discovery import discover_states
+
+    discover_states(np.concatenate(result.positions), ms.topology, n_states=2, lag=1, method="kmeans").save(tmp_path / "s.json")
+    assert main(argv + ["--state", "C7ax=phi >= 0", "--states-file", str(tmp_path / "s.json")]) == 0  # the windows resume
+    with open(os.path.join(out, "result.json")) as f:
+        states = json.load(f)["states"]
+    assert states["C7ax"]["probability"] == pytest.approx(summary["phi>0"]["probability"], rel=1e-9)
+    assert sum(states[k]["probability"] for k in ("S1", "S2", "outside")) == pytest.approx(1.0, abs=1e-9)
     assert main(["umbrella", "--dihedrals", "phi", "1,2,3", "--output", str(tmp_path / "x")]) == 2
     assert main(["umbrella", "--export", "10", "--output", str(tmp_path / "y")]) == 2  # needs --save-positions
+    assert main(["umbrella", "--state", "a=phi > 0", "--output", str(tmp_path / "y")]) == 2  # needs --save-positions
+    assert main(argv[:-3] + ["--state", "a=phi7 > 0", "--output", str(tmp_path / "y"), "--quiet"]) != 0  # no such dihedral
     assert not os.path.exists(tmp_path / "y")
 
 

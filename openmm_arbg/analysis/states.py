@@ -16,7 +16,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["StateExpression", "state_populations"]
+__all__ = ["StateExpression", "state_indicators", "state_populations"]
 
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -116,6 +116,35 @@ class StateExpression:
         return v[("d", node.args[0].value, node.args[1].value)]
 
 
+def state_indicators(states, positions, topology):
+    """name -> bool array (n,): which frames lie in each state.
+
+    Parameters
+    ----------
+    states : dict of str -> (str or callable)
+        State name -> expression (:class:`StateExpression`) or ``f(positions) -> bool (n,)``.
+    positions : array_like (n, N, 3) nm
+    topology : mdtraj.Topology, openmm.app.Topology or MolecularGraph
+    """
+    from ..arbg import as_positions_nm
+    from ..molecule.topology import MolecularGraph
+    from .observables import _as_mdtraj
+
+    try:
+        graph = topology if isinstance(topology, MolecularGraph) else MolecularGraph.from_topology(topology)
+    except ValueError:  # not one bonded molecule: no check of units by bond lengths
+        graph = None
+    n_atoms = graph.n_atoms if graph is not None else _as_mdtraj(topology).n_atoms
+    x = as_positions_nm(positions, n_atoms, graph)  # shape, atom count, NaN, nm (not Angstrom)
+    masks = {}
+    for name, state in states.items():
+        f = StateExpression(state, topology) if isinstance(state, str) else state
+        masks[name] = np.asarray(f(x), dtype=bool).reshape(-1)
+        if len(masks[name]) != len(x):
+            raise ValueError(f"state {name!r} returned {len(masks[name])} values for {len(x)} frames")
+    return masks
+
+
 def state_populations(states, positions, topology, log_weights=None, rng=None):
     """Populations and free energies of user-defined states.
 
@@ -143,25 +172,10 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
     from ..sampling.importance import weighted_mean
     from .free_energy import populations_from_chain
 
-    from ..arbg import as_positions_nm
-    from ..molecule.topology import MolecularGraph
-
-    from .observables import _as_mdtraj
-
-    try:
-        graph = topology if isinstance(topology, MolecularGraph) else MolecularGraph.from_topology(topology)
-    except ValueError:  # not one bonded molecule: no check of units by bond lengths
-        graph = None
-    n_atoms = graph.n_atoms if graph is not None else _as_mdtraj(topology).n_atoms
-    x = as_positions_nm(positions, n_atoms, graph)  # shape, atom count, NaN, nm (not Angstrom)
-    if log_weights is not None and np.shape(log_weights) != (len(x),):
-        raise ValueError(f"log_weights must have one value per frame, shape ({len(x)},); got shape {np.shape(log_weights)}")
-    masks = {}
-    for name, state in states.items():
-        f = StateExpression(state, topology) if isinstance(state, str) else state
-        masks[name] = np.asarray(f(x), dtype=bool).reshape(-1)
-        if len(masks[name]) != len(x):
-            raise ValueError(f"state {name!r} returned {len(masks[name])} values for {len(x)} frames")
+    masks = state_indicators(states, positions, topology)
+    n = len(next(iter(masks.values()))) if masks else len(positions)
+    if log_weights is not None and np.shape(log_weights) != (n,):
+        raise ValueError(f"log_weights must have one value per frame, shape ({n},); got shape {np.shape(log_weights)}")
     out = {}
     for name, mask in masks.items():
         if log_weights is None:

@@ -32,6 +32,12 @@ def add_arguments(p):
                    help="write every saved frame of every window, as simulated (biased: an even coverage of the restrained "
                    "dihedrals, each frame Boltzmann-distributed given them) to windows.dcd: training data for the conditionals "
                    "that arbg profile uses (needs --save-positions)")
+    p.add_argument("--state", action="append", default=[], metavar="NAME=EXPRESSION",
+                   help="also report the MBAR population of a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (as arbg "
+                   "free-energy --state; needs --save-positions); repeat for several")
+    p.add_argument("--states-file", metavar="FILE.json",
+                   help="also report MBAR populations of the states of arbg free-energy --discover N --save-states FILE.json "
+                   "(needs --save-positions)")
     p.add_argument("--output", default="arbg_umbrella", help="folder for windows and result.json (resumable)")
     add_options(p, "quiet")
 
@@ -46,6 +52,12 @@ def validate(args, parser):
         parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
     if (args.export or args.export_windows) and not args.save_positions:
         parser.error("--export and --export-windows write the windows' positions: add --save-positions")
+    if (args.state or args.states_file) and not args.save_positions:
+        parser.error("--state and --states-file are evaluated on the windows' positions: add --save-positions")
+    for state in args.state:
+        name, sep, expression = state.partition("=")
+        if not sep or not name.strip() or not expression.strip():
+            parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
 
 
 def run(args):
@@ -67,6 +79,7 @@ def run(args):
     n_steps, report = steps_from_ps(args.ps, args.report_ps, args.timestep_fs, f"--ps {args.ps}")
     if args.export_region != "all" and args.export_region not in dihedral_regions(args.dihedrals):  # before any window runs
         raise ValueError(f"--export-region {args.export_region} is not defined for --dihedrals {' '.join(args.dihedrals)}")
+    _user_states(args, ms.topology)  # a wrong expression or states file fails before any window runs
     result = run_umbrella(
         ms, dihedrals, dihedral_grid(args.windows, len(dihedrals)), args.output, k=args.k, n_steps=n_steps, report_interval=report,
         equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), temperature=T, timestep_fs=args.timestep_fs,
@@ -85,6 +98,15 @@ def run(args):
             f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
             f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT"
         )
+    states = _user_states(args, ms.topology)  # checked before the windows run
+    if states:
+        summary["states"] = result.state_free_energies(states, ms.topology)
+        for name, r in summary["states"].items():
+            if r["probability"] == 0:
+                print(f"  P({name}) = 0 (no decorrelated frame of any window in it)")
+                continue
+            print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
+                  f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT")
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
     try:
@@ -112,3 +134,24 @@ def run(args):
     if args.export:
         frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
+
+
+def _user_states(args, topology):
+    """name -> expression or callable from --state and --states-file (checked against the molecule)."""
+    from ..analysis.states import StateExpression
+
+    states = {}
+    for text in args.state:
+        name, _, expression = (part.strip() for part in text.partition("="))
+        StateExpression(expression, topology)  # raises for unknown dihedrals or bad syntax
+        states[name] = expression
+    if args.states_file:
+        from ..analysis.state_discovery import DiscoveredStates
+
+        discovered = DiscoveredStates.load(args.states_file)
+        discovered.check_topology(topology)
+        clash = sorted(set(states) & set(discovered.names))
+        if clash:
+            raise ValueError(f"--state names {', '.join(clash)} are also names of the states in {args.states_file}")
+        states = {**discovered.states(), **states}
+    return states

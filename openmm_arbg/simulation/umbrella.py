@@ -329,9 +329,12 @@ class UmbrellaResult:
         Returns
         -------
         (float, float)
+            The error is NaN when no frame, or every frame, lies in the region.
         """
         mbar = self.mbar
         a = np.asarray(indicator(self._values), dtype=float)
+        if not a.any() or a.all():  # no frame (or every frame) in it: MBAR's error of a constant is undefined
+            return float(a.all()), math.nan
         with np.errstate(divide="ignore"):
             out = mbar.compute_expectations(a, u_kn=np.zeros(len(a)))
         return float(np.ravel(out["mu"])[0]), float(np.ravel(out["sigma"])[0])
@@ -432,6 +435,32 @@ class UmbrellaResult:
         out = {}
         for name, indicator in dihedral_regions(names).items():
             p, dp = self.probability(indicator)
+            f, df = free_energy_from_probability(p, dp)
+            out[name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
+        return out
+
+    def state_free_energies(self, states, topology):
+        """Unbiased populations of states defined on positions (expressions, callables or
+        discovered states: :func:`~openmm_arbg.analysis.states.state_populations`'s ``states``),
+        from MBAR over the windows' decorrelated frames. Needs the windows' positions
+        (``save_positions=True``).
+
+        Returns
+        -------
+        dict
+            State name -> dict with ``probability``, ``probability_error``, ``free_energy_kT``
+            (``F(state) - F(rest)``) and ``free_energy_error_kT``.
+        """
+        from ..analysis.states import state_indicators
+
+        if self.positions is None:
+            raise ValueError("states defined on positions need the windows' positions: run the windows with "
+                             "save_positions=True (arbg umbrella --save-positions)")
+        _ = self.mbar
+        frames = np.concatenate([np.asarray(x)[idx] for x, idx in zip(self.positions, self._kept)])
+        out = {}
+        for name, mask in state_indicators(states, frames, topology).items():
+            p, dp = self.probability(lambda values, mask=mask: mask)
             f, df = free_energy_from_probability(p, dp)
             out[name] = dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df)
         return out
