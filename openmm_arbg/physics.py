@@ -6,7 +6,7 @@ import math
 import openmm
 import openmm.unit as unit
 
-__all__ = ["kT_kJ_per_mol", "check_temperature", "check_platform", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
+__all__ = ["kT_kJ_per_mol", "system_fingerprint", "check_temperature", "check_platform", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
 
 
 def kT_kJ_per_mol(temperature_K):
@@ -61,6 +61,16 @@ def default_platform(n_atoms, system=None, positions=None):
 
 def _available_platforms():
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def system_fingerprint(system):
+    """SHA-256 of the serialized ``openmm.System`` (the OpenMM version it was written by left out):
+    what a resumed run compares to refuse continuing with another force field."""
+    import hashlib
+    import re
+
+    xml = re.sub(r'openmmVersion="[^"]*"', "", openmm.XmlSerializer.serialize(system))
+    return hashlib.sha256(xml.encode()).hexdigest()
 
 
 def platform_properties(name):

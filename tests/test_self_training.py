@@ -140,6 +140,14 @@ def test_stopped_and_resumed_run_gives_the_same_curve(chain5, tmp_path, ema_deca
         SelfTrainer(_untrained(chain5), ms.system, dict(config, n_steps=9), md=[(hot, 600.0)], output_dir=tmp_path / "b")
     with pytest.raises(ValueError, match="other MD frames"):
         SelfTrainer(_untrained(chain5), ms.system, config, md=[(hot[:500], 600.0)], output_dir=tmp_path / "b")
+    import openmm
+
+    other = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ms.system))  # another force field
+    force = other.getForce(0)
+    force.setBondParameters(0, *force.getBondParameters(0)[:2], 0.2, 1000.0) if isinstance(force, openmm.HarmonicBondForce) \
+        else other.addForce(openmm.HarmonicBondForce())
+    with pytest.raises(ValueError, match="another OpenMM System"):
+        SelfTrainer(_untrained(chain5), other, config, md=[(hot, 600.0)], output_dir=tmp_path / "b")
 
 
 @pytest.fixture(scope="module")

@@ -219,3 +219,20 @@ def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
     again = Trainer(ArBG.from_data(ms.topology, x, n_bins=16, network=TINY_NETWORK), x, config, output_dir=str(tmp_path),
                     resume=True, progress=False)
     assert again.step == trainer.step
+
+
+def test_a_schedule_shorter_than_its_warm_up_still_peaks_and_decays(capsys):
+    """n_steps not above warmup_steps (a short run, or a short time budget): the warm-up shrinks to
+    a tenth of the run, so the learning rate reaches its peak and decays, with a warning."""
+    from openmm_arbg.training.trainer import Trainer, TrainingConfig
+
+    trainer = Trainer.__new__(Trainer)  # the schedule alone
+    trainer.config = TrainingConfig(n_steps=40, learning_rate=1e-3, min_lr_fraction=0.1)  # default warmup_steps 200
+    trainer.progress, trainer.rank = True, 0
+    assert trainer.warmup_steps() == 4
+    lrs = [trainer.learning_rate(s) for s in range(40)]
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.2e-3
+    trainer._warn_short_schedule()
+    assert "warming up over 4 steps" in capsys.readouterr().out
+    trainer.config = TrainingConfig(n_steps=400, learning_rate=1e-3)
+    assert trainer.warmup_steps() == 200  # a warm-up shorter than the run is kept

@@ -78,3 +78,41 @@ def test_hydrogen_mass_repartitioning_passes_the_particle_check(user_files):
     system.setParticleMass(0, system.getParticleMass(0) + 0.5 * unit.dalton)
     with pytest.raises(ValueError, match="weighs|hydrogen"):
         check_system_matches_molecule(system, graph)
+
+
+def test_unreadable_pdb_and_periodic_system_are_refused(user_files, tmp_path):
+    ms, d = user_files
+    (tmp_path / "empty.pdb").write_text("")
+    (tmp_path / "trunc.pdb").write_text((d / "structure.pdb").read_text()[:500])
+    for pdb in ("empty.pdb", "trunc.pdb"):
+        with pytest.raises(ValueError, match="readable PDB|no atoms|particles"):
+            build_system(f"{d}/system.xml:{tmp_path / pdb}")
+    with pytest.raises(ValueError, match="readable PDB|no atoms"):
+        build_system(f"{tmp_path / 'empty.pdb'}")
+    periodic = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ms.system))
+    periodic.setDefaultPeriodicBoxVectors(openmm.Vec3(3, 0, 0), openmm.Vec3(0, 3, 0), openmm.Vec3(0, 0, 3))
+    nb = [f for f in periodic.getForces() if isinstance(f, openmm.NonbondedForce)][0]
+    nb.setNonbondedMethod(openmm.NonbondedForce.PME)
+    (tmp_path / "pme.xml").write_text(openmm.XmlSerializer.serialize(periodic))
+    with pytest.raises(ValueError, match="periodic boundary conditions.*NoCutoff"):
+        build_system(f"{tmp_path / 'pme.xml'}:{d}/structure.pdb")
+
+
+def test_md_and_umbrella_refuse_to_resume_with_another_system(user_files, tmp_path):
+    """A rerun in the same folder with the System changed (same file name, another force field)
+    is refused, not continued with mixed frames."""
+    from openmm_arbg.analysis.observables import dihedral_indices
+    from openmm_arbg.simulation.md import run_md
+    from openmm_arbg.simulation.umbrella import dihedral_grid, run_umbrella
+
+    ms, d = user_files
+    run_md(ms, str(tmp_path / "md"), n_steps=20, report_interval=10, equilibration_steps=0, progress=False, platform="Reference")
+    other = build_system(f"{d}/structure.pdb:amber14-all.xml,implicit/obc2.xml")
+    other.name = ms.name  # the same name: only the force field differs
+    with pytest.raises(ValueError, match="system_sha256"):
+        run_md(other, str(tmp_path / "md"), n_steps=20, report_interval=10, equilibration_steps=0, progress=False, platform="Reference")
+    umbrella = dict(dihedrals=dihedral_indices(ms.topology, ["phi2"]), centres=dihedral_grid(2, 1), n_steps=20, report_interval=10,
+                    equilibration_steps=0, progress=False, platform="Reference")
+    run_umbrella(ms, output_dir=str(tmp_path / "u"), **umbrella)
+    with pytest.raises(ValueError, match="system_sha256"):
+        run_umbrella(other, output_dir=str(tmp_path / "u"), **umbrella)

@@ -175,19 +175,29 @@ def ramachandran_plot(panels, path, title=None):
 
 
 def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
-    """Overlaid normalised histograms of energies: ``series`` is a list of (label, values, weights)."""
+    """Overlaid normalised histograms of energies: ``series`` is a list of (label, values, weights).
+
+    The axis spans the first series (the reference) from its 0.5th to 99.5th percentile, widened
+    by its width on each side: a few proposals with clashes (energies of 10^8 kT) do not squeeze
+    every histogram into one bin. How many values of each series lie beyond it is in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finite = np.concatenate([np.asarray(v)[np.isfinite(v)] for _, v, _ in series])
-    lo, hi = np.percentile(finite, [0.5, 99.5])
+    first = np.asarray(series[0][1], dtype=float)
+    first = first[np.isfinite(first)]
+    if not len(first):
+        first = np.concatenate([np.asarray(v, dtype=float)[np.isfinite(v)] for _, v, _ in series])
+    lo, hi = np.percentile(first, [0.5, 99.5])
+    lo, hi = lo - (hi - lo), hi + (hi - lo)
     bins = np.linspace(lo, hi + 1e-9, 80)
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, values, w in series:
         values = np.asarray(values)
         ok = np.isfinite(values)
+        outside = int(np.sum(ok & ((values < lo) | (values > hi))))
+        label = f"{label} ({outside} of {len(values)} off the axis)" if outside else label
         ax.hist(values[ok], bins=bins, weights=None if w is None else np.asarray(w)[ok], density=True, histtype="step", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")

@@ -6,6 +6,7 @@ Every command takes ``--config file.yaml`` (keys are the options' names with und
 like the options; the command line wins) and ``--threads`` (torch CPU threads).
 """
 
+import os
 import sys
 
 from . import (common, demo, evaluate, free_energy, mcmc, md, peptide_md, profile, sample, self_train, smc, train,
@@ -68,6 +69,7 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
+        os.environ.setdefault("OPENMM_CPU_THREADS", str(args.threads))  # each OpenMM CPU-platform Context
     try:
         module.run(args)
     except (ValueError, OSError, MemoryError, RuntimeError) as exc:

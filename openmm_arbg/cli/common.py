@@ -46,7 +46,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def add_common_options(parser):
     parser.add_argument("--config", help="YAML file of settings: keys are the option names with underscores (e.g. batch_size); "
                         "options on the command line win")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads, and threads of each OpenMM CPU-platform Context unless OPENMM_CPU_THREADS is "
+                        "set (default: torch's choice; OpenMM 1 per Context, so that runs with one seed are reproducible)")
 
 
 def _checked_type(kind, test, description):
@@ -430,4 +432,8 @@ def target_for_model(model, args):
     """(MolecularSystem, temperature in K) of ``--system`` (default: the model's molecule's
     built-in system, :func:`system_for_model`) and ``--temperature``."""
     ms = system_for_model(model, args.system)
-    return ms, temperature_K(args, ms)
+    T = temperature_K(args, ms)
+    if not getattr(args, "quiet", False):
+        print(f"target: {ms.name} ({ms.n_atoms} atoms, {ms.system.getNumForces()} forces), {T:g} K"
+              + ("" if args.system else "; give --system and --temperature if the model's MD used another force field or temperature"))
+    return ms, T

@@ -95,4 +95,5 @@ def _run_to_file(args):
     else:
         print(f"{result.summary()}  [{time.time() - t0:.1f} s]")
         print_warnings(warning_lines(result))
-    print(f"samples -> {args.output} (log q, reduced potentials and log weights: {store.folder}/result.npz)")
+    what = "resampled (Boltzmann-distributed) frames" if args.resample else "proposals"
+    print(f"{what} -> {args.output} (every proposal's log q, reduced potential and log weight: {store.folder}/result.npz)")

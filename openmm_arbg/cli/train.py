@@ -130,7 +130,10 @@ def run(args):
     history = trainer.fit()
     stop_if_interrupted(trainer, config.n_steps)
     last = history[-1] if history else {}
+    scored = [h for h in history if h.get("val_nll") is not None]
+    best = min(scored, key=lambda h: h["val_nll"]) if scored else {}
     print(
-        f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate; "
+        f"step {trainer.step}/{config.n_steps}: validation NLL {last.get('val_nll', float('nan')):.4f} nats/coordinate "
+        f"(best {best.get('val_nll', float('nan')):.4f} at step {best.get('step', '-')}); "
         f"best model -> {trainer.model_path}; log -> {trainer.log_path}"
     )

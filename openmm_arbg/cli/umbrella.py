@@ -15,7 +15,8 @@ REGIONS = ("all", "phi>0") + tuple(b for b in BASINS if b != "phi>0")
 def add_arguments(p):
     add_options(p, "system")
     p.add_argument("--dihedrals", nargs="+", default=["phi", "psi"],
-                   help="restrained dihedrals: phi, psi or i,j,k,l atom indices (default: phi psi)")
+                   help="restrained dihedrals: phi, psi (the first residue's), phiK, psiK (residue K, from 1) or i,j,k,l atom "
+                   "indices (default: phi psi)")
     p.add_argument("--windows", type=int, default=18, help="windows per dihedral on a regular grid (default %(default)s)")
     p.add_argument("--k", type=float, default=100.0, help="restraint force constant in kJ/mol/rad^2 (default %(default)s)")
     p.add_argument("--ps", type=float, default=200.0, help="production ps per window (default %(default)s)")
@@ -98,6 +99,9 @@ def run(args):
             f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
             f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT"
         )
+    if not dihedral_regions(args.dihedrals) and not (args.state or args.states_file):
+        print("  (no built-in regions for these dihedrals: ask for populations with --state NAME=EXPRESSION, e.g. "
+              "'alphaL=phi2 > 0', with --save-positions; the profile is in profile.csv)")
     states = _user_states(args, ms.topology)  # checked before the windows run
     if states:
         summary["states"] = result.state_free_energies(states, ms.topology)

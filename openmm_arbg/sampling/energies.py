@@ -108,7 +108,8 @@ class ReducedPotential:
             if getattr(thermodynamic_state, "pressure", None) is not None:
                 raise ValueError("ReducedPotential supports NVT states of one molecule (no barostat)")
         if system.usesPeriodicBoundaryConditions():
-            raise ValueError("ReducedPotential evaluates one molecule without a box; the System is periodic")
+            raise ValueError("ReducedPotential evaluates one molecule without a box; the System is periodic: build it with "
+                             "nonbondedMethod=NoCutoff (vacuum or implicit solvent)")
         T = check_temperature(T)
         if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
             raise ValueError(f"n_workers must be a positive integer (processes; 1 evaluates in this process); got {n_workers!r}")

@@ -20,7 +20,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from ..physics import check_platform, check_temperature, default_platform
+from ..physics import check_platform, check_temperature, default_platform, platform_properties, system_fingerprint
 from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
 __all__ = ["run_md", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
@@ -59,6 +59,7 @@ def langevin_settings(
     check_platform(platform)
     return dict(
         system=molecular_system.name,
+        system_sha256=system_fingerprint(molecular_system.system),
         n_atoms=molecular_system.n_atoms,
         temperature_K=T,
         n_steps=n_steps,
@@ -69,6 +70,18 @@ def langevin_settings(
         seed=int(seed),
         platform=platform or default_platform(molecular_system.n_atoms, molecular_system.system, molecular_system.positions),
     )
+
+
+def comparable_settings(settings_path, settings):
+    """``settings`` less ``system_sha256`` when the stored run predates it (it resumes as before)."""
+    if os.path.exists(settings_path):
+        try:
+            with open(settings_path) as f:
+                if "system_sha256" not in json.load(f):
+                    return {k: v for k, v in settings.items() if k != "system_sha256"}
+        except (OSError, ValueError):
+            pass  # check_settings_file says what is wrong with the file
+    return settings
 
 
 def langevin_integrator(settings, seed):
@@ -169,7 +182,7 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     state_path = os.path.join(output_dir, "state.xml")
     _check_own_files(output_dir, settings_path, dcd_path, pdb_path, state_path)
     os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
-    old = check_settings_file(settings_path, settings, "an MD run")
+    old = check_settings_file(settings_path, comparable_settings(settings_path, settings), "an MD run")
     done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
     if "trajectory_sha256" in old:
         done["trajectory_sha256"] = old["trajectory_sha256"]
@@ -194,7 +207,8 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     # a resumed run continues with new random numbers: an integrator's seed counts only when its
     # Context is created
     integrator = langevin_integrator(settings, int(seed) + 1 + 7919 * done["completed_chunks"])
-    context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform))
+    context = openmm.Context(molecular_system.system, integrator, openmm.Platform.getPlatformByName(platform),
+                             platform_properties(platform))  # CPU: OPENMM_CPU_THREADS (--threads) threads, 1 by default: reproducible
 
     def start_from(positions, velocity_seed):
         """Minimise, draw velocities at T, equilibrate: the start of a run or of a seeded segment."""

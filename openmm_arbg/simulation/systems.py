@@ -125,10 +125,25 @@ def load_system(system_xml, pdb, temperature=300.0):
         raise ValueError(f"{system_xml} is not a serialized OpenMM System ({exc})") from None
     if not isinstance(system, openmm.System):
         raise ValueError(f"{system_xml} holds a {type(system).__name__}, not an openmm.System")
-    structure = app.PDBFile(pdb)
+    if system.usesPeriodicBoundaryConditions():
+        raise ValueError(f"{system_xml} uses periodic boundary conditions (a box, e.g. PME). openmm-arbg samples one molecule "
+                         "without a box: build the System with nonbondedMethod=NoCutoff, in vacuum or implicit solvent")
+    structure = _read_pdb(pdb)
     check_system_matches_molecule(system, MolecularGraph.from_topology(structure.topology))
     name = os.path.splitext(os.path.basename(system_xml))[0]
     return MolecularSystem(name, system, structure.topology, structure.positions, float(temperature) * unit.kelvin)
+
+
+def _read_pdb(pdb):
+    """``openmm.app.PDBFile``, with a clear error for a file it cannot read."""
+    try:
+        structure = app.PDBFile(pdb)
+    except Exception as exc:  # OpenMM's parser raises AssertionError, IndexError, ValueError, ...
+        raise ValueError(f"{pdb} is not a readable PDB file ({type(exc).__name__}: {exc or 'no message'}); write it "
+                         "again, e.g. with openmm.app.PDBFile.writeFile") from None
+    if structure.topology.getNumAtoms() == 0:
+        raise ValueError(f"{pdb} holds no atoms")
+    return structure
 
 
 def system_from_pdb(pdb, forcefield_files=("amber14-all.xml", "implicit/obc1.xml"), temperature=300.0):
@@ -136,7 +151,7 @@ def system_from_pdb(pdb, forcefield_files=("amber14-all.xml", "implicit/obc1.xml
     have hydrogens; one molecule, no solvent)."""
     if not os.path.isfile(pdb):
         raise FileNotFoundError(f"{pdb} does not exist")
-    structure = app.PDBFile(pdb)
+    structure = _read_pdb(pdb)
     try:
         ff = app.ForceField(*forcefield_files)
         system = ff.createSystem(structure.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)

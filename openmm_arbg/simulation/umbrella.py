@@ -29,10 +29,10 @@ from scipy.special import logsumexp
 
 from ..analysis.observables import dihedral_regions, dihedrals as compute_dihedrals
 from ..molecule.topology import MolecularGraph
-from ..physics import kT_kJ_per_mol
+from ..physics import kT_kJ_per_mol, platform_properties
 from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
-from .md import langevin_integrator, langevin_settings, rotate_dihedrals
+from .md import comparable_settings, langevin_integrator, langevin_settings, rotate_dihedrals
 
 __all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
@@ -69,7 +69,8 @@ def _simulate_window(system, positions_nm, settings, seed, stereo):
     dynamics blew up (non-finite or exploding coordinates, or a stereocentre inverted)."""
     T = settings["temperature_K"]
     integrator = langevin_integrator(settings, seed)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(settings["platform"]))
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(settings["platform"]),
+                             platform_properties(settings["platform"]))  # CPU: OPENMM_CPU_THREADS threads, 1 by default
     context.setPositions([openmm.Vec3(*map(float, p)) for p in positions_nm])
     context.setParameter("k_umbrella", settings["pull_k"])
     # pull: minimise and equilibrate under a stiff restraint, then relax to the production constant
@@ -204,7 +205,8 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
         save_positions=bool(save_positions),
     )
     os.makedirs(output_dir, exist_ok=True)
-    check_settings_file(os.path.join(output_dir, "settings.json"), settings, "umbrella windows")
+    path = os.path.join(output_dir, "settings.json")
+    check_settings_file(path, comparable_settings(path, settings), "umbrella windows")
 
     system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)

@@ -48,7 +48,7 @@ import torch
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
-from ..physics import check_temperature, kT_kJ_per_mol
+from ..physics import check_temperature, kT_kJ_per_mol, system_fingerprint
 from ..sampling.importance import effective_sample_size, log_partition_function, pareto_k, weighted_mean
 from ..utils import Settings, atomic_write
 from .trainer import (check_same_settings, holding_weights, load_optimizer_tensors, make_optimizer, optimizer_step,
@@ -253,6 +253,7 @@ class SelfTrainer:
         self.output_dir = os.fspath(output_dir)
         self.progress = progress
         check_target(system, model.graph)
+        self.system_sha256 = system_fingerprint(system)
         self.potential = ReducedPotential(system, temperature=self.config.temperature, platform=platform, n_workers=n_workers)
         self.temperatures = temperature_ladder(self.config)
         self.states = {}
@@ -499,6 +500,7 @@ class SelfTrainer:
             step=self.step,
             schedule=self.config.schedule_key(),
             md_hash=self.md_hash,
+            system_sha256=self.system_sha256,
             states=self.state_key,
             n_evaluations=self.n_evaluations,
             best_ess=self.best_ess,
@@ -528,6 +530,9 @@ class SelfTrainer:
                              "states to resume")
         if meta["md_hash"] != self.md_hash:
             raise ValueError(f"{where} was written with other MD frames; resume with the same trajectories")
+        if meta.get("system_sha256", self.system_sha256) != self.system_sha256:  # checkpoints before it: not checked
+            raise ValueError(f"{where} was written against another OpenMM System (force field or molecule); resume with the "
+                             "same --system, or use another output folder")
         self.model.load_network_weights(tensors)
         load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])
         self.buffer = [

@@ -468,9 +468,23 @@ class Trainer:
             self._load_checkpoint()
 
     # ------------------------------------------------------------------ schedule and batches
+    def warmup_steps(self):
+        """The warm-up used: ``warmup_steps``, or a tenth of ``n_steps`` when the schedule is not
+        longer than the warm-up (a short run, or a short time budget), which would otherwise end
+        before the learning rate peaks."""
+        c = self.config
+        return c.warmup_steps if c.warmup_steps < c.n_steps else max(1, c.n_steps // 10)
+
+    def _warn_short_schedule(self):
+        c = self.config
+        if c.warmup_steps >= c.n_steps and c.warmup_steps and self.progress and self.rank == 0:
+            print(f"warning: warmup_steps ({c.warmup_steps}) is not fewer than n_steps ({c.n_steps}): warming up over "
+                  f"{self.warmup_steps()} steps instead, so that the learning rate peaks and decays (set --warmup-steps "
+                  "below --n-steps to choose)", flush=True)
+
     def learning_rate(self, step):
         c = self.config
-        return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_steps, c.min_lr_fraction)
+        return warmup_cosine(step, c.learning_rate, self.warmup_steps(), c.n_steps, c.min_lr_fraction)
 
     def _batch_indices(self, step):
         """This rank's frame indices for ``step``: deterministic in (seed, step), independent of
@@ -605,6 +619,7 @@ class Trainer:
         self._budget_fitted = True
         if self.progress and self.rank == 0:
             print(f"time budget {c.time_budget_s:.0f} s: {per_step * 1e3:.1f} ms per step -> n_steps = {c.n_steps}", flush=True)
+        self._warn_short_schedule()
 
     def fit(self, stop_after=None):
         """Train until ``n_steps``, early stopping or ``max_time_s``; returns the history (list of
@@ -621,6 +636,8 @@ class Trainer:
         last_checkpoint = start_time
         first_step = self.step
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
+        if not c.time_budget_s:
+            self._warn_short_schedule()
         bar = tqdm(total=c.n_steps, initial=self.step, desc="train", unit="step", disable=not self.progress or self.rank != 0)
         from ..utils import GracefulStop
 
