@@ -140,16 +140,16 @@ def check_shape_move_compatible(system):
             )
 
 
-def check_system_matches_molecule(system, graph):
+def check_system_matches_molecule(system, graph, molecule="the model's molecule"):
     """Raise ``ValueError`` unless ``system``'s particles are the molecule ``graph``'s atoms: the
-    same number, and masses that fit the elements. Hydrogen mass repartitioning moves mass between
+    same number, and masses that fit the elements (``molecule`` names the graph in messages). Hydrogen mass repartitioning moves mass between
     a heavy atom and its hydrogens, so each heavy atom is compared together with its bonded
     hydrogens (within 0.05 Da), and each hydrogen must weigh between 0.9 and 5 Da."""
     import mdtraj
 
     n = system.getNumParticles()
     if n != graph.n_atoms:
-        raise ValueError(f"the System has {n} particles but the model's molecule has {graph.n_atoms} atoms")
+        raise ValueError(f"the System has {n} particles but {molecule} has {graph.n_atoms} atoms")
 
     def mass(i):
         return system.getParticleMass(i).value_in_unit(unit.dalton)
@@ -163,7 +163,7 @@ def check_system_matches_molecule(system, graph):
         if element in ("H", "D"):
             if not 0.9 <= mass(i) <= 5.0:
                 raise ValueError(
-                    f"particle {i} of the System has mass {mass(i):.2f} Da but the model's atom {graph.describe_atom(i)} "
+                    f"particle {i} of the System has mass {mass(i):.2f} Da but atom {graph.describe_atom(i)} of {molecule} "
                     "is a hydrogen: the System is another molecule or lists its atoms in another order"
                 )
             continue
@@ -173,7 +173,7 @@ def check_system_matches_molecule(system, graph):
         if abs(got - expected) > 0.05:
             raise ValueError(
                 f"particle {i} of the System (with its {len(hydrogens)} bonded hydrogens) weighs {got:.2f} Da but the "
-                f"model's atom {graph.describe_atom(i)} ({element}, with its hydrogens) weighs {expected:.2f} Da: the "
+                f"atom {graph.describe_atom(i)} of {molecule} ({element}, with its hydrogens) weighs {expected:.2f} Da: the "
                 "System is another molecule or lists its atoms in another order"
             )
 

@@ -200,3 +200,18 @@ def test_free_energy_command_asks_for_states_for_other_molecules(aa, tmp_path, c
     mdtraj.Trajectory(x[:1], top).save_pdb(str(tmp_path / "top.pdb"))
     assert main(["free-energy", "--trajectory", str(tmp_path / "md.dcd"), "--topology", str(tmp_path / "top.pdb")]) != 0
     assert "--discover N" in capsys.readouterr().err
+
+
+def test_weighted_populations_carry_their_ess_and_a_warning_when_it_is_tiny(alanine):
+    from openmm_arbg.analysis.state_discovery import describe_results
+
+    x, truth = jump_trajectory(alanine, 200, seed=10, iid=True)
+    states = {"beta": "phi2 < -100"}
+    even = state_populations(states, x, alanine.topology, log_weights=np.zeros(len(x)), rng=0)
+    assert even["beta"]["ess"] == pytest.approx(len(x))
+    assert not any("warning" in line for line in describe_results(even))
+    spiked = np.zeros(len(x))
+    spiked[:2] = 30.0  # two proposals hold the weight
+    result = state_populations(states, x, alanine.topology, log_weights=spiked, rng=0)
+    assert result["beta"]["ess"] == pytest.approx(2.0, rel=1e-6)
+    assert "ESS is 2.0" in describe_results(result)[0]

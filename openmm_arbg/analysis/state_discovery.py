@@ -417,6 +417,10 @@ def describe_results(results, states=None):
     """Lines ``P(name) = ... %  -ln P = ...`` for :func:`~openmm_arbg.analysis.states.state_populations`
     output; ``states`` (name -> expression or callable) adds each expression."""
     lines = []
+    ess = min((r["ess"] for r in results.values() if "ess" in r), default=None)
+    if ess is not None and ess < 20:
+        lines.append(f"  warning: the weights' ESS is {ess:.1f}: these populations rest on a handful of proposals and their "
+                     "errors are not error bars (more proposals, or a better model)")
     for name, r in results.items():
         p, dp = r["population"], r["population_error"]
         what = f"   ({states[name]})" if states and isinstance(states.get(name), str) else ""

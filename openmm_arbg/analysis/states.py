@@ -168,6 +168,8 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
         visited gets ``free_energy = inf`` and ``free_energy_error = nan``; one whose
         ``population_error`` is at least its population gets ``free_energy_error = inf``: P's
         error bar reaches zero, so ``-ln P`` has no upper bound and the delta method means nothing.
+        With ``log_weights`` each also holds ``ess``, Kish's effective sample size of the weights:
+        with a handful of effective samples the bootstrap error is not an error bar (it can be 0).
     """
     from ..sampling.importance import weighted_mean
     from .free_energy import populations_from_chain
@@ -176,6 +178,11 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
     n = len(next(iter(masks.values()))) if masks else len(positions)
     if log_weights is not None and np.shape(log_weights) != (n,):
         raise ValueError(f"log_weights must have one value per frame, shape ({n},); got shape {np.shape(log_weights)}")
+    ess = None
+    if log_weights is not None:  # Kish's ESS of the weights: below about 20 the bootstrap error means little
+        lw = np.asarray(log_weights, dtype=float)
+        w = np.exp(lw - np.max(lw)) if np.isfinite(lw).any() else np.zeros(len(lw))
+        ess = float(w.sum() ** 2 / (w**2).sum()) if w.sum() > 0 else 0.0
     out = {}
     for name, mask in masks.items():
         if log_weights is None:
@@ -188,4 +195,6 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
         else:
             f, df = float(-np.log(p)), (dp / p if dp < p else np.inf)
         out[name] = dict(population=p, population_error=dp, free_energy=f, free_energy_error=df)
+        if ess is not None:
+            out[name]["ess"] = ess
     return out

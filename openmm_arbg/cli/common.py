@@ -117,7 +117,7 @@ SHARED_OPTIONS = {
     "proposal_temperature": (("--proposal-temperature",), dict(
         type=positive_float, default=1.0, help="softmax temperature of the proposal; results stay exact at any value (default %(default)s)")),
     "workers": (("--workers",), dict(type=positive_int, default=2, help="processes for OpenMM energies (default %(default)s)")),
-    "platform": (("--platform",), dict(type=platform_name, default=None, help="OpenMM platform (default: Reference for small molecules)")),
+    "platform": (("--platform",), dict(type=platform_name, default=None, help="OpenMM platform (default: the fastest for this System in a short speed test: Reference, CPU, or CUDA where present)")),
     "timestep_fs": (("--timestep-fs",), dict(type=positive_float, default=1.0, help="time step in fs; systems are unconstrained (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
     "device": (("--device",), dict(type=torch_device, default="cpu", help="torch device of the network: cpu, cuda or cuda:N (default %(default)s); OpenMM energies run on the platform "

@@ -123,6 +123,10 @@ def run(args):
         )
         print(f"  against {args.reference}: {cmp['n_defined']} points compared, max |z| {cmp['max_abs_z']:.2f}, "
               f"chi2/point {cmp['chi2_per_point']:.2f}, {100 * cmp['within_2_sigma']:.0f} % within 2 sigma")
+        typical = float(np.median(np.asarray(reference[1], float)[cmp["defined"]]))
+        if typical > 1.0:
+            print(f"warning: the reference's errors are {typical:.2g} kT at the median point: agreement within them says "
+                  "little; run the umbrella windows longer (--ps) or with more overlap (--windows, --k)")
         if args.subdivisions == 1:
             print("note: with --subdivisions 1 each point is the density at a bin centre, while the reference holds bin "
                   "averages; they differ where the profile is curved (up to 0.3 kT on steep flanks of 10-degree bins)")

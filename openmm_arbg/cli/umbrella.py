@@ -123,6 +123,10 @@ def run(args):
             for c, fi, ei in zip(centres, f, err):
                 fh.write(",".join(f"{np.degrees(v):.6g}" for v in c) + f",{fi:.6g},{ei:.6g}\n")
         print(f"-> {path}, {os.path.join(args.output, 'profile.csv')} (free energy per bin, MBAR)")
+        finite = np.asarray(err, float)[np.isfinite(err)]
+        if len(finite) and np.median(finite) > 1.0:
+            print(f"warning: the profile's errors are {np.median(finite):.2g} kT at the median bin: the windows hardly overlap "
+                  "or are too short; run more windows (--windows), softer or longer ones (--k, --ps)")
     if args.export_windows:
         import mdtraj
 

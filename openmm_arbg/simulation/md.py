@@ -121,7 +121,7 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     friction_per_ps : float
     seed : int
     platform : str, optional
-        OpenMM platform name; Reference for small molecules by default.
+        OpenMM platform name; by default the fastest for the System in a short speed test.
     chunk_frames : int
         Frames per saved chunk (the resume granularity).
     equilibration_steps : int

@@ -129,7 +129,7 @@ def load_system(system_xml, pdb, temperature=300.0):
         raise ValueError(f"{system_xml} uses periodic boundary conditions (a box, e.g. PME). openmm-arbg samples one molecule "
                          "without a box: build the System with nonbondedMethod=NoCutoff, in vacuum or implicit solvent")
     structure = _read_pdb(pdb)
-    check_system_matches_molecule(system, MolecularGraph.from_topology(structure.topology))
+    check_system_matches_molecule(system, MolecularGraph.from_topology(structure.topology), molecule=f"the molecule of {pdb}")
     name = os.path.splitext(os.path.basename(system_xml))[0]
     return MolecularSystem(name, system, structure.topology, structure.positions, float(temperature) * unit.kelvin)
 

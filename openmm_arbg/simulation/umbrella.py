@@ -159,7 +159,7 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     timestep_fs, friction_per_ps : float
     seed : int
     platform : str, optional
-        Default: Reference for small molecules.
+        Default: the fastest for the System in a short speed test.
     n_workers : int
         Worker processes (one Context each, built inside the worker).
     save_positions : bool
