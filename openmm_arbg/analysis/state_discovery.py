@@ -425,7 +425,7 @@ def describe_results(results, states=None):
         p, dp = r["population"], r["population_error"]
         what = f"   ({states[name]})" if states and isinstance(states.get(name), str) else ""
         if p <= 0:
-            lines.append(f"  P({name}) = 0 (no frame or proposal in it)   -ln P = inf kT{what}")
+            lines.append(f"  P({name}) = 0.00 % (never visited: no frame or proposal in it)   -ln P = inf kT{what}")
         elif math.isfinite(r["free_energy_error"]):
             lines.append(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %   -ln P = {r['free_energy']:.3f} +- "
                          f"{r['free_energy_error']:.3f} kT{what}")
