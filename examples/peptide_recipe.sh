@@ -65,7 +65,7 @@ run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --tra
     --device "$DEVICE" "${COMMON[@]}" --quiet
 run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd \
     --trajectory-temperatures 310 310 --state "phiL=$LEFT" --stratify --n-rounds "$ROUNDS" --n-proposals "$PROPOSALS" \
-    --n-steps 100 --learning-rate 3e-4 --output self_trained --device "$DEVICE" "${COMMON[@]}" --quiet
+    --n-steps 100 --learning-rate 3e-4 --ema-decay 0.995 --output self_trained --device "$DEVICE" "${COMMON[@]}" --quiet
 
 # evaluation: the self-trained model against an independent MD run (another seed)
 run free-energy --model self_trained/model.safetensors --system "$SYSTEM" --n "$N_EVAL" --seed 4 "${STATES[@]}" \
