@@ -64,6 +64,11 @@ def _run_storage(args):
     move = sampler.mcmc_moves[0].move_list[-1]
     print(f"{sampler.iteration} iterations in {args.storage} (openmmtools MultiStateReporter); ArBGMove acceptance "
           f"{100 * move.acceptance_rate:.2f} % ({move.n_accepted} of {move.n_proposed})")
+    from ..analysis.diagnostics import warning_lines
+    from .common import print_warnings
+
+    if move.n_proposed:
+        print_warnings(warning_lines(dict(acceptance_rate=move.acceptance_rate)))
 
 
 def run(args):
