@@ -58,13 +58,14 @@ def write_json_atomic(path, data):
         json.dump(data, f, indent=2)
 
 
-def check_settings_file(path, settings, what="a run", advice=None):
+def check_settings_file(path, settings, what="a run", advice=None, optional_keys=()):
     """The settings file of a resumable run: refuse to mix runs with different settings.
 
     If ``path`` exists, its JSON must agree with ``settings`` on every key of ``settings`` (it may
     hold more, e.g. progress counters) and is returned; otherwise ``settings`` is written there
     (atomically) and returned. ``advice`` replaces the default advice of the message ("use another
-    output folder, or delete it to start over").
+    output folder, or delete it to start over"). Keys in ``optional_keys`` are compared only when
+    the stored file has them (settings added after older runs were written: those resume).
 
     Raises
     ------
@@ -79,7 +80,8 @@ def check_settings_file(path, settings, what="a run", advice=None):
             stored = json.load(f)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the settings file {path} ({exc}); delete it to start over") from None
-    changed = sorted(key for key in settings if stored.get(key) != settings[key])
+    changed = sorted(key for key in settings
+                     if stored.get(key) != settings[key] and not (key in optional_keys and key not in stored))
     if changed:
         folder = os.path.dirname(os.path.abspath(path))
         details = "; ".join(f"{key} was {_short(stored.get(key))}, now {_short(settings[key])}" for key in changed)

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..utils import write_json_atomic
+
 __all__ = ["DiscoveredStates", "discover_states", "backbone_features"]
 
 _FORMAT = "openmm-arbg discovered states"
@@ -137,26 +139,36 @@ class DiscoveredStates:
         return backbone_features(x, self.dihedral_atoms) @ np.asarray(self.projection) + np.asarray(self.offset)
 
     def assign(self, positions):
-        """State index (n,) of each frame: the state of its nearest microstate centre in TICA
-        space, or -1 where no fitting frame lies within ``outside_radius``."""
-        y = self.tica(positions)
-        c = np.asarray(self.centres)
-        nearest = np.empty(len(y), dtype=int)
-        for start in range(0, len(y), 65536):  # bounded memory for long trajectories
-            nearest[start : start + 65536] = ((y[start : start + 65536, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        labels = np.asarray(self.microstate_states, dtype=int)[nearest]
-        if len(self.outside_points):
-            from scipy.spatial import cKDTree
+        """State index (n,) of each frame (n, N, 3) nm: :meth:`assign_tica` of its TICA coordinates."""
+        return self.assign_tica(self.tica(positions))
 
+    def assign_tica(self, y):
+        """State index (n,) of TICA coordinates (n, d): the state of the nearest microstate centre,
+        or -1 where no fitting frame lies within ``outside_radius``."""
+        from scipy.spatial import cKDTree
+
+        y = np.asarray(y, dtype=np.float64)
+        labels = np.asarray(self.microstate_states, dtype=int)[cKDTree(np.asarray(self.centres)).query(y)[1]]
+        if len(self.outside_points):
             labels[cKDTree(np.asarray(self.outside_points)).query(y)[0] > self.outside_radius] = -1
         return labels
 
     def states(self):
         """name -> callable ``f(positions) -> bool (n,)``, as :func:`~openmm_arbg.analysis.states.state_populations`
-        takes; with ``radii``, also :attr:`OUTSIDE` (frames where the MD never went)."""
-        out = {name: (lambda x, k=k: self.assign(x) == k) for k, name in enumerate(self.names)}
+        takes; with ``outside_points``, also :attr:`OUTSIDE` (frames where the MD never went). The
+        callables share one assignment of the last positions array they were given (the same array
+        object: :func:`~openmm_arbg.analysis.states.state_indicators` passes one to all), so the
+        frames are projected and assigned once, not once per state."""
+        last = {}
+
+        def labels(x):
+            if last.get("x") is not x:
+                last.update(x=x, labels=self.assign(x))
+            return last["labels"]
+
+        out = {name: (lambda x, k=k: labels(x) == k) for k, name in enumerate(self.names)}
         if len(self.outside_points):
-            out[self.OUTSIDE] = lambda x: self.assign(x) == -1
+            out[self.OUTSIDE] = lambda x: labels(x) == -1
         return out
 
     def check_topology(self, topology):
@@ -174,9 +186,7 @@ class DiscoveredStates:
 
     def save(self, path):
         """Write the states as JSON (no pickle)."""
-        data = dict(format=_FORMAT, version=_VERSION, **asdict(self))
-        with open(path, "w") as f:
-            json.dump(data, f, indent=1)
+        write_json_atomic(path, dict(format=_FORMAT, version=_VERSION, **asdict(self)))
 
     @classmethod
     def load(cls, path):

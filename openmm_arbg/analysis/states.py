@@ -171,18 +171,15 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
         With ``log_weights`` each also holds ``ess``, Kish's effective sample size of the weights:
         with a handful of effective samples the bootstrap error is not an error bar (it can be 0).
     """
-    from ..sampling.importance import weighted_mean
+    from ..sampling.importance import effective_sample_size, weighted_mean
     from .free_energy import populations_from_chain
 
     masks = state_indicators(states, positions, topology)
     n = len(next(iter(masks.values()))) if masks else len(positions)
     if log_weights is not None and np.shape(log_weights) != (n,):
         raise ValueError(f"log_weights must have one value per frame, shape ({n},); got shape {np.shape(log_weights)}")
-    ess = None
-    if log_weights is not None:  # Kish's ESS of the weights: below about 20 the bootstrap error means little
-        lw = np.asarray(log_weights, dtype=float)
-        w = np.exp(lw - np.max(lw)) if np.isfinite(lw).any() else np.zeros(len(lw))
-        ess = float(w.sum() ** 2 / (w**2).sum()) if w.sum() > 0 else 0.0
+    # Kish's ESS of the weights: below about 20 the bootstrap error means little
+    ess = None if log_weights is None else effective_sample_size(log_weights)
     out = {}
     for name, mask in masks.items():
         if log_weights is None:

@@ -26,6 +26,9 @@ __all__ = [
     "positive_int",
     "non_negative_int",
     "platform_name",
+    "check_state_options",
+    "user_states",
+    "merge_states",
 ]
 
 # flags that were renamed; an unrecognised old one gets a hint
@@ -437,3 +440,40 @@ def target_for_model(model, args):
         print(f"target: {ms.name} ({ms.n_atoms} atoms, {ms.system.getNumForces()} forces), {T:g} K"
               + ("" if args.system else "; give --system and --temperature if the model's MD used another force field or temperature"))
     return ms, T
+
+
+# ---------------------------------------------------------------------- states
+def check_state_options(args, parser):
+    """``--state NAME=EXPRESSION`` in that form (a usage error otherwise)."""
+    for state in args.state:
+        name, sep, expression = state.partition("=")
+        if not sep or not name.strip() or not expression.strip():
+            parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
+
+
+def user_states(args, topology):
+    """(name -> expression or callable, DiscoveredStates or None) from ``--state`` (each expression
+    checked against the molecule) and ``--states-file`` (checked to belong to it)."""
+    from ..analysis.states import StateExpression
+
+    given = {}
+    for text in args.state:
+        name, _, expression = (part.strip() for part in text.partition("="))
+        StateExpression(expression, topology)  # raises for unknown dihedrals or bad syntax
+        given[name] = expression
+    if not getattr(args, "states_file", None):
+        return given, None
+    from ..analysis.state_discovery import DiscoveredStates
+
+    discovered = DiscoveredStates.load(args.states_file)
+    discovered.check_topology(topology)
+    return merge_states(given, discovered), discovered
+
+
+def merge_states(given, discovered):
+    """``--state`` expressions and discovered states in one dict (their names must differ)."""
+    found = discovered.states()
+    clash = sorted(set(given) & set(found))
+    if clash:
+        raise ValueError(f"--state names {', '.join(clash)} are also names of the discovered states; name them otherwise")
+    return {**found, **given}

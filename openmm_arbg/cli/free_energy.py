@@ -4,7 +4,7 @@ or by importance sampling with a model (arbg free-energy): states given with --s
 openmm_arbg.analysis.state_discovery) or read with --states-file, or alanine dipeptide's basins by
 default (openmm_arbg.analysis.free_energy.alanine_dipeptide_analysis)."""
 
-from .common import add_options, positive_int
+from .common import add_options, check_state_options, merge_states, positive_int, user_states
 
 NAME = "free-energy"
 HELP = "state populations and free energies from a trajectory or by importance sampling"
@@ -47,10 +47,7 @@ def validate(args, parser):
     if sum(bool(v) for v in (args.trajectory, args.model, args.recycled)) != 1:
         parser.error("give one of --trajectory (with --topology) for a chain, --model (with --system) for importance sampling, "
                      "or --recycled (with --topology) for the recycled proposals of arbg mcmc --recycle")
-    for state in args.state:
-        name, sep, expression = state.partition("=")
-        if not sep or not name.strip() or not expression.strip():
-            parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
+    check_state_options(args, parser)
     if args.discover and args.states_file:
         parser.error("give --discover N (find states now) or --states-file (states found before), not both")
     if args.discover and not (args.trajectory or args.discover_from):
@@ -153,22 +150,20 @@ def run(args):
 
 def _states(args, topology):
     """(name -> expression or callable, DiscoveredStates or None, (TICA points, labels) of the
-    fitting MD or None) from --state, --discover or --states-file."""
-    given = dict((part.strip() for part in s.partition("=")[::2]) for s in args.state)
-    if not (args.discover or args.states_file):
-        return given, None, None
-    from ..analysis.state_discovery import DiscoveredStates, discover_states
-
-    if args.states_file:
-        discovered = DiscoveredStates.load(args.states_file)
-        discovered.check_topology(topology)
+    fitting MD or None) from --state, --states-file or --discover."""
+    states, discovered = user_states(args, topology)
+    if discovered is not None:
         print(discovered.summary().replace(" found by", f" read from {args.states_file}, found by", 1))
-        return _merged(given, discovered), discovered, None
+    if not args.discover:
+        return states, discovered, None
+    import numpy as np
+
+    from ..analysis.state_discovery import discover_states
     from ..training import load_trajectories
 
     files = args.discover_from or [args.trajectory]
     frames, lengths = load_trajectories(files, args.topology, stride=args.stride, return_lengths=True)
-    runs = [frames[a:b] for a, b in zip([0, *list(_cumsum(lengths))[:-1]], _cumsum(lengths))]
+    runs = np.split(frames, np.cumsum(lengths)[:-1])
     discovered = discover_states(runs, topology, n_states=args.discover, lag=args.lag, method=args.discover_method,
                                  seed=args.seed or 0)
     print(discovered.summary())
@@ -179,26 +174,6 @@ def _states(args, topology):
         print("(save these states with --save-states FILE.json to reuse them with --states-file)")
     fit = None
     if args.plot:
-        import numpy as np
-
-        step = max(1, len(frames) // 20000)
-        fit = (discovered.tica(frames[::step]), discovered.assign(frames[::step]))
-        fit = (np.asarray(fit[0]), np.asarray(fit[1]))
-    return _merged(given, discovered), discovered, fit
-
-
-def _merged(given, discovered):
-    """The --state expressions and the discovered states in one dict (names must differ)."""
-    found = discovered.states()
-    clash = sorted(set(given) & set(found))
-    if clash:
-        raise ValueError(f"--state names {', '.join(clash)} are also names of the discovered states; name them otherwise")
-    return {**found, **given}
-
-
-def _cumsum(lengths):
-    total, out = 0, []
-    for n in lengths:
-        total += int(n)
-        out.append(total)
-    return out
+        y = discovered.tica(frames[:: max(1, len(frames) // 20000)])
+        fit = (y, discovered.assign_tica(y))
+    return merge_states(states, discovered), discovered, fit

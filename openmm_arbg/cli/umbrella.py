@@ -5,7 +5,7 @@ openmm_arbg.simulation.umbrella.run_umbrella)."""
 import math
 
 from ..analysis.observables import BASINS
-from .common import add_options, non_negative_int, positive_int
+from .common import add_options, check_state_options, non_negative_int, positive_int, user_states
 
 NAME = "umbrella"
 HELP = "umbrella sampling on dihedrals + MBAR: a converged reference for rare basins"
@@ -55,10 +55,7 @@ def validate(args, parser):
         parser.error("--export and --export-windows write the windows' positions: add --save-positions")
     if (args.state or args.states_file) and not args.save_positions:
         parser.error("--state and --states-file are evaluated on the windows' positions: add --save-positions")
-    for state in args.state:
-        name, sep, expression = state.partition("=")
-        if not sep or not name.strip() or not expression.strip():
-            parser.error(f"--state {state!r}: write NAME=EXPRESSION, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50'")
+    check_state_options(args, parser)
 
 
 def run(args):
@@ -80,7 +77,7 @@ def run(args):
     n_steps, report = steps_from_ps(args.ps, args.report_ps, args.timestep_fs, f"--ps {args.ps}")
     if args.export_region != "all" and args.export_region not in dihedral_regions(args.dihedrals):  # before any window runs
         raise ValueError(f"--export-region {args.export_region} is not defined for --dihedrals {' '.join(args.dihedrals)}")
-    _user_states(args, ms.topology)  # a wrong expression or states file fails before any window runs
+    states = user_states(args, ms.topology)[0]  # a wrong expression or states file fails before any window runs
     result = run_umbrella(
         ms, dihedrals, dihedral_grid(args.windows, len(dihedrals)), args.output, k=args.k, n_steps=n_steps, report_interval=report,
         equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), temperature=T, timestep_fs=args.timestep_fs,
@@ -94,23 +91,17 @@ def run(args):
         f"window, fewest {summary['min_mbar_frames_per_window']}), {T:g} K:"
     )
     for name in dihedral_regions(args.dihedrals):
-        r = summary[name]
-        print(
-            f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
-            f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT"
-        )
+        _print_population(name, summary[name])
     if not dihedral_regions(args.dihedrals) and not (args.state or args.states_file):
         print("  (no built-in regions for these dihedrals: ask for populations with --state NAME=EXPRESSION, e.g. "
               "'alphaL=phi2 > 0', with --save-positions; the profile is in profile.csv)")
-    states = _user_states(args, ms.topology)  # checked before the windows run
     if states:
         summary["states"] = result.state_free_energies(states, ms.topology)
         for name, r in summary["states"].items():
             if r["probability"] == 0:
                 print(f"  P({name}) = 0 (no decorrelated frame of any window in it)")
-                continue
-            print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
-                  f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT")
+            else:
+                _print_population(name, r)
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
     try:
@@ -144,22 +135,7 @@ def run(args):
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
 
 
-def _user_states(args, topology):
-    """name -> expression or callable from --state and --states-file (checked against the molecule)."""
-    from ..analysis.states import StateExpression
-
-    states = {}
-    for text in args.state:
-        name, _, expression = (part.strip() for part in text.partition("="))
-        StateExpression(expression, topology)  # raises for unknown dihedrals or bad syntax
-        states[name] = expression
-    if args.states_file:
-        from ..analysis.state_discovery import DiscoveredStates
-
-        discovered = DiscoveredStates.load(args.states_file)
-        discovered.check_topology(topology)
-        clash = sorted(set(states) & set(discovered.names))
-        if clash:
-            raise ValueError(f"--state names {', '.join(clash)} are also names of the states in {args.states_file}")
-        states = {**discovered.states(), **states}
-    return states
+def _print_population(name, r):
+    """One line of MBAR's probability and free energy of a region or state."""
+    print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
+          f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT")

@@ -72,18 +72,6 @@ def langevin_settings(
     )
 
 
-def comparable_settings(settings_path, settings):
-    """``settings`` less ``system_sha256`` when the stored run predates it (it resumes as before)."""
-    if os.path.exists(settings_path):
-        try:
-            with open(settings_path) as f:
-                if "system_sha256" not in json.load(f):
-                    return {k: v for k, v in settings.items() if k != "system_sha256"}
-        except (OSError, ValueError):
-            pass  # check_settings_file says what is wrong with the file
-    return settings
-
-
 def langevin_integrator(settings, seed):
     """``LangevinMiddleIntegrator`` for :func:`langevin_settings` (temperature, friction, time step)."""
     integrator = openmm.LangevinMiddleIntegrator(
@@ -182,7 +170,7 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     state_path = os.path.join(output_dir, "state.xml")
     _check_own_files(output_dir, settings_path, dcd_path, pdb_path, state_path)
     os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
-    old = check_settings_file(settings_path, comparable_settings(settings_path, settings), "an MD run")
+    old = check_settings_file(settings_path, settings, "an MD run", optional_keys=("system_sha256",))
     done = dict(completed_chunks=old.get("completed_chunks", 0), complete=old.get("complete", False))
     if "trajectory_sha256" in old:
         done["trajectory_sha256"] = old["trajectory_sha256"]

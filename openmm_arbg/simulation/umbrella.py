@@ -32,7 +32,7 @@ from ..molecule.topology import MolecularGraph
 from ..physics import kT_kJ_per_mol, platform_properties
 from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
-from .md import comparable_settings, langevin_integrator, langevin_settings, rotate_dihedrals
+from .md import langevin_integrator, langevin_settings, rotate_dihedrals
 
 __all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
@@ -205,8 +205,7 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
         save_positions=bool(save_positions),
     )
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "settings.json")
-    check_settings_file(path, comparable_settings(path, settings), "umbrella windows")
+    check_settings_file(os.path.join(output_dir, "settings.json"), settings, "umbrella windows", optional_keys=("system_sha256",))
 
     system_xml = openmm.XmlSerializer.serialize(molecular_system.system)
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)
