@@ -79,7 +79,7 @@ def test_command_line_md_train_sample(tmp_path, capsys):
     assert "--layers is now --n-layer" in capsys.readouterr().err
 
 
-def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
+def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys, monkeypatch):
     from openmm_arbg.pretrained import pretrained_path
 
     out = tmp_path / "chain.dcd"
@@ -104,6 +104,15 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "P(all) = 100.00" in text and "P(none) = 0.00" in text and "never visited" in text
     assert main(["free-energy"]) == 2
+    # a state the molecule cannot have is refused before any proposal is drawn or energy computed
+    import openmm_arbg.sampling.importance as importance
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the states")
+
+    monkeypatch.setattr(importance, "importance_sample", no_sampling)
+    assert main(["free-energy", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--n", "10", "--state", "x=phi9 < 0"]) == 2
+    assert "phi9" in capsys.readouterr().err
     assert main(["mcmc", "--model", pretrained_path("alanine_dipeptide_vacuum"), "--system", "peptide:AA", "--iterations", "1"]) == 2
 
 

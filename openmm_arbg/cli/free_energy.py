@@ -66,39 +66,54 @@ def validate(args, parser):
 
 
 def run(args):
-    import os
-
+    """Check the states against the molecule first (a typo costs no sampling), then compute the
+    frames and weights of the chosen source and report the states' populations."""
     from ..analysis.diagnostics import warning_lines
     from ..analysis.free_energy import alanine_dipeptide_analysis
     from .common import print_warnings
 
-    if args.trajectory:
-        import mdtraj
+    model = None
+    if args.trajectory or args.recycled:
+        import os
 
-        from ..training import load_trajectories
+        import mdtraj
 
         if not args.topology or not os.path.isfile(args.topology):
             raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
+        if args.recycled and not os.path.isfile(args.recycled):
+            raise FileNotFoundError(f"--recycled {args.recycled} does not exist (arbg mcmc --recycle writes OUTPUT.progress/result.npz)")
+        topology = mdtraj.load_topology(args.topology)
+    else:
+        from .common import load_model
+
+        model = load_model(args)
+        topology = model.topology
+    states, discovered, fit = _states(args, topology)
+    if not states:
+        from ..analysis.observables import backbone_dihedral_indices
+
+        if sum(len(i) for i in backbone_dihedral_indices(topology)) != 2:
+            raise ValueError("without --state, arbg free-energy reports alanine dipeptide's basins; this molecule is not alanine "
+                             "dipeptide: define states with --state NAME=EXPRESSION (e.g. 'alpha2=phi2 < 0 and -120 < psi2 < 50') "
+                             "or find them in MD with --discover N")
+
+    if args.trajectory:
+        from ..training import load_trajectories
+
         positions = load_trajectories([args.trajectory], args.topology, stride=args.stride)  # checked bond by bond
-        topology, log_weights = mdtraj.load_topology(args.topology), None
+        log_weights = None
         label = f"{len(positions)} frames of {args.trajectory} (errors: statistical inefficiency)"
     elif args.recycled:
-        import mdtraj
         import numpy as np
 
         from ..arbg import as_positions_nm
         from ..molecule.topology import MolecularGraph
         from ..sampling.mcmc import ArBGMove
 
-        if not args.topology or not os.path.isfile(args.topology):
-            raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
-        if not os.path.isfile(args.recycled):
-            raise FileNotFoundError(f"--recycled {args.recycled} does not exist (arbg mcmc --recycle writes OUTPUT.progress/result.npz)")
         with np.load(args.recycled, allow_pickle=False) as z:
             if "recycled_valid" not in z.files:
                 raise ValueError(f"--recycled {args.recycled} holds no recycled proposals: run arbg mcmc with --recycle")
             data = {k: z["recycled_" + k] for k in ("positions", "log_q", "reduced_potentials", "valid")}
-        topology = mdtraj.load_topology(args.topology)
         graph = MolecularGraph.from_topology(topology)
         data["positions"] = as_positions_nm(data["positions"], graph.n_atoms, graph, "recycled positions")
         result = ArBGMove.recycled_result(data)
@@ -109,17 +124,16 @@ def run(args):
     else:
         from ..sampling.energies import ReducedPotential
         from ..sampling.importance import importance_sample
-        from .common import load_model, target_for_model
+        from .common import target_for_model
 
-        model = load_model(args)
         ms, T = target_for_model(model, args)
         with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
             result = importance_sample(model, u, args.n, seed=args.seed, progress=not args.quiet)
         print(result.summary())
         print_warnings(warning_lines(result))
-        positions, topology, log_weights = result.positions, model.topology, result.log_weights
+        positions, log_weights = result.positions, result.log_weights
         label = f"importance sampling, {args.n} proposals (errors: bootstrap)"
-    states, discovered, fit = _states(args, topology)
+
     if states:
         from ..analysis.state_discovery import describe_results, state_free_energy_plot
         from ..analysis.states import state_populations
@@ -134,12 +148,6 @@ def run(args):
                                    tica_points=points, tica_labels=labels)
             print(f"plot: {args.plot}")
         return
-    from ..analysis.observables import backbone_dihedral_indices
-
-    if sum(len(i) for i in backbone_dihedral_indices(topology)) != 2:
-        raise ValueError("without --state, arbg free-energy reports alanine dipeptide's basins; this molecule is not alanine "
-                         "dipeptide: define states with --state NAME=EXPRESSION (e.g. 'alpha2=phi2 < 0 and -120 < psi2 < 50') "
-                         "or find them in MD with --discover N")
     analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed)
     print(f"alanine dipeptide basins, {label}:")
     for name, (p, dp) in analysis["populations"].items():
