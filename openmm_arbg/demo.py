@@ -119,7 +119,8 @@ def run_demo(output="arbg_demo", minutes=4.0, quiet=False, md_ns=2.0, n_proposal
         f"{result.summary()} [{is_time:.0f} s]",
         "",
         *warnings_of(result),
-        f"E-W2 between resampled proposals and the MD frames: {metrics['e_w2']:.3f} kT.",
+        f"E-W2 between resampled proposals and the MD frames: {metrics['e_w2']:.3f} kT (the MD's two halves against each "
+        f"other: {metrics['floor']['e_w2']:.3f} kT, what MD scores against MD at this length).",
         "",
         "![Ramachandran: MD, proposals, reweighted](ramachandran.png)",
         "",

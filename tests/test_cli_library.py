@@ -125,8 +125,11 @@ def test_evaluate_command(tmp_path, alanine, capsys):
             "--output", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    for row in ("ESS/N", "Pareto k", "E-W2 (kT)", "T-W2 (rad)", "TICA-W2", f"| reference frames | {traj.n_frames} |"):
+    for row in ("ESS/N", "Pareto k", "E-W2 (kT)", "T-W2 (rad)", "TICA-W2", "reference halves against each other",
+                f"| reference frames | {traj.n_frames} | {traj.n_frames // 2} per half |"):
         assert row in text
+    floor_cells = [line.split("|")[3].strip() for line in text.splitlines() if line.startswith(("| E-W2", "| T-W2", "| TICA-W2"))]
+    assert len(floor_cells) == 3 and all(float(c) > 0 for c in floor_cells)  # the halves' own metrics
     assert (out / "evaluation.md").read_text() in text
     assert (out / "ramachandran.png").stat().st_size > 1000 and (out / "energies.png").stat().st_size > 1000
     pdb = tmp_path / "other.pdb"

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from openmm_arbg.analysis.evaluation import energy_histogram_plot, energy_w2, ramachandran_plot, tica_w2, torus_w2
+from openmm_arbg.analysis.evaluation import (energy_histogram_plot, energy_w2, ramachandran_plot, reference_floor, tica_w2,
+                                             torus_w2)
 
 
 def test_energy_w2_of_shifted_gaussians():
@@ -36,6 +37,25 @@ def test_tica_w2_detects_a_missing_state():
     assert missing > 5 * same
     with pytest.raises(ValueError, match="longer than the TICA lag"):
         tica_w2(ref[:50], ref[:50], lag=100)
+
+
+def test_reference_floor_compares_the_two_halves(alanine):
+    rng = np.random.default_rng(4)
+    positions = np.repeat(np.asarray(alanine.positions.value_in_unit(__import__("openmm").unit.nanometer))[None], 4000, 0)
+    # stationary energies: the halves differ only by sampling noise, about sqrt(2 / 2000) for N(0, 1)
+    stationary = reference_floor(positions, rng.normal(0.0, 1.0, 4000), alanine.topology, structural=False)
+    assert stationary["n_half"] == 2000 and stationary["e_w2"] < 0.1 and np.isnan(stationary["t_w2"])
+    # a reference whose second half drifted by 1 kT: the halves disagree by the drift
+    drift = np.concatenate([rng.normal(0.0, 1.0, 2000), rng.normal(1.0, 1.0, 2000)])
+    assert abs(reference_floor(positions, drift, alanine.topology, structural=False)["e_w2"] - 1.0) < 0.1
+    # structures: frames jittered alike in both halves, against a second half jittered 4x more
+    x = positions[:400] + rng.normal(0.0, 0.004, (400, *positions.shape[1:]))
+    alike = reference_floor(x, np.zeros(400), alanine.topology, lag=10, max_points=200)
+    y = np.concatenate([x[:200], positions[:200] + rng.normal(0.0, 0.016, (200, *positions.shape[1:]))])
+    apart = reference_floor(y, np.zeros(400), alanine.topology, lag=10, max_points=200)
+    assert alike["e_w2"] == 0.0 and 0 < alike["t_w2"] and np.isfinite(alike["tica_w2"])
+    assert apart["t_w2"] > 2 * alike["t_w2"]
+    assert np.isnan(reference_floor(x, np.zeros(400), alanine.topology, lag=200)["tica_w2"])  # a half not longer than the lag
 
 
 def test_plots_are_written(tmp_path):

@@ -12,7 +12,8 @@ matrix: ``max_points`` subsamples (evenly, without replacement) and the number u
 
 :func:`evaluate` runs them all for a model against reference frames (what ``arbg evaluate`` and
 the demo report), with the warnings of :mod:`openmm_arbg.analysis.diagnostics` and the plots;
-:func:`evaluation_table` formats the result as Markdown.
+:func:`evaluation_table` formats the result as Markdown, beside :func:`reference_floor`: the same
+metrics between the reference's two halves, what MD scores against MD at the reference's size.
 """
 
 import os
@@ -22,6 +23,7 @@ import numpy as np
 __all__ = [
     "evaluate",
     "evaluation_table",
+    "reference_floor",
     "energy_w2",
     "torus_w2",
     "tica_w2",
@@ -209,7 +211,7 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
 
 
 def evaluate(model, reference_positions, reduced_potential, n_proposals, proposal_temperature=1.0, lag=100, max_points=5000,
-             structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False):
+             structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False, floor=True):
     """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
 
     Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and
@@ -236,6 +238,10 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
         Write ``ramachandran.png`` and ``energies.png`` there.
     reference_label : str
         Name of the reference in plots.
+    floor : bool
+        Also compute the metrics between the reference's first and second halves
+        (:func:`reference_floor`): what independent MD scores at this reference size, below which
+        the reference cannot tell a model from exact samples.
 
     Returns
     -------
@@ -245,7 +251,8 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
         and ``tica_w2_points`` (``nan``/0 when not computed), ``lag``, ``warnings`` (list of str),
         ``plots`` (list of paths), and the :class:`~openmm_arbg.sampling.importance.ImportanceSamplingResult`
         as ``result``, the resampled indices as ``resampled`` and the reference's reduced energies as
-        ``reference_reduced_potentials``.
+        ``reference_reduced_potentials``; with ``floor``, ``floor`` (the dict of
+        :func:`reference_floor`).
     """
     from ..arbg import as_positions_nm
     from ..sampling.importance import importance_sample, resample
@@ -271,6 +278,9 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
         warnings.append("the molecule has no backbone phi and psi: T-W2 and TICA-W2 are not computed")
     elif structural:
         out.update(structural_w2(ref, x_rs, top, lag, max_points, seed))
+    if floor:
+        out["floor"] = reference_floor(ref, u_ref, top, lag, max_points, seed, structural=structural and has_backbone)
+        warnings.extend(_floor_notes(out))
     out["plots"] = []
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
@@ -291,17 +301,92 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     return out
 
 
+def reference_floor(reference_positions, reference_reduced_potentials, topology, lag=100, max_points=5000, seed=0,
+                    structural=True):
+    """E-W2, T-W2 and TICA-W2 between the first and the second half of a reference trajectory.
+
+    Each half is independent MD of half the reference's length (up to the correlation across
+    the midpoint), so these are what MD scores against MD at this size: a model whose metrics
+    against the whole reference are at or below them is as close as the reference can show,
+    and checking smaller values (such as the ArBG paper's) needs a longer reference. (For
+    independent frames and W2 falling as ``n**-0.5``, exact samples score about half the
+    halves' value against the whole reference; correlated frames make both larger.)
+
+    Parameters
+    ----------
+    reference_positions : array_like (n, N, 3) nm
+        In time order.
+    reference_reduced_potentials : array_like (n,)
+        Reduced energies (kT) of the frames; non-finite ones are left out of E-W2.
+    topology : mdtraj, OpenMM or MolecularGraph topology
+    lag : int
+        TICA lag in frames (TICA-W2 is ``nan`` when a half is not longer than it).
+    max_points : int
+    seed : int
+    structural : bool
+        Compute T-W2 and TICA-W2 (the molecule needs backbone phi and psi).
+
+    Returns
+    -------
+    dict
+        ``n_half`` (frames per half), ``e_w2`` (kT), ``t_w2`` (rad), ``tica_w2`` (``nan`` where
+        not computed).
+    """
+    ref = np.asarray(reference_positions)
+    u = np.asarray(reference_reduced_potentials, float)
+    h = len(ref) // 2
+    out = dict(n_half=h, e_w2=float("nan"), t_w2=float("nan"), tica_w2=float("nan"))
+    if h < 2:
+        return out
+    ua, ub = u[:h], u[h:2 * h]
+    if np.isfinite(ua).any() and np.isfinite(ub).any():
+        out["e_w2"] = energy_w2(ua[np.isfinite(ua)], ub[np.isfinite(ub)])
+    if structural:
+        from .observables import backbone_dihedrals
+
+        a, b = ref[:h], ref[h:2 * h]
+        (phi_a, psi_a), (phi_b, psi_b) = backbone_dihedrals(a, topology), backbone_dihedrals(b, topology)
+        out["t_w2"] = torus_w2(np.radians(np.concatenate([phi_b, psi_b], 1)), np.radians(np.concatenate([phi_a, psi_a], 1)),
+                               max_points, seed)[0]
+        if h > lag:
+            out["tica_w2"] = tica_w2(dihedral_features(a, topology), dihedral_features(b, topology), lag, max_points, seed)[0]
+    return out
+
+
+def _floor_notes(metrics):
+    """A note for each metric that the reference's halves match or beat (the reference too short
+    to measure it)."""
+    floor = metrics["floor"]
+    at = [name for key, name in (("e_w2", "E-W2"), ("t_w2", "T-W2"), ("tica_w2", "TICA-W2"))
+          if np.isfinite(floor[key]) and np.isfinite(metrics[key]) and metrics[key] <= floor[key]]
+    if not at:
+        return []
+    return [f"{', '.join(at)} at or below what the reference's two halves ({floor['n_half']} frames each) score against each "
+            "other: this reference cannot tell the model from exact samples there; a longer reference measures smaller values"]
+
+
 def evaluation_table(metrics):
     """The metrics of :func:`evaluate` as a Markdown table (str)."""
+    floor = metrics.get("floor")
+
+    def half(key):
+        return f"{floor[key]:.3f}" if floor is not None and np.isfinite(floor[key]) else ""
+
     rows = [
-        ("proposals (energy evaluations)", f"{metrics['n_proposals']}"),
-        ("ESS/N", f"{100 * metrics['ess_fraction']:.2f} %"),
-        ("Pareto k", f"{metrics['pareto_k']:.2f}"),
-        ("E-W2 (kT)", f"{metrics['e_w2']:.3f}"),
+        ("proposals (energy evaluations)", f"{metrics['n_proposals']}", ""),
+        ("ESS/N", f"{100 * metrics['ess_fraction']:.2f} %", ""),
+        ("Pareto k", f"{metrics['pareto_k']:.2f}", ""),
+        ("E-W2 (kT)", f"{metrics['e_w2']:.3f}", half("e_w2")),
     ]
     if metrics.get("t_w2_points"):
-        rows.append(("T-W2 (rad)", f"{metrics['t_w2']:.3f} ({metrics['t_w2_points']} points)"))
+        rows.append(("T-W2 (rad)", f"{metrics['t_w2']:.3f} ({metrics['t_w2_points']} points)", half("t_w2")))
     if metrics.get("tica_w2_points"):
-        rows.append(("TICA-W2", f"{metrics['tica_w2']:.3f} ({metrics['tica_w2_points']} points, lag {metrics['lag']} frames)"))
-    rows.append(("reference frames", f"{metrics['n_reference']}"))
-    return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+        rows.append(("TICA-W2", f"{metrics['tica_w2']:.3f} ({metrics['tica_w2_points']} points, lag {metrics['lag']} frames)",
+                     half("tica_w2")))
+    rows.append(("reference frames", f"{metrics['n_reference']}", f"{floor['n_half']} per half" if floor is not None else ""))
+    if floor is None:
+        return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v, _ in rows) + "\n"
+    return ("| metric | value | reference halves against each other |\n| --- | --- | --- |\n"
+            + "\n".join(f"| {k} | {v} | {f} |" for k, v, f in rows) + "\n\n"
+            "(The last column is what independent MD of half the reference's length scores against MD: "
+            "values at or below it are as close as this reference can show; the ArBG paper's need longer references.)\n")
