@@ -18,6 +18,9 @@
 #   SEEDED_NS=0.2      their total length (ns)
 #   REF_NS=2.5         independent reference MD at 310 K (ns), another seed; 0 skips the reference
 #   N_LAYER=3 N_HEAD=4 D_MODEL=96 TRAIN_STEPS=1500    the network and its training
+#   N_BINS=256         bins per coordinate: the bins alone cap ESS/N (uniform inside a bin) at about
+#                      72 % for AAA, 46 % for AAAAAA and 15 % for chignolin with 256; 92, 86 and 57 %
+#                      with 512 (python benchmarks/bin_noise.py; docs/benchmarks.md section 19)
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
 #
@@ -28,15 +31,17 @@
 # Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
 # settings are a starting point: no GPU run of this script has been measured yet):
 #
-#   DEVICE=cuda THREADS=4 MD_NS=10 SEEDED_NS=1 N_STARTS=100 REF_NS=20 N_LAYER=6 D_MODEL=256 \
+#   DEVICE=cuda THREADS=4 MD_NS=10 SEEDED_NS=1 N_STARTS=100 REF_NS=20 N_LAYER=6 D_MODEL=256 N_BINS=512 \
 #       TRAIN_STEPS=20000 PROPOSALS=200000 N_EVAL=200000 bash examples/peptide_recipe.sh AAAAAA
+#
+# and N_BINS=1024 for chignolin, whose 435 coordinates the bins alone would otherwise cost most of the ESS.
 set -euo pipefail
 
 SEQ=${1:?usage: bash examples/peptide_recipe.sh SEQUENCE [OUTPUT_FOLDER]}
 OUT=${2:-recipe_$SEQ}
 THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
 HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
-N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500}
+N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500} N_BINS=${N_BINS:-256}
 ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000}
 export OPENMM_CPU_THREADS=$THREADS
 
@@ -60,7 +65,7 @@ run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --se
 run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --start-basins --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
     --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
 run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --trajectory-weights 1 2 \
-    --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" \
+    --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" --n-bins "$N_BINS" \
     --n-steps "$TRAIN_STEPS" --learning-rate 2e-3 --warmup-steps 100 --ema-decay 0.995 --eval-interval 100 \
     --device "$DEVICE" "${COMMON[@]}" --quiet
 run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd \
