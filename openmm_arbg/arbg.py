@@ -411,6 +411,20 @@ class ArBG:
         """Boolean mask (n,): True where every stereocentre has the reference's handedness."""
         return self.stereo.check(as_positions_nm(positions, self.n_atoms, self.graph))
 
+    def in_support(self, positions, batch_size=65536):
+        """Boolean mask (n,): True where ``log_prob(positions)`` is finite, found without the
+        network (only the coordinates and the bins decide the support: a stereocentre of the other
+        handedness or a coordinate beyond its bound is outside), so it costs a small fraction of
+        :meth:`log_prob` on many frames."""
+        x = torch.as_tensor(as_positions_nm(positions, self.n_atoms, self.graph))
+        batch_size = _count(batch_size, "batch_size", 1)
+        out = []
+        for s in range(0, len(x), batch_size):
+            z, log_volume = self.representation.to_model_coordinates(x[s : s + batch_size])
+            _, log_within = self.discretizer.tokenize(self.discretizer.wrap(z.double()))
+            out.append(torch.isfinite(log_within.sum(1) - log_volume))
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
+
     def place(self, positions, like):
         """Move shapes into the rigid-body frame of other configurations.
 

@@ -139,3 +139,16 @@ def test_sampling_without_kv_cache_gives_the_same_draws(model):
     z1, l1 = model.density.sample(16, generator=g1, kv_cache=True)
     z2, l2 = model.density.sample(16, generator=g2, kv_cache=False)
     assert torch.allclose(z1, z2, atol=1e-6) and torch.allclose(l1, l2, atol=1e-4)
+
+
+def test_in_support_is_where_log_prob_is_finite(model, frames):
+    rng = np.random.default_rng(5)
+    mirrored = frames[:30] * np.array([-1.0, 1.0, 1.0])  # the other handedness (internal) / the other side of x_b = 0
+    distorted = frames[:30] + rng.normal(0.0, 0.06, frames[:30].shape)  # coordinates in the tails, some past a bound
+    x = np.concatenate([frames[:30], mirrored, distorted])
+    finite = np.isfinite(model.log_prob(x))
+    assert finite[:30].all()
+    if getattr(model.representation, "half_torsion_columns", None):  # the internal coordinates carry the handedness: mirrors are outside
+        assert not finite[30:60].any()
+    np.testing.assert_array_equal(model.in_support(x), finite)
+    np.testing.assert_array_equal(model.in_support(x, batch_size=7), finite)

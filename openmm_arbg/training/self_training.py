@@ -298,8 +298,7 @@ class SelfTrainer:
             temperature = check_temperature(float(temperature), "MD temperature")
             x = as_positions_nm(positions, self.model.n_atoms, self.model.graph, "MD positions")
             x = permute_equivalent_atoms(x, groups, rng=self.config.seed + k)
-            log_q = self.model.log_prob(x)
-            outside = ~np.isfinite(log_q)
+            outside = ~self.model.in_support(x)  # what log_prob(x) = -inf says, without the network
             if outside.all():
                 raise ValueError(f"every MD frame of group {k} ({temperature} K) lies outside the model's support (its bins "
                                  "were fitted to other data); pass the frames the model was trained on")
