@@ -24,10 +24,10 @@
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
 #
-# Capped tri-alanine on two CPU cores: about 2 h of MD (one thread a run), 1 h of training on
-# two threads, and about 25 min per self-training round of 50 000 proposals, so about 4 h for
-# the 8 rounds (docs/benchmarks.md section 14); the trained model before self-training already
-# gives ESS/N 5-6 % at 10^4 proposals there. On a GPU machine, for the larger peptides of the ArBG paper's
+# Capped tri-alanine on two CPU cores (THREADS=2, session 14): 25 min of MD for training, 31 min
+# of reference MD, 66 min of training, 8 self-training rounds of 5-7 min each, 5 min of
+# evaluation; the self-trained model gives ESS/N 4-6 % at 10^4 proposals and ArBGMove acceptance
+# 14 % (docs/benchmarks.md section 14). On a GPU machine, for the larger peptides of the ArBG paper's
 # Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
 # settings are a starting point: no GPU run of this script has been measured yet):
 #
