@@ -57,14 +57,16 @@ def main(argv=None):
     p.add_argument("--ps", type=float, default=40.0, help="MD length per system (ps; a frame every 0.1 ps)")
     p.add_argument("--bins", type=int, default=256)
     args = p.parse_args(argv)
+
+    from openmm_arbg.sampling.importance import effective_sample_size
+
     print("| system | bins | model coordinates | energy change of re-drawn frames, median (kT) | 90th percentile (kT) | "
           "frames' energy s.d. (kT) | ESS/N left by the bins |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.systems:
         kinds, du, spread = bin_noise(name, args.ps, args.bins)
         text = ", ".join(f"{v} {k}" for k, v in kinds.items())
-        w = np.exp(-(du - du.min()))
-        ess = w.sum() ** 2 / (w**2).sum() / len(w)
+        ess = effective_sample_size(-du) / len(du)
         print(f"| {name} | {args.bins} | {sum(kinds.values())} ({text}) | {np.median(du):.2f} | {np.percentile(du, 90):.2f} | "
               f"{spread:.1f} | {100 * ess:.0f} % |", flush=True)
 

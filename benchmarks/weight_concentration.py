@@ -90,11 +90,15 @@ def least_likely_coordinates(model, res, heaviest, w, k):
     values = z.numpy()
     graph = model.graph
 
+    def atom(i):
+        a = graph.atoms[i]
+        return f"{a['resname']}{a['resSeq']}:{a['name']}"
+
     def name(j):
         atoms = tuples[j]
         label = {2: "bond", 3: "angle", 4: "torsion"}[len(atoms)]
         unit, scale = ("nm", 1.0) if len(atoms) == 2 else ("deg", 180 / np.pi)
-        return label, "-".join(graph.describe_atom(a).split(" (")[0] for a in atoms), unit, scale
+        return label, "-".join(atom(a) for a in atoms), unit, scale
 
     print(f"least likely coordinates of the heaviest proposals (percentile of the log q term among {len(terms)} proposals)")
     for i in heaviest:

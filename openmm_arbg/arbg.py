@@ -421,7 +421,7 @@ class ArBG:
         out = []
         for s in range(0, len(x), batch_size):
             z, log_volume = self.representation.to_model_coordinates(x[s : s + batch_size])
-            _, log_within = self.discretizer.tokenize(self.discretizer.wrap(z.double()))
+            _, log_within = self.discretizer.tokenize(z.double())  # wraps torsions itself
             out.append(torch.isfinite(log_within.sum(1) - log_volume))
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
 

@@ -130,16 +130,20 @@ def structural_w2(reference_positions, positions, topology, lag=100, max_points=
     dict
         ``t_w2`` (rad), ``t_w2_points``, ``tica_w2``, ``tica_w2_points``.
     """
+    t, t_points = _backbone_torus_w2(reference_positions, positions, topology, max_points, seed)
+    k, k_points = tica_w2(dihedral_features(reference_positions, topology), dihedral_features(positions, topology), lag,
+                          max_points, seed)
+    return dict(t_w2=t, t_w2_points=t_points, tica_w2=k, tica_w2_points=k_points)
+
+
+def _backbone_torus_w2(reference_positions, positions, topology, max_points, seed):
+    """T-W2 over every backbone phi and psi of ``positions`` against reference frames: (rad, points)."""
     from .observables import backbone_dihedrals
 
     phi_r, psi_r = backbone_dihedrals(reference_positions, topology)
     phi_s, psi_s = backbone_dihedrals(positions, topology)
-    t, t_points = torus_w2(
-        np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), max_points, seed
-    )
-    k, k_points = tica_w2(dihedral_features(reference_positions, topology), dihedral_features(positions, topology), lag,
-                          max_points, seed)
-    return dict(t_w2=t, t_w2_points=t_points, tica_w2=k, tica_w2_points=k_points)
+    return torus_w2(np.radians(np.concatenate([phi_s, psi_s], 1)), np.radians(np.concatenate([phi_r, psi_r], 1)), max_points,
+                    seed)
 
 
 def ramachandran_plot(panels, path, title=None):
@@ -342,14 +346,12 @@ def reference_floor(reference_positions, reference_reduced_potentials, topology,
     if np.isfinite(ua).any() and np.isfinite(ub).any():
         out["e_w2"] = energy_w2(ua[np.isfinite(ua)], ub[np.isfinite(ub)])
     if structural:
-        from .observables import backbone_dihedrals
-
         a, b = ref[:h], ref[h:2 * h]
-        (phi_a, psi_a), (phi_b, psi_b) = backbone_dihedrals(a, topology), backbone_dihedrals(b, topology)
-        out["t_w2"] = torus_w2(np.radians(np.concatenate([phi_b, psi_b], 1)), np.radians(np.concatenate([phi_a, psi_a], 1)),
-                               max_points, seed)[0]
-        if h > lag:
-            out["tica_w2"] = tica_w2(dihedral_features(a, topology), dihedral_features(b, topology), lag, max_points, seed)[0]
+        if h > lag:  # TICA needs a half longer than its lag
+            w2 = structural_w2(a, b, topology, lag, max_points, seed)
+            out.update(t_w2=w2["t_w2"], tica_w2=w2["tica_w2"])
+        else:
+            out["t_w2"] = _backbone_torus_w2(a, b, topology, max_points, seed)[0]
     return out
 
 
