@@ -65,3 +65,56 @@ def test_state_free_energies_exp_and_mbar(sampled):
         exact = -analytic.log_partition_function(T)
         assert abs(fe["exp"][k] - exact) < N_SIGMA * fe["dexp"][k]
         assert abs(fe["mbar"][k] - exact) < N_SIGMA * fe["dmbar"][k] + 1e-6
+
+
+def _ar1_runs(rng, lengths, rho, p_threshold=None):
+    """Independent stationary AR(1) runs (unit marginal variance) one after another."""
+    runs = []
+    for n in lengths:
+        x = np.empty(n)
+        x[0] = rng.normal()
+        noise = rng.normal(size=n) * math.sqrt(1 - rho**2)
+        for t in range(1, n):
+            x[t] = rho * x[t - 1] + noise[t]
+        runs.append(x)
+    return np.concatenate(runs)
+
+
+def test_chain_mean_error_of_independent_runs_matches_the_analytic_error():
+    """Pooled mean of AR(1) runs of different lengths: the error must match the analytic
+    standard error sqrt(sum (n_i/N)^2 g / n_i), g = (1 + rho)/(1 - rho), on average over replicates,
+    and the pooled means must scatter by it (z-scores of unit spread)."""
+    from openmm_arbg.analysis.free_energy import chain_mean_error
+
+    rng = np.random.default_rng(11)
+    lengths, rho = [1500, 4000, 800, 2500], 0.8
+    g, N = (1 + rho) / (1 - rho), sum(lengths)
+    analytic = math.sqrt(sum((n / N) ** 2 * g / n for n in lengths))
+    estimates, z = [], []
+    for _ in range(60):
+        x = _ar1_runs(rng, lengths, rho)
+        err = chain_mean_error(x, lengths)
+        estimates.append(err)
+        z.append(x.mean() / analytic)
+    # the mean estimated error: its replicate spread is about 10 % of it, so 60 replicates pin it to ~2 %
+    assert abs(np.mean(estimates) / analytic - 1) < 0.1, (np.mean(estimates), analytic)
+    # the pooled means scatter by the analytic error: std of 60 unit normals lies in [0.75, 1.25] at > 99 %
+    assert 0.75 < np.std(z, ddof=1) < 1.25
+    # one run: the usual s sqrt(g / n) of pymbar's statistical inefficiency, as before
+    from pymbar import timeseries
+
+    x = _ar1_runs(rng, [3000], rho)
+    assert chain_mean_error(x) == pytest.approx(x.std(ddof=1) * math.sqrt(timeseries.statistical_inefficiency(x) / len(x)))
+
+
+def test_populations_of_runs_that_never_cross_have_no_error_bar_and_lengths_are_checked():
+    from openmm_arbg.analysis.free_energy import chain_mean_error, populations_from_chain
+
+    labels = np.r_[np.zeros(50, int), np.ones(30, int)]  # run 1 always in state 0, run 2 always in state 1
+    (p0, e0), (p1, e1) = populations_from_chain(labels, 2, [50, 30])
+    assert p0 == pytest.approx(50 / 80) and math.isnan(e0) and math.isnan(e1)
+    # read as one run the same labels cross once, and get a (meaningless but finite) error
+    assert np.isfinite(populations_from_chain(labels, 2)[0][1])
+    for bad in ([50, 20], [80, 0], [40.5, 39.5]):
+        with pytest.raises(ValueError, match="run_lengths"):
+            chain_mean_error(labels, bad)

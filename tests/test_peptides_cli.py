@@ -98,6 +98,13 @@ def test_command_line_mcmc_with_the_shipped_model(tmp_path, capsys, monkeypatch)
     assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb)]) == 0
     text = capsys.readouterr().out
     assert "F(phi>0) - F(beta)" in text and "F(alpha_R) - F(beta)" in text and "P(beta)" in text
+    # several trajectories are independent runs, pooled (here the same run twice: the same populations)
+    assert main(["free-energy", "--trajectory", str(out), str(out), "--topology", str(pdb), "--state", "beta=phi < 0 and psi > 100"]) == 0
+    twice = capsys.readouterr().out
+    assert "40 frames of 2 runs (20, 20 frames)" in twice
+    assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb), "--state", "beta=phi < 0 and psi > 100"]) == 0
+    once = capsys.readouterr().out
+    assert once.split("P(beta) = ")[1].split(" +-")[0] == twice.split("P(beta) = ")[1].split(" +-")[0]
     # user states: a state the 20 frames never visit is reported as such, not with a meaningless error
     assert main(["free-energy", "--trajectory", str(out), "--topology", str(pdb), "--state", "all=phi < 200",
                  "--state", "none=phi > 200"]) == 0

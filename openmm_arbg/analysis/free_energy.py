@@ -8,6 +8,8 @@ All free energies are dimensionless (kT of the state they refer to).
   labels, error from the statistical inefficiency (pymbar.timeseries) of the delta-method series.
 * :func:`populations_from_chain`: state populations from a correlated chain of labels, errors
   from the statistical inefficiency.
+* :func:`chain_mean_error`: the standard error of a chain's mean, for one run or several
+  independent runs given one after another (MD replicas).
 * :func:`state_free_energies`: ``f_k`` of thermodynamic states relative to the normalised model
   (the model is a state with reduced potential ``-log q`` and free energy 0), by EXP for each
   state and by MBAR with the model as an extra state.
@@ -26,6 +28,7 @@ __all__ = [
     "basin_free_energy_from_weights",
     "basin_free_energy_from_chain",
     "populations_from_chain",
+    "chain_mean_error",
     "state_free_energies",
     "alanine_dipeptide_analysis",
     "ALANINE_FREE_ENERGIES",
@@ -63,50 +66,94 @@ def basin_free_energy_from_weights(log_w, in_a, in_b, n_bootstrap=500, rng=None)
     return float(est), float(np.std(boots[finite], ddof=1))
 
 
-def basin_free_energy_from_chain(in_a, in_b):
+def chain_mean_error(series, run_lengths=None):
+    """Standard error of the mean of a correlated time series made of independent runs.
+
+    Each run contributes ``(n_i / n)^2 s_i^2 g_i / n_i``, with ``s_i^2`` its variance and ``g_i``
+    its statistical inefficiency (pymbar); one run gives the usual ``s sqrt(g / n)``. A run whose
+    series is constant contributes nothing (it shows no fluctuation to measure).
+
+    Parameters
+    ----------
+    series : array_like (n,)
+        The runs one after another.
+    run_lengths : sequence of int, optional
+        Length of each run (summing to ``n``); default: one run.
+
+    Returns
+    -------
+    float
+    """
+    from pymbar import timeseries
+
+    series = np.asarray(series, dtype=float).reshape(-1)
+    lengths = _split_lengths(len(series), run_lengths)
+    var = 0.0
+    for run in np.split(series, np.cumsum(lengths)[:-1]):
+        if len(run) > 1 and run.std() > 0:
+            g = timeseries.statistical_inefficiency(run)
+            var += (len(run) / len(series)) ** 2 * run.var(ddof=1) * g / len(run)
+    return float(math.sqrt(var))
+
+
+def _split_lengths(n, run_lengths=None):
+    """``run_lengths`` checked to be positive integers summing to ``n`` (default ``[n]``)."""
+    if run_lengths is None:
+        return [int(n)]
+    lengths = [int(k) for k in run_lengths]
+    if any(k < 1 for k in lengths) or sum(lengths) != n or any(k != r for k, r in zip(lengths, run_lengths)):
+        raise ValueError(f"run_lengths must be positive integers summing to the {n} frames; got {list(run_lengths)}")
+    return lengths
+
+
+def basin_free_energy_from_chain(in_a, in_b, run_lengths=None):
     """``F_B - F_A = -ln(p_B / p_A)`` (kT) from a time series of basin memberships.
 
     The error is the delta-method standard error, ``sqrt(g var(f) / n)`` with
-    ``f = 1_B / p_B - 1_A / p_A`` and ``g`` its statistical inefficiency (pymbar).
+    ``f = 1_B / p_B - 1_A / p_A`` and ``g`` its statistical inefficiency (pymbar); with
+    ``run_lengths`` (independent runs one after another) each run's term is combined as in
+    :func:`chain_mean_error`.
 
     Returns
     -------
     (float, float)
         Estimate and standard error; ``inf`` where a basin was never visited.
     """
-    from pymbar import timeseries
-
     a, b = np.asarray(in_a, dtype=float), np.asarray(in_b, dtype=float)
     pa, pb = a.mean(), b.mean()
     if pa == 0 or pb == 0:
         return (math.inf if pb == 0 else -math.inf), math.inf
     f = b / pb - a / pa
-    g = timeseries.statistical_inefficiency(f) if f.std() > 0 else 1.0
-    return float(-math.log(pb / pa)), float(f.std(ddof=1) * math.sqrt(g / len(f)))
+    return float(-math.log(pb / pa)), chain_mean_error(f, run_lengths)
 
 
-def populations_from_chain(labels, n_states):
+def populations_from_chain(labels, n_states, run_lengths=None):
     """Populations of states ``0 .. n_states - 1`` in a time series of labels, with standard errors
     ``std * sqrt(g / n)`` from the statistical inefficiency ``g`` of each indicator (pymbar).
+
+    Parameters
+    ----------
+    labels : array_like (n,) of int
+    n_states : int
+    run_lengths : sequence of int, optional
+        Lengths of independent runs given one after another (several MD replicas): the error
+        combines each run's (:func:`chain_mean_error`). Default: one run.
 
     Returns
     -------
     list of (float, float)
-        Population and error per state; the error is ``nan`` for a state never or always visited.
+        Population and error per state; the error is ``nan`` for a state never or always visited,
+        and for one that no run both enters and leaves (its runs disagree, but none shows how
+        often it is crossed).
     """
-    from pymbar import timeseries
-
     labels = np.asarray(labels).reshape(-1)
+    lengths = _split_lengths(len(labels), run_lengths)
     out = []
     for k in range(int(n_states)):
         series = (labels == k).astype(float)
         p = float(series.mean()) if len(series) else math.nan
-        if 0 < p < 1:
-            g = timeseries.statistical_inefficiency(series)
-            err = float(series.std(ddof=1) * math.sqrt(g / len(series)))
-        else:
-            err = math.nan
-        out.append((p, err))
+        err = chain_mean_error(series, lengths) if 0 < p < 1 else math.nan
+        out.append((p, err if err > 0 else math.nan))
     return out
 
 
@@ -152,7 +199,7 @@ def state_free_energies(reduced_potentials, log_q):
 ALANINE_FREE_ENERGIES = ("F(alpha_R) - F(beta)", "F(phi>0) - F(beta)", "F(phi>0) - F(phi<0)")
 
 
-def alanine_dipeptide_analysis(positions, topology, log_weights=None, rng=None):
+def alanine_dipeptide_analysis(positions, topology, log_weights=None, rng=None, run_lengths=None):
     """Alanine dipeptide's basins (:func:`~openmm_arbg.analysis.observables.alanine_dipeptide_basins`):
     populations and free energies, from a chain or from importance weights.
 
@@ -166,6 +213,9 @@ def alanine_dipeptide_analysis(positions, topology, log_weights=None, rng=None):
         Importance weights of the proposals; without them ``positions`` are a chain.
     rng : numpy.random.Generator or int, optional
         Bootstrap of the weighted estimates.
+    run_lengths : sequence of int, optional
+        For a chain made of independent runs one after another (several MD replicas): their
+        lengths, so errors combine each run's statistical inefficiency.
 
     Returns
     -------
@@ -183,9 +233,11 @@ def alanine_dipeptide_analysis(positions, topology, log_weights=None, rng=None):
         raise ValueError(f"alanine dipeptide has one phi and one psi dihedral; this molecule has {phi.shape[1]} and {psi.shape[1]}")
     basin = alanine_dipeptide_basins(phi, psi)
     pairs = dict(zip(ALANINE_FREE_ENERGIES, [(basin == 0, basin == 1), (basin == 0, basin == 2), (basin < 2, basin == 2)]))
+    if run_lengths is not None and log_weights is not None:
+        raise ValueError("run_lengths belong to a chain; importance-weighted samples have none")
     if log_weights is None:
-        populations = populations_from_chain(basin, len(BASINS))
-        free_energies = {label: basin_free_energy_from_chain(a, b) for label, (a, b) in pairs.items()}
+        populations = populations_from_chain(basin, len(BASINS), run_lengths)
+        free_energies = {label: basin_free_energy_from_chain(a, b, run_lengths) for label, (a, b) in pairs.items()}
     else:
         rng = np.random.default_rng(rng)
         one_hot = (basin[:, None] == np.arange(len(BASINS))[None, :]).astype(float)

@@ -145,7 +145,7 @@ def state_indicators(states, positions, topology):
     return masks
 
 
-def state_populations(states, positions, topology, log_weights=None, rng=None):
+def state_populations(states, positions, topology, log_weights=None, rng=None, run_lengths=None):
     """Populations and free energies of user-defined states.
 
     Parameters
@@ -158,6 +158,12 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
     log_weights : array_like (n,), optional
         Importance weights; without them ``positions`` are a chain (errors from the statistical
         inefficiency, pymbar); with them, bootstrap errors.
+    rng : numpy.random.Generator or int, optional
+        Bootstrap of the weighted estimates.
+    run_lengths : sequence of int, optional
+        For a chain made of independent runs one after another (several MD replicas): their
+        lengths, so each run's statistical inefficiency enters the error
+        (:func:`~openmm_arbg.analysis.free_energy.chain_mean_error`).
 
     Returns
     -------
@@ -180,10 +186,12 @@ def state_populations(states, positions, topology, log_weights=None, rng=None):
         raise ValueError(f"log_weights must have one value per frame, shape ({n},); got shape {np.shape(log_weights)}")
     # Kish's ESS of the weights: below about 20 the bootstrap error means little
     ess = None if log_weights is None else effective_sample_size(log_weights)
+    if run_lengths is not None and log_weights is not None:
+        raise ValueError("run_lengths belong to a chain; importance-weighted samples have none")
     out = {}
     for name, mask in masks.items():
         if log_weights is None:
-            p, dp = populations_from_chain(mask.astype(int), 2)[1]
+            p, dp = populations_from_chain(mask.astype(int), 2, run_lengths)[1]
         else:
             p, dp = weighted_mean(mask.astype(float), log_weights, rng=rng)
             p, dp = float(p), float(dp)

@@ -11,7 +11,9 @@ HELP = "state populations and free energies from a trajectory or by importance s
 
 
 def add_arguments(p):
-    p.add_argument("--trajectory", help="MD or MCMC trajectory (chain estimate)")
+    p.add_argument("--trajectory", nargs="+", metavar="TRAJ",
+                   help="MD or MCMC trajectory (chain estimate); several are independent runs (MD replicas), pooled, each "
+                   "run's correlation time entering the errors")
     p.add_argument("--topology", help="topology file of --trajectory")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
     p.add_argument("--recycled", metavar="RESULT_NPZ",
@@ -97,12 +99,15 @@ def run(args):
                              "dipeptide: define states with --state NAME=EXPRESSION (e.g. 'alpha2=phi2 < 0 and -120 < psi2 < 50') "
                              "or find them in MD with --discover N")
 
+    run_lengths = None  # a chain of several independent runs: their lengths
     if args.trajectory:
         from ..training import load_trajectories
 
-        positions = load_trajectories([args.trajectory], args.topology, stride=args.stride)  # checked bond by bond
+        positions, run_lengths = load_trajectories(args.trajectory, args.topology, stride=args.stride,
+                                                   return_lengths=True)  # checked bond by bond
         log_weights = None
-        label = f"{len(positions)} frames of {args.trajectory} (errors: statistical inefficiency)"
+        runs = f"{len(run_lengths)} runs ({', '.join(map(str, run_lengths))} frames)" if len(run_lengths) > 1 else args.trajectory[0]
+        label = f"{len(positions)} frames of {runs} (errors: statistical inefficiency)"
     elif args.recycled:
         import numpy as np
 
@@ -138,7 +143,7 @@ def run(args):
         from ..analysis.state_discovery import describe_results, state_free_energy_plot
         from ..analysis.states import state_populations
 
-        result = state_populations(states, positions, topology, log_weights, rng=args.seed)
+        result = state_populations(states, positions, topology, log_weights, rng=args.seed, run_lengths=run_lengths)
         print(f"states, {label}:")
         for line in describe_results(result, states):
             print(line)
@@ -148,7 +153,7 @@ def run(args):
                                    tica_points=points, tica_labels=labels)
             print(f"plot: {args.plot}")
         return
-    analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed)
+    analysis = alanine_dipeptide_analysis(positions, topology, log_weights, rng=args.seed, run_lengths=run_lengths)
     print(f"alanine dipeptide basins, {label}:")
     for name, (p, dp) in analysis["populations"].items():
         print(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %")
@@ -169,7 +174,7 @@ def _states(args, topology):
     from ..analysis.state_discovery import discover_states
     from ..training import load_trajectories
 
-    files = args.discover_from or [args.trajectory]
+    files = args.discover_from or args.trajectory
     frames, lengths = load_trajectories(files, args.topology, stride=args.stride, return_lengths=True)
     runs = np.split(frames, np.cumsum(lengths)[:-1])
     discovered = discover_states(runs, topology, n_states=args.discover, lag=args.lag, method=args.discover_method,
