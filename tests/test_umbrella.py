@@ -74,6 +74,7 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     assert summary["windows"] == 4 and summary["frames"] == 40
     assert set(summary) >= {"phi>0", "beta", "alpha_R"}
     assert summary["command"].startswith("arbg umbrella --windows 2")
+    assert "halves" in summary  # the equilibration check's populations (or None where MBAR cannot split 10 frames)
     # mdtraj and OpenMM agree on the sign of phi: each window's mean phi sits near its centre
     result = load_umbrella(out)
     for centre, v in zip(result.centres, result.dihedrals):
@@ -135,3 +136,49 @@ def test_rigid_rotation_start_sets_dihedrals_and_keeps_bonds():
     bonds = np.array([[b.atom1.index, b.atom2.index] for b in ms.topology.bonds()])
     length = lambda y: np.linalg.norm(y[bonds[:, 0]] - y[bonds[:, 1]], axis=1)  # noqa: E731
     assert np.allclose(length(x), length(x0), atol=1e-9)
+
+
+def _synthetic_windows(rng, drift):
+    """12 windows on one dihedral, frames drawn exactly from each window's biased distribution of a
+    flat profile; a fake unrestrained coordinate (positions[:, 0, 0] > 0) whose probability is 0.3
+    throughout, or 0.1 in the first half of every window and 0.5 in the second (``drift``)."""
+    from openmm_arbg.simulation.umbrella import UmbrellaResult
+    from openmm_arbg.physics import kT_kJ_per_mol
+
+    centres, k, n = dihedral_grid(12, 1), 20.0, 400
+    sigma = math.sqrt(kT_kJ_per_mol(300.0) / k)
+    dihedrals, positions = [], []
+    for c in centres:
+        dihedrals.append(np.angle(np.exp(1j * (c + sigma * rng.normal(size=(n, 1))))))
+        p = np.r_[np.full(n // 2, 0.1), np.full(n - n // 2, 0.5)] if drift else np.full(n, 0.3)
+        x = np.zeros((n, 1, 3))
+        x[:, 0, 0] = np.where(rng.random(n) < p, 1.0, -1.0)
+        positions.append(x)
+    return UmbrellaResult(dict(centres=centres.tolist(), k=k, temperature_K=300.0), dihedrals, positions)
+
+
+def test_halves_check_flags_windows_that_are_still_relaxing(capsys):
+    """The umbrella command compares populations from the first and second halves of the windows:
+    a coordinate the restraint leaves free that drifts (0.1 then 0.5) is flagged, a stationary one
+    is not, and the restrained dihedral's region agrees in both (P(phi > 0) = 1/2 exactly)."""
+    from types import SimpleNamespace
+
+    from openmm_arbg.cli.umbrella import _halves_check
+
+    import mdtraj
+
+    top = mdtraj.Topology()  # the fake one-atom molecule the states read
+    top.add_atom("C", mdtraj.element.carbon, top.add_residue("X", top.add_chain()))
+    rng = np.random.default_rng(3)
+    states = {"up": lambda x: x[:, 0, 0] > 0}
+    args = SimpleNamespace(dihedrals=["phi"])
+    for drift in (False, True):
+        out = _halves_check(_synthetic_windows(rng, drift), args, states, top, {})
+        text = capsys.readouterr().out
+        p1, e1, p2, e2 = out["up"]
+        assert ("warning: the first and second halves" in text) == drift, text
+        assert ("(up " in text) == drift and "phi>0" not in text  # only the drifting state is named
+        expected = (0.1, 0.5) if drift else (0.3, 0.3)
+        assert abs(p1 - expected[0]) < 4 * e1 and abs(p2 - expected[1]) < 4 * e2
+        q1, d1, q2, d2 = out["phi>0"]
+        assert abs(q1 - 0.5) < 4 * d1 and abs(q2 - 0.5) < 4 * d2

@@ -102,6 +102,7 @@ def run(args):
                 print(f"  P({name}) = 0 (no decorrelated frame of any window in it)")
             else:
                 _print_population(name, r)
+    summary["halves"] = _halves_check(result, args, states, ms.topology, summary)
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
     try:
@@ -133,6 +134,39 @@ def run(args):
     if args.export:
         frames = result.export(os.path.join(args.output, "frames.dcd"), ms.topology, args.export, args.export_region, args.dihedrals, rng=args.seed)
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
+
+
+def _halves_check(result, args, states, topology, summary):
+    """Populations from the first and the second half of every window; a warning where they
+    differ by more than 3 combined standard errors (windows not equilibrated). Returns
+    name -> [P first half, error, P second half, error] for result.json."""
+    import numpy as np
+
+    from ..analysis.observables import dihedral_regions
+
+    out, drifted = {}, []
+    try:
+        halves = result.halves()
+        for name, indicator in dihedral_regions(args.dihedrals).items():
+            out[name] = [v for h in halves for v in h.probability(indicator)]
+        if states:
+            per_half = [h.state_free_energies(states, topology) for h in halves]
+            for name in states:
+                out[name] = [v for r in per_half for v in (r[name]["probability"], r[name]["probability_error"])]
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:  # too few frames per half for MBAR
+        print(f"note: no check of the windows' halves ({exc})")
+        return None
+    for name, (p1, e1, p2, e2) in out.items():
+        err = math.hypot(e1 if math.isfinite(e1) else 0.0, e2 if math.isfinite(e2) else 0.0)
+        if abs(p1 - p2) > 3 * err and abs(p1 - p2) > 1e-3:
+            drifted.append(f"{name} {100 * p1:.2f} % then {100 * p2:.2f} %")
+    if drifted:
+        print("warning: the first and second halves of the windows disagree by more than 3 standard errors ("
+              + "; ".join(drifted) + "): something the restraints leave free is still relaxing from the starting structure, "
+              "and MBAR's errors (which count the restrained dihedrals' correlation only) are too small. Run longer windows "
+              "(--ps) with more equilibration (--equilibration-ps) in a new --output folder (a folder's windows keep the "
+              "settings they were run with)")
+    return out
 
 
 def _print_population(name, r):

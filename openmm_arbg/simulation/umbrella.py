@@ -371,6 +371,23 @@ class UmbrellaResult:
         mesh = np.meshgrid(*([axis] * d), indexing="ij")
         return np.stack([m.reshape(-1) for m in mesh], axis=1), f - np.min(f), err
 
+    def halves(self):
+        """The first and the second half of every window's frames, as two :class:`UmbrellaResult`.
+
+        Equal populations from both (within their errors) are the check that the windows are
+        equilibrated: MBAR's errors count the correlation of the restrained dihedrals only, so a
+        slow coordinate the restraints leave free (another residue's psi, a side chain) still
+        relaxing from the starting structure shows up only as a drift between the halves.
+        """
+        out = []
+        for half in (0, 1):
+            cut = [len(v) // 2 for v in self.dihedrals]
+            pick = (lambda a, c: a[:c]) if half == 0 else (lambda a, c: a[c:])
+            dihedrals = [pick(v, c) for v, c in zip(self.dihedrals, cut)]
+            positions = None if self.positions is None else [pick(np.asarray(x), c) for x, c in zip(self.positions, cut)]
+            out.append(UmbrellaResult(self.settings, dihedrals, positions, self.max_samples_per_window))
+        return out
+
     def free_energy(self, indicator):
         """``F(region) - F(rest)`` in kT, with its standard error (:func:`free_energy_from_probability`)."""
         return free_energy_from_probability(*self.probability(indicator))
