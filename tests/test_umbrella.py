@@ -106,6 +106,10 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     assert sum(states[k]["probability"] for k in ("S1", "S2", "outside")) == pytest.approx(1.0, abs=1e-9)
     assert main(["umbrella", "--dihedrals", "phi", "1,2,3", "--output", str(tmp_path / "x")]) == 2
     assert main(["umbrella", "--export", "10", "--output", str(tmp_path / "y")]) == 2  # needs --save-positions
+    assert main(["umbrella", "--start-from", str(tmp_path / "none.dcd"), "--output", str(tmp_path / "y")]) == 2  # no such file
+    assert main(["umbrella", "--start-topology", str(tmp_path / "s.json"), "--output", str(tmp_path / "y")]) == 2  # needs --start-from
+    # windows that start from frames of a run (here the exported ones): the command says so
+    assert main(argv[:-3] + ["--start-from", os.path.join(out, "frames.dcd"), "--output", str(tmp_path / "z"), "--quiet"]) == 0
     assert main(["umbrella", "--state", "a=phi > 0", "--output", str(tmp_path / "y")]) == 2  # needs --save-positions
     assert main(argv[:-3] + ["--state", "a=phi7 > 0", "--output", str(tmp_path / "y"), "--quiet"]) != 0  # no such dihedral
     assert not os.path.exists(tmp_path / "y")
@@ -182,3 +186,37 @@ def test_halves_check_flags_windows_that_are_still_relaxing(capsys):
         assert abs(p1 - expected[0]) < 4 * e1 and abs(p2 - expected[1]) < 4 * e2
         q1, d1, q2, d2 = out["phi>0"]
         assert abs(q1 - 0.5) < 4 * d1 and abs(q2 - 0.5) < 4 * d2
+
+
+def test_umbrella_windows_start_from_given_frames(tmp_path, monkeypatch):
+    """With start_positions every window starts from one of the frames (drawn by the seed), its
+    restrained dihedral rotated rigidly about the central bond (atoms 1 and 2 stay where the frame
+    has them); the frames are part of the settings, so a resume with other frames is refused."""
+    import openmm_arbg.simulation.umbrella as umbrella
+
+    ms, _ = harmonic_chain(4, k_torsion=10.0)
+    base = np.asarray(ms.positions_nm(), dtype=float)
+    frames = np.stack([base + [i, 0.0, 0.0] for i in range(3)])  # three frames, told apart by a shift of i nm
+    seen = []
+    simulate = umbrella._simulate_window
+
+    def spy(system, positions_nm, *args):
+        seen.append(np.array(positions_nm))
+        return simulate(system, positions_nm, *args)
+
+    monkeypatch.setattr(umbrella, "_simulate_window", spy)
+    kwargs = dict(k=100.0, n_steps=200, report_interval=50, equilibration_steps=100, seed=5, progress=False)
+    out = str(tmp_path / "u")
+    result = run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(6, 1), out, start_positions=frames, **kwargs)
+    picks = np.random.default_rng(5).integers(3, size=6)
+    assert len(seen) == 6 and len(set(picks.tolist())) > 1
+    for start, pick in zip(seen, picks):
+        assert np.allclose(start[1:3], frames[pick][1:3])  # the central bond's atoms are the chosen frame's
+    for start, centre in zip(seen, result.centres):  # and the restrained dihedral is the window's centre
+        assert abs(np.angle(np.exp(1j * (umbrella.compute_dihedrals(start[None], [[0, 1, 2, 3]])[0, 0] - centre[0])))) < 1e-6
+    with open(os.path.join(out, "settings.json")) as f:
+        assert "start_frames_sha256" in json.load(f)
+    with pytest.raises(ValueError, match="start_frames_sha256"):
+        run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(6, 1), out, start_positions=frames[::-1], **kwargs)
+    with pytest.raises(ValueError, match="start_positions must be"):
+        run_umbrella(ms, [[0, 1, 2, 3]], dihedral_grid(6, 1), str(tmp_path / "v"), start_positions=frames[:, :2], **kwargs)

@@ -424,6 +424,26 @@ def print_warnings(lines, out=None):
         print(f"warning: {line}", file=out or sys.stdout)
 
 
+def load_start_trajectory(ms, path, topology_path=None, option="--start-from"):
+    """The mdtraj trajectory ``path`` of the molecule ``ms`` (topology: ``topology_path``, else
+    topology.pdb beside the file, else the system's own), with a clear error if it cannot be read
+    or holds another number of atoms."""
+    import mdtraj
+
+    if topology_path is None and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")):
+        topology_path = os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")
+    top = topology_path if topology_path else mdtraj.Topology.from_openmm(ms.topology)
+    try:
+        traj = mdtraj.load(path, top=top)
+    except Exception as exc:
+        raise ValueError(f"cannot read {option} {path} ({type(exc).__name__}: {exc}); give a trajectory mdtraj "
+                         "reads and, if its folder has no topology.pdb, --start-topology") from None
+    if traj.n_atoms != ms.n_atoms:
+        raise ValueError(f"{option} {path} has {traj.n_atoms} atoms, the system {ms.name} {ms.n_atoms}: "
+                         "give a trajectory of the same molecule")
+    return traj
+
+
 def temperature_K(args, molecular_system):
     """``--temperature`` if given, else the system's temperature, in K."""
     import openmm.unit as unit

@@ -92,21 +92,10 @@ def run(args):
 def _start_positions(ms, path, topology_path, n_starts, seed, report_left_handed=True):
     """Positions (nm) of ``n_starts`` frames of ``path`` that cover its backbone conformations;
     with ``report_left_handed``, how many of them (and of its frames) have 0 < phi < 120 deg."""
-    import mdtraj
-
     from ..simulation.md import choose_start_frames, left_handed_starts
+    from .common import load_start_trajectory
 
-    if topology_path is None and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")):
-        topology_path = os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")
-    top = topology_path if topology_path else mdtraj.Topology.from_openmm(ms.topology)
-    try:
-        traj = mdtraj.load(path, top=top)
-    except Exception as exc:
-        raise ValueError(f"cannot read --start-from {path} ({type(exc).__name__}: {exc}); give a trajectory mdtraj "
-                         "reads and, if its folder has no topology.pdb, --start-topology") from None
-    if traj.n_atoms != ms.n_atoms:
-        raise ValueError(f"--start-from {path} has {traj.n_atoms} atoms, the system {ms.name} {ms.n_atoms}: "
-                         "give a trajectory of the same molecule")
+    traj = load_start_trajectory(ms, path, topology_path)
     idx = choose_start_frames(traj.xyz, traj.topology, n_starts, seed=seed)
     for name, (starts, frames) in left_handed_starts(traj.xyz, traj.topology, idx).items() if report_left_handed else ():
         print(f"seeded MD: 0 < {name} < 120 deg in {starts} of {len(idx)} starts ({frames} of {traj.n_frames} frames of --start-from)")

@@ -3,6 +3,7 @@ result.json, and optionally frames resampled from the unbiased distribution (arb
 openmm_arbg.simulation.umbrella.run_umbrella)."""
 
 import math
+import os
 
 from ..analysis.observables import BASINS
 from .common import add_options, check_state_options, non_negative_int, positive_int, user_states
@@ -22,6 +23,12 @@ def add_arguments(p):
     p.add_argument("--ps", type=float, default=200.0, help="production ps per window (default %(default)s)")
     p.add_argument("--report-ps", type=float, default=0.1, help="ps between saved frames (default %(default)s)")
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps per window before saving (default %(default)s)")
+    p.add_argument("--start-from", default=None, metavar="TRAJECTORY",
+                   help="equilibrium MD of the molecule: each window starts from one of its frames drawn at random, the "
+                   "restrained dihedrals rotated into the window, so that what the restraints leave free (other residues, "
+                   "side chains) starts at equilibrium instead of relaxing from one structure during the window")
+    p.add_argument("--start-topology", default=None,
+                   help="topology (PDB) of --start-from (default: topology.pdb beside it, else the system's own)")
     add_options(p, "timestep_fs", "temperature", "platform", "workers", "seed", workers=dict(help="worker processes, one window each (default %(default)s)"))
     p.add_argument("--save-positions", action="store_true", help="keep every frame's positions (e.g. as training data)")
     p.add_argument("--mbar-samples", type=positive_int, default=200,
@@ -55,11 +62,15 @@ def validate(args, parser):
         parser.error("--export and --export-windows write the windows' positions: add --save-positions")
     if (args.state or args.states_file) and not args.save_positions:
         parser.error("--state and --states-file are evaluated on the windows' positions: add --save-positions")
+    for name, path in (("--start-from", args.start_from), ("--start-topology", args.start_topology)):
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"{name} {path}: no such file")
+    if args.start_topology and not args.start_from:
+        parser.error("--start-topology needs --start-from")
     check_state_options(args, parser)
 
 
 def run(args):
-    import os
     import shlex
 
     import numpy as np
@@ -78,11 +89,17 @@ def run(args):
     if args.export_region != "all" and args.export_region not in dihedral_regions(args.dihedrals):  # before any window runs
         raise ValueError(f"--export-region {args.export_region} is not defined for --dihedrals {' '.join(args.dihedrals)}")
     states = user_states(args, ms.topology)[0]  # a wrong expression or states file fails before any window runs
+    starts = None
+    if args.start_from:
+        from .common import load_start_trajectory
+
+        starts = load_start_trajectory(ms, args.start_from, args.start_topology).xyz
+        print(f"umbrella: each window starts from a random one of the {len(starts)} frames of {args.start_from}")
     result = run_umbrella(
         ms, dihedrals, dihedral_grid(args.windows, len(dihedrals)), args.output, k=args.k, n_steps=n_steps, report_interval=report,
         equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), temperature=T, timestep_fs=args.timestep_fs,
         seed=args.seed, platform=args.platform, n_workers=args.workers, save_positions=args.save_positions,
-        max_samples_per_window=args.mbar_samples, progress=not args.quiet,
+        max_samples_per_window=args.mbar_samples, progress=not args.quiet, start_positions=starts,
     )
     summary = result.summary(args.dihedrals, command=shlex.join(["arbg", "umbrella", *args.argv]))
     summary["system"] = args.system

@@ -17,6 +17,7 @@ Reduced bias energies are all MBAR needs: the unbiased potential is the same in 
 so ``u_k(x) = beta * bias_k(dihedrals(x))`` up to a term common to all states.
 """
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -129,7 +130,7 @@ def _run_window(job):
 def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_steps=100000, report_interval=100,
                  equilibration_steps=10000, pull_k=None, pull_steps=2000, temperature=None, timestep_fs=1.0,
                  friction_per_ps=1.0, seed=0, platform=None, n_workers=1, save_positions=False, max_samples_per_window=200,
-                 progress=True):
+                 progress=True, start_positions=None):
     """Run harmonic umbrella windows on dihedrals; resume if ``output_dir`` holds finished windows.
 
     Parameters
@@ -167,6 +168,12 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     max_samples_per_window : int
         Passed to :class:`UmbrellaResult` (analysis only; not part of the run's settings).
     progress : bool
+    start_positions : array_like (m, n_atoms, 3), nm, optional
+        Frames of equilibrium MD of the molecule: each window starts from one of them, drawn at
+        random (``seed``), instead of from the system's single structure, so that what the
+        restraints leave free (other residues' dihedrals, side chains) starts from its equilibrium
+        distribution rather than relaxing from one structure during the window. Their hash is
+        part of the run's settings.
 
     Returns
     -------
@@ -204,6 +211,14 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
         pull_steps=int(pull_steps),
         save_positions=bool(save_positions),
     )
+    starts = None
+    if start_positions is not None:
+        frames = np.asarray(start_positions, dtype=float)
+        if frames.ndim != 3 or frames.shape[1:] != (n_atoms, 3) or len(frames) == 0 or not np.isfinite(frames).all():
+            raise ValueError(f"start_positions must be finite frames of shape (m >= 1, {n_atoms}, 3) nm; got shape {frames.shape}")
+        picks = np.random.default_rng(int(seed)).integers(len(frames), size=len(centres))
+        starts = frames[picks]
+        settings["start_frames_sha256"] = hashlib.sha256(np.ascontiguousarray(starts, dtype=np.float32).tobytes()).hexdigest()
     os.makedirs(output_dir, exist_ok=True)
     check_settings_file(os.path.join(output_dir, "settings.json"), settings, "umbrella windows", optional_keys=("system_sha256",))
 
@@ -211,7 +226,8 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     positions = np.asarray(molecular_system.positions_nm(), dtype=float)
     todo = [i for i in range(len(centres)) if not os.path.exists(_window_path(output_dir, i))]
     graph = MolecularGraph.from_topology(molecular_system.topology)
-    jobs = [(i, system_xml, positions, graph, dihedrals, centres[i], settings, output_dir) for i in todo]
+    jobs = [(i, system_xml, positions if starts is None else starts[i], graph, dihedrals, centres[i], settings, output_dir)
+            for i in todo]
     bar = tqdm(total=len(centres), initial=len(centres) - len(todo), unit="window", desc="umbrella", disable=not progress)
     if n_workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("fork")
