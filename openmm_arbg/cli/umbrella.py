@@ -179,10 +179,11 @@ def _halves_check(result, args, states, topology, summary):
             drifted.append(f"{name} {100 * p1:.2f} % then {100 * p2:.2f} %")
     if drifted:
         print("warning: the first and second halves of the windows disagree by more than 3 standard errors ("
-              + "; ".join(drifted) + "): something the restraints leave free is still relaxing from the starting structure, "
-              "and MBAR's errors (which count the restrained dihedrals' correlation only) are too small. Run longer windows "
-              "(--ps) with more equilibration (--equilibration-ps) in a new --output folder (a folder's windows keep the "
-              "settings they were run with)")
+              + "; ".join(drifted) + "): something the restraints leave free moves too slowly for these windows (it is still "
+              "relaxing from the starting structure, or turns over only a few times per window), and MBAR's errors, which "
+              "count the restrained dihedrals' correlation only, are too small for these populations. Run longer windows "
+              "(--ps), start them from equilibrium MD (--start-from), or restrain that coordinate too (--dihedrals), in a new "
+              "--output folder (a folder's windows keep the settings they were run with)")
     return out
 
 
