@@ -23,6 +23,9 @@
 #                      with 512 (python benchmarks/bin_noise.py; docs/benchmarks.md section 19)
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
+#   UMBRELLA=0         1: also an umbrella reference for the middle residue's alpha_L (phi > 0), which the
+#                      reference MD hardly visits: 18 windows of 200 ps on its phi, each started from a frame of
+#                      the reference MD (about 4 ns of MD; 35 min on one thread for AAA)
 #
 # Capped tri-alanine on two CPU cores (THREADS=2, session 14): 25 min of MD for training, 31 min
 # of reference MD, 66 min of training, 8 self-training rounds of 5-7 min each, 5 min of
@@ -42,7 +45,7 @@ OUT=${2:-recipe_$SEQ}
 THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
 HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
 N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500} N_BINS=${N_BINS:-256}
-ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000}
+ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0}
 export OPENMM_CPU_THREADS=$THREADS
 
 SYSTEM=peptide:$SEQ
@@ -83,5 +86,11 @@ if [ "$REF_NS" != "0" ]; then
         --topology reference/310K/topology.pdb --n "$N_EVAL" --seed 7 --output evaluation --device "$DEVICE" "${COMMON[@]}" --quiet
     run free-energy --trajectory reference/310K/trajectory.dcd --topology reference/310K/topology.pdb "${STATES[@]}" \
         | tee free_energy_reference.txt
+    if [ "$UMBRELLA" = "1" ]; then
+        MID=$(( (N + 3) / 2 ))  # the middle residue (Ace is residue 1)
+        run umbrella --system "$SYSTEM" --dihedrals "phi$MID" --windows 18 --k 60 --ps 200 --report-ps 0.5 --equilibration-ps 20 \
+            --start-from reference/310K/trajectory.dcd --save-positions --state "alphaL$MID=phi$MID > 0" --workers 1 --seed 8 \
+            --output "umbrella_phi$MID" "${COMMON[@]}" --quiet | tee umbrella.txt
+    fi
 fi
-echo "done: $OUT/evaluation/evaluation.md, $OUT/free_energy_model.txt against $OUT/free_energy_reference.txt, $OUT/mcmc.txt"
+echo "done: $OUT/evaluation/evaluation.md, $OUT/free_energy_model.txt against $OUT/free_energy_reference.txt (and umbrella.txt with UMBRELLA=1), $OUT/mcmc.txt"
