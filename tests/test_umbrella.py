@@ -177,7 +177,7 @@ def test_halves_check_flags_windows_that_are_still_relaxing(capsys):
     states = {"up": lambda x: x[:, 0, 0] > 0}
     args = SimpleNamespace(dihedrals=["phi"])
     for drift in (False, True):
-        out = _halves_check(_synthetic_windows(rng, drift), args, states, top, {})
+        out = _halves_check(_synthetic_windows(rng, drift), args, states, top)
         text = capsys.readouterr().out
         p1, e1, p2, e2 = out["up"]
         assert ("warning: the first and second halves" in text) == drift, text

@@ -424,6 +424,15 @@ def print_warnings(lines, out=None):
         print(f"warning: {line}", file=out or sys.stdout)
 
 
+def check_start_options(args, parser):
+    """``--start-from`` and ``--start-topology`` name existing files, and the second comes with the first."""
+    for name, path in (("--start-from", args.start_from), ("--start-topology", args.start_topology)):
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"{name} {path}: no such file")
+    if args.start_topology and not args.start_from:
+        parser.error("--start-topology needs --start-from")
+
+
 def load_start_trajectory(ms, path, topology_path=None, option="--start-from"):
     """The mdtraj trajectory ``path`` of the molecule ``ms`` (topology: ``topology_path``, else
     topology.pdb beside the file, else the system's own), with a clear error if it cannot be read

@@ -4,7 +4,7 @@
 import math
 import os
 
-from .common import add_options, positive_int
+from .common import add_options, check_start_options, positive_int
 
 NAME = "md"
 HELP = "run unconstrained Langevin MD to make training data"
@@ -48,11 +48,7 @@ def validate(args, parser):
         parser.error(f"--temperatures must be positive numbers (K); got {' '.join(f'{t:g}' for t in args.temperatures)}")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         parser.error(f"--output {args.output} is a file; give a folder")
-    for name, path in (("--start-from", args.start_from), ("--start-topology", args.start_topology)):
-        if path is not None and not os.path.isfile(path):
-            parser.error(f"{name} {path}: no such file")
-    if args.start_topology and not args.start_from:
-        parser.error("--start-topology needs --start-from")
+    check_start_options(args, parser)
     if args.start_from or args.start_basins:
         from ..simulation.md import steps_from_ps
 

@@ -6,7 +6,7 @@ import math
 import os
 
 from ..analysis.observables import BASINS
-from .common import add_options, check_state_options, non_negative_int, positive_int, user_states
+from .common import add_options, check_start_options, check_state_options, non_negative_int, positive_int, user_states
 
 NAME = "umbrella"
 HELP = "umbrella sampling on dihedrals + MBAR: a converged reference for rare basins"
@@ -62,11 +62,7 @@ def validate(args, parser):
         parser.error("--export and --export-windows write the windows' positions: add --save-positions")
     if (args.state or args.states_file) and not args.save_positions:
         parser.error("--state and --states-file are evaluated on the windows' positions: add --save-positions")
-    for name, path in (("--start-from", args.start_from), ("--start-topology", args.start_topology)):
-        if path is not None and not os.path.isfile(path):
-            parser.error(f"{name} {path}: no such file")
-    if args.start_topology and not args.start_from:
-        parser.error("--start-topology needs --start-from")
+    check_start_options(args, parser)
     check_state_options(args, parser)
 
 
@@ -119,7 +115,7 @@ def run(args):
                 print(f"  P({name}) = 0 (no decorrelated frame of any window in it)")
             else:
                 _print_population(name, r)
-    summary["halves"] = _halves_check(result, args, states, ms.topology, summary)
+    summary["halves"] = _halves_check(result, args, states, ms.topology)
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
     try:
@@ -153,7 +149,7 @@ def run(args):
         print(f"{args.export} frames resampled from the unbiased distribution ({args.export_region}) -> {frames}")
 
 
-def _halves_check(result, args, states, topology, summary):
+def _halves_check(result, args, states, topology):
     """Populations from the first and the second half of every window; a warning where they
     differ by more than 3 combined standard errors (windows not equilibrated). Returns
     name -> [P first half, error, P second half, error] for result.json."""

@@ -395,12 +395,11 @@ class UmbrellaResult:
         slow coordinate the restraints leave free (another residue's psi, a side chain) still
         relaxing from the starting structure shows up only as a drift between the halves.
         """
+        cuts = [len(v) // 2 for v in self.dihedrals]
         out = []
-        for half in (0, 1):
-            cut = [len(v) // 2 for v in self.dihedrals]
-            pick = (lambda a, c: a[:c]) if half == 0 else (lambda a, c: a[c:])
-            dihedrals = [pick(v, c) for v, c in zip(self.dihedrals, cut)]
-            positions = None if self.positions is None else [pick(np.asarray(x), c) for x, c in zip(self.positions, cut)]
+        for half in ([slice(None, c) for c in cuts], [slice(c, None) for c in cuts]):
+            dihedrals = [v[s] for v, s in zip(self.dihedrals, half)]
+            positions = None if self.positions is None else [np.asarray(x)[s] for x, s in zip(self.positions, half)]
             out.append(UmbrellaResult(self.settings, dihedrals, positions, self.max_samples_per_window))
         return out
 
