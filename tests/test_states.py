@@ -79,6 +79,30 @@ def test_peptide_names_per_residue():
     assert expr(ms.positions_nm()[None]).shape == (1,)
 
 
+@pytest.mark.parametrize("sequence, residue", [("I", 2), ("TPG", 2), ("FKV", 3)])
+def test_side_chain_chi1_names_match_mdtraj(sequence, residue):
+    """chiN_K in the state language and in dihedral_indices (umbrella, profile) is mdtraj's chiN of
+    residue K: the trans-rotamer state agrees with mdtraj.compute_chi1 frame by frame."""
+    import mdtraj
+
+    from openmm_arbg.molecule.topology import dihedral_indices
+    from openmm_arbg.simulation.md import basin_starts
+    from openmm_arbg.simulation.systems import capped_peptide
+
+    ms = capped_peptide(sequence)
+    frames, _ = basin_starts(ms.positions_nm(), ms.topology, 9, seed=1)  # chi1 in p, t and m three times each
+    top = mdtraj.Topology.from_openmm(ms.topology)
+    quads, chi = mdtraj.compute_chi1(mdtraj.Trajectory(frames, top))
+    k = [top.atom(int(q[1])).residue.index + 1 for q in quads].index(residue)
+    assert dihedral_indices(ms.topology, [f"chi1_{residue}"]).tolist() == [quads[k].tolist()]
+    trans = StateExpression(f"abs(chi1_{residue}) > 120", ms.topology)(frames)
+    assert np.array_equal(trans, np.abs(np.degrees(chi[:, k])) > 120) and trans.sum() == 3
+    with pytest.raises(ValueError, match="no dihedral 'chi1_9'"):
+        dihedral_indices(ms.topology, ["chi1_9"])
+    with pytest.raises(ValueError, match="unknown name 'chi1_1'"):
+        StateExpression("chi1_1 > 0", ms.topology)  # Ace has no side chain
+
+
 def test_free_energy_errors_where_the_delta_method_fails(alanine):
     """A state never visited: F = inf, error NaN. A state whose population error reaches its
     population (one heavy weight on it): the error of -ln P is inf, not dP/P."""

@@ -5,9 +5,11 @@ dihedrals (degrees) and distances (nm), for example::
 
     phi2 < 0 and -120 <= psi2 <= 50          # residue 2's phi and psi (1-based residue positions)
     phi3 > 0 or d(4, 17) < 0.35              # d(i, j): distance between atoms i and j (0-based), nm
+    abs(chi1_2) > 120                        # residue 2's side chain in its trans rotamer
 
-Names: ``phiK``, ``psiK`` (K = the residue's position in the topology, from 1), and ``phi``/``psi``
-when the molecule has exactly one. Operators: comparisons (chained too), ``and``, ``or``, ``not``,
+Names: ``phiK``, ``psiK`` (K = the residue's position in the topology, from 1), ``phi``/``psi``
+when the molecule has exactly one, and the side chains' ``chiN_K`` (``chi1_2``: residue 2's chi1,
+N-CA-CB-XG, as mdtraj defines chi1 to chi4). Operators: comparisons (chained too), ``and``, ``or``, ``not``,
 ``+ - * /``, ``abs(...)``, ``d(i, j)``. Expressions are parsed, never ``eval``-ed.
 """
 
@@ -37,7 +39,7 @@ class StateExpression:
         self.expression = str(expression)
         top = _as_mdtraj(topology)
         self.n_atoms = top.n_atoms
-        self.dihedral_names = named_dihedrals(top)
+        self.dihedral_names = named_dihedrals(top, side_chains=True)
         for name in ("phi", "psi"):  # plain phi/psi only where unambiguous
             if sum(k.startswith(name) and k[3:].isdigit() for k in self.dihedral_names) > 1:
                 self.dihedral_names.pop(name, None)

@@ -23,8 +23,8 @@ def add_arguments(p):
     p.add_argument("--n", type=positive_int, default=10000, help="proposals (default %(default)s)")
     p.add_argument(
         "--state", action="append", default=[], metavar="NAME=EXPRESSION",
-        help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK in degrees, K the "
-        "residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
+        help="a state, e.g. 'alphaR=phi2 < 0 and -120 <= psi2 <= 50' (dihedrals phiK/psiK and side chains' chiN_K in degrees, K "
+        "the residue's position; d(i, j) in nm); repeat for several. Default: alanine dipeptide's basins",
     )
     p.add_argument("--discover", type=positive_int, metavar="N",
                    help="find N metastable states automatically in MD (TICA of the backbone dihedrals, k-means, PCCA+ "

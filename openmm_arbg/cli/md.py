@@ -30,9 +30,10 @@ def add_arguments(p):
                    help="topology (PDB) of --start-from (default: topology.pdb beside it, else the system's own)")
     p.add_argument("--start-basins", action="store_true",
                    help="seeded MD whose starts have every residue's backbone (phi, psi) rotated rigidly into each "
-                        "Ramachandran basin in turn (alpha_R, beta, PII, alpha_L, C7ax), so the model sees basins that no "
+                        "Ramachandran basin in turn (alpha_R, beta, PII, alpha_L, C7ax), and every side chain's chi1 "
+                        "into each rotamer (p +60, t 180, m -60 deg), so the model sees basins and rotamers that no "
                         "MD visited: the system's structure rotated, or with --start-from the chosen frames rotated "
-                        "(--n-starts a multiple of 5 gives every residue every basin equally often)")
+                        "(--n-starts a multiple of 15 gives every residue every basin and rotamer equally often)")
     p.add_argument("--n-starts", type=positive_int, default=20,
                    help="number of seeded segments with --start-from or --start-basins (default %(default)s)")
     add_options(p, "quiet")
@@ -102,12 +103,16 @@ def _rotated_into_basins(ms, positions, n_starts, seed):
     """``basin_starts`` of the structure(s), with what each residue got printed."""
     import collections
 
-    from ..simulation.md import RAMACHANDRAN_BASINS, basin_starts
+    from ..simulation.md import CHI1_ROTAMERS, RAMACHANDRAN_BASINS, basin_starts
 
     starts, basins = basin_starts(positions, ms.topology, n_starts, seed=seed)
     residues = list(ms.topology.residues())
     for residue, names in basins.items():
         count = collections.Counter(names)
+        if residue.startswith("chi1_"):
+            print(f"seeded MD: residue {residue[5:]}'s side chain ({residue}) rotated into rotamers "
+                  + ", ".join(f"{b} ({CHI1_ROTAMERS[b]:+.0f} deg) {count[b]}" for b in CHI1_ROTAMERS) + f" of {n_starts} starts")
+            continue
         ring = f" (phi{residue} is in proline's ring: only psi{residue} is set)" if residues[int(residue) - 1].name == "PRO" else ""
         print(f"seeded MD: residue {residue} (phi{residue}, psi{residue}) rotated into "
               + ", ".join(f"{b} {count[b]}" for b in RAMACHANDRAN_BASINS) + f" of {n_starts} starts{ring}")

@@ -16,7 +16,7 @@ REQUIRED = ("model",)
 def add_arguments(p):
     add_options(p, "model", "device", "target", "temperature", "proposal_temperature")
     p.add_argument("--dihedrals", nargs="+", default=["phi"],
-                   help="one or two dihedrals: phi, psi, phiK, psiK (residue K, from 1) or i,j,k,l (default: phi)")
+                   help="one or two dihedrals: phi, psi, phiK, psiK, chiN_K (residue K, from 1) or i,j,k,l (default: phi)")
     p.add_argument("--grid", type=int, default=36, help="bins per dihedral (default %(default)s)")
     p.add_argument("--n-per-point", type=int, default=1000,
                    help="proposals (energy evaluations) per bin, shared by its sub-points (default %(default)s)")

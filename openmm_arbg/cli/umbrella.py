@@ -16,7 +16,7 @@ REGIONS = ("all", "phi>0") + tuple(b for b in BASINS if b != "phi>0")
 def add_arguments(p):
     add_options(p, "system")
     p.add_argument("--dihedrals", nargs="+", default=["phi", "psi"],
-                   help="restrained dihedrals: phi, psi (the first residue's), phiK, psiK (residue K, from 1) or i,j,k,l atom "
+                   help="restrained dihedrals: phi, psi (the first residue's), phiK, psiK, chiN_K (residue K, from 1) or i,j,k,l atom "
                    "indices (default: phi psi)")
     p.add_argument("--windows", type=int, default=18, help="windows per dihedral on a regular grid (default %(default)s)")
     p.add_argument("--k", type=float, default=100.0, help="restraint force constant in kJ/mol/rad^2 (default %(default)s)")

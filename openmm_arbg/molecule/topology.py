@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["MolecularGraph", "check_same_molecule", "check_bond_lengths", "backbone_dihedral_indices", "named_dihedrals", "dihedral_indices"]
+__all__ = ["MolecularGraph", "check_same_molecule", "check_bond_lengths", "backbone_dihedral_indices", "named_dihedrals", "side_chain_dihedrals", "dihedral_indices"]
 
 
 class MolecularGraph:
@@ -368,9 +368,10 @@ def backbone_dihedral_indices(topology):
     return np.asarray(indices_phi(top), dtype=int).reshape(-1, 4), np.asarray(indices_psi(top), dtype=int).reshape(-1, 4)
 
 
-def named_dihedrals(topology):
+def named_dihedrals(topology, side_chains=False):
     """Backbone dihedrals by name: ``phiK``/``psiK`` -> atom quadruple (K the residue's 1-based
-    position in the topology), and ``phi``/``psi`` for the first residue that has one."""
+    position in the topology), and ``phi``/``psi`` for the first residue that has one; with
+    ``side_chains``, also :func:`side_chain_dihedrals`' ``chiN_K``."""
     top = _as_mdtraj(topology)
     phi, psi = backbone_dihedral_indices(top)
     out = {}
@@ -379,12 +380,29 @@ def named_dihedrals(topology):
             out[f"{name}{top.atom(int(quad[atom])).residue.index + 1}"] = [int(a) for a in quad]
         if len(idx):
             out[name] = [int(a) for a in idx[0]]
+    if side_chains:
+        out.update(side_chain_dihedrals(top))
+    return out
+
+
+def side_chain_dihedrals(topology):
+    """Side-chain dihedrals by name: ``chiN_K`` -> atom quadruple, chi1 to chi4 of residue K
+    (1-based position in the topology) as mdtraj defines them (chi1 is N-CA-CB-XG: every residue
+    but Gly and Ala has one; ``chi1_2`` is residue 2's chi1)."""
+    from mdtraj.geometry import dihedral as mdd
+
+    top = _as_mdtraj(topology)
+    out = {}
+    for n in (1, 2, 3, 4):
+        for quad in np.asarray(getattr(mdd, f"indices_chi{n}")(top), dtype=int).reshape(-1, 4):
+            out[f"chi{n}_{top.atom(int(quad[1])).residue.index + 1}"] = [int(a) for a in quad]
     return out
 
 
 def dihedral_indices(topology, names):
     """Atom quadruples (m, 4) from names: ``"phi"``/``"psi"`` (the first residue that has one),
-    ``"phiK"``/``"psiK"`` (residue K, from 1; :func:`named_dihedrals`), ``"i,j,k,l"`` (0-based atom
+    ``"phiK"``/``"psiK"`` (residue K, from 1; :func:`named_dihedrals`), ``"chiN_K"`` (side chains;
+    :func:`side_chain_dihedrals`), ``"i,j,k,l"`` (0-based atom
     indices) or a sequence of four ints. Raises ``ValueError`` for anything else."""
     top = _as_mdtraj(topology)
     named = None
@@ -392,11 +410,11 @@ def dihedral_indices(topology, names):
     for name in names:
         if not isinstance(name, str):
             atoms = [int(a) for a in name]
-        elif name[:3] in ("phi", "psi"):
-            named = named_dihedrals(top) if named is None else named
+        elif name[:3] in ("phi", "psi", "chi"):
+            named = named_dihedrals(top, side_chains=True) if named is None else named
             if name not in named:
                 known = ", ".join(k for k in named if k[-1].isdigit()) or "none"
-                raise ValueError(f"the molecule has no backbone dihedral {name!r} (it has: {known}); give atom indices as i,j,k,l")
+                raise ValueError(f"the molecule has no dihedral {name!r} (it has: {known}); give atom indices as i,j,k,l")
             out.append(named[name])
             continue
         else:
@@ -406,7 +424,7 @@ def dihedral_indices(topology, names):
                 atoms = []
         if len(atoms) != 4 or not all(0 <= a < top.n_atoms for a in atoms):
             raise ValueError(
-                f"dihedral {name!r}: give phi, psi, phiK, psiK (K the residue, from 1) or four atom indices "
+                f"dihedral {name!r}: give phi, psi, phiK, psiK, chiN_K (K the residue, from 1) or four atom indices "
                 f"(0-based, < {top.n_atoms}) as i,j,k,l"
             )
         out.append(atoms)

@@ -23,7 +23,7 @@ import openmm.unit as unit
 from ..physics import check_platform, check_temperature, default_platform, platform_properties, system_fingerprint
 from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
 
-__all__ = ["run_md", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
+__all__ = ["run_md", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "CHI1_ROTAMERS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
 
 def steps_from_ps(duration_ps, report_ps, timestep_fs, what="the run"):
@@ -344,6 +344,12 @@ RAMACHANDRAN_BASINS = {
     "C7ax": (70.0, -65.0),
 }
 
+#: Side-chain chi1 rotamers of seeded MD's rotated starts, in degrees, named as in Lovell et al.
+#: (Proteins 2000): p (plus), t (trans), m (minus). A rotamer barrier (about 15-25 kJ/mol) is crossed
+#: a few times per nanosecond or less at 310 K, so MD of training length can stay in the rotamer it
+#: started in: Ace-Ile-Nme kept chi1 gauche for 1.5 ns.
+CHI1_ROTAMERS = {"p": 60.0, "t": 180.0, "m": -60.0}
+
 
 def _side_of_bond(neighbors, b, c):
     """Atoms reachable from ``c`` without crossing the bond b-c (None if b-c is in a ring)."""
@@ -411,18 +417,24 @@ def _nonlocal_pairs(neighbors, min_bonds=4):
     return i[keep], j[keep]
 
 
-def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_distance_nm=0.15, max_tries=50):
-    """Starts for seeded MD that put every residue into every Ramachandran basin.
+def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_distance_nm=0.15, max_tries=50, rotamers=True):
+    """Starts for seeded MD that put every residue into every Ramachandran basin, and every side
+    chain into every chi1 rotamer.
 
     Each start is a structure whose backbone (phi, psi) of each residue is rotated rigidly into one
     of :data:`RAMACHANDRAN_BASINS` (plus a uniform jitter of +-``jitter_deg``). Each residue gets
     every basin equally often (``n_starts`` a multiple of their number) in an order drawn
     independently per residue, so the starts also mix the residues' basins. Unlike frames of a
     high-temperature run (:func:`choose_start_frames`), this covers the left-handed basins
-    (alpha_L, C7ax) that a short hot run can miss. Rotations keep bonds, angles and stereocentres;
+    (alpha_L, C7ax) that a short hot run can miss. With ``rotamers``, every side chain's chi1 is
+    likewise rotated into each of :data:`CHI1_ROTAMERS` equally often (``n_starts`` a multiple of
+    3 for exactly equal counts), in its own random order: rotamers that MD at the target
+    temperature does not cross in its length. Rotations keep bonds, angles and stereocentres;
     of ``max_tries`` jitters a start takes the first whose atoms at least four bonds apart are at
-    least ``min_distance_nm`` apart, else the one with the largest such distance. Proline's phi (a
-    ring bond) is left as it is. The MD minimises and equilibrates each start before saving frames.
+    least ``min_distance_nm`` apart, else the one with the largest such distance. Proline's phi and
+    chi1 (ring bonds) are left as they are. The MD minimises and equilibrates each start before
+    saving frames. Molecules without a chi1 (Gly, Ala) get the same starts with or without
+    ``rotamers``.
 
     Parameters
     ----------
@@ -433,14 +445,17 @@ def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_dis
         A molecule with at least one residue that has both a backbone phi and psi.
     n_starts : int
     seed : int
+    rotamers : bool
+        Also rotate every chi1 into the rotamers.
 
     Returns
     -------
     starts : numpy.ndarray (n_starts, n_atoms, 3), nm
     basins : dict
-        ``"K"`` (residue K, 1-based, as in ``phiK``) -> list of basin names, one per start.
+        ``"K"`` (residue K, 1-based, as in ``phiK``) -> list of basin names, one per start; with
+        ``rotamers``, also ``"chi1_K"`` -> list of rotamer names (:data:`CHI1_ROTAMERS`).
     """
-    from ..molecule.topology import MolecularGraph, named_dihedrals
+    from ..molecule.topology import MolecularGraph, named_dihedrals, side_chain_dihedrals
 
     if isinstance(n_starts, bool) or not isinstance(n_starts, numbers.Integral) or n_starts < 1:
         raise ValueError(f"n_starts must be a positive integer; got {n_starts!r}")
@@ -460,11 +475,19 @@ def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_dis
     rng = np.random.default_rng(seed)
     order = {r: rng.permutation(np.resize(np.arange(len(names)), int(n_starts))) for r in residues}
     quads = [q for r in residues for q in (named["phi" + r], named["psi" + r])]
+    chis = {k: v for k, v in side_chain_dihedrals(topology).items()
+            if rotamers and k.startswith("chi1_") and _side_of_bond(graph.neighbors, v[1], v[2]) is not None}  # not Pro's ring
+    rot_names = list(CHI1_ROTAMERS)
+    rot_centres = np.radians(np.array([CHI1_ROTAMERS[b] for b in rot_names]))
+    rot_rng = np.random.default_rng([int(seed), 1])  # its own stream: the backbone's draws are as without rotamers
+    rot_order = {k: rot_rng.permutation(np.resize(np.arange(len(rot_names)), int(n_starts))) for k in chis}
+    quads += list(chis.values())
     starts = np.empty(positions.shape, dtype=float)
     for s in range(int(n_starts)):
         best, best_gap = None, -np.inf
         for _ in range(int(max_tries)):
             targets = [t for r in residues for t in centres[order[r][s]] + np.radians(rng.uniform(-jitter_deg, jitter_deg, 2))]
+            targets += [rot_centres[rot_order[k][s]] + np.radians(rot_rng.uniform(-jitter_deg, jitter_deg)) for k in chis]
             x = rotate_dihedrals(positions[s], graph.neighbors, quads, targets)
             gap = np.linalg.norm(x[pair_i] - x[pair_j], axis=-1).min() if len(pair_i) else np.inf
             if gap > best_gap:
@@ -472,7 +495,9 @@ def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_dis
             if gap >= min_distance_nm:
                 break
         starts[s] = best
-    return starts, {r: [names[b] for b in order[r]] for r in residues}
+    basins = {r: [names[b] for b in order[r]] for r in residues}
+    basins.update({k: [rot_names[b] for b in rot_order[k]] for k in chis})
+    return starts, basins
 
 
 def _array_sha256(a):
