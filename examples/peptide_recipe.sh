@@ -25,7 +25,12 @@
 #   N_EVAL=10000       proposals of the evaluation
 #   UMBRELLA=0         1: also an umbrella reference for the middle residue's alpha_L (phi > 0), which the
 #                      reference MD hardly visits: 18 windows of 200 ps on its phi, each started from a frame of
-#                      the reference MD (about 4 ns of MD; 35 min on one thread for AAA)
+#                      the reference MD (about 4 ns of MD; 35 min on one thread for AAA); and, where the middle
+#                      residue has a side chain (not G, A), as many on its chi1 for the rotamer populations
+#
+# --start-basins rotates every residue into every backbone basin and every chi1 into every rotamer
+# (p, t, m), so the model sees rotamers that MD at 310 K does not cross in its length; the states
+# chi1tK (trans rotamer, |chi1| > 120 deg) are reported for every residue with a side chain.
 #
 # Capped tri-alanine on two CPU cores (THREADS=2, session 14): 25 min of MD for training, 31 min
 # of reference MD, 66 min of training, 8 self-training rounds of 5-7 min each, 5 min of
@@ -55,6 +60,7 @@ LEFT="" STATES=()
 for ((r = 2; r <= N + 1; r++)); do
     LEFT+="${LEFT:+ or }phi$r > 0"
     STATES+=(--state "alpha$r=phi$r < 0 and -120 <= psi$r <= 50" --state "alphaL$r=phi$r > 0")
+    case ${SEQ:r-2:1} in G | A) ;; *) STATES+=(--state "chi1t$r=abs(chi1_$r) > 120") ;; esac  # side chain's trans rotamer
 done
 STATES+=(--state "phiL=$LEFT")
 
@@ -91,6 +97,14 @@ if [ "$REF_NS" != "0" ]; then
         run umbrella --system "$SYSTEM" --dihedrals "phi$MID" --windows 18 --k 60 --ps 200 --report-ps 0.5 --equilibration-ps 20 \
             --start-from reference/310K/trajectory.dcd --save-positions --state "alphaL$MID=phi$MID > 0" --workers 1 --seed 8 \
             --output "umbrella_phi$MID" "${COMMON[@]}" --quiet | tee umbrella.txt
+        case ${SEQ:MID-2:1} in
+            G | A) ;;
+            *)  # the middle residue's side-chain rotamers, which the reference MD may never cross
+                run umbrella --system "$SYSTEM" --dihedrals "chi1_$MID" --windows 18 --k 60 --ps 200 --report-ps 0.5 --equilibration-ps 20 \
+                    --start-from reference/310K/trajectory.dcd --save-positions --state "chi1t$MID=abs(chi1_$MID) > 120" \
+                    --state "alpha$MID=phi$MID < 0 and -120 <= psi$MID <= 50" --workers 1 --seed 9 \
+                    --output "umbrella_chi1_$MID" "${COMMON[@]}" --quiet | tee umbrella_chi1.txt ;;
+        esac
     fi
 fi
-echo "done: $OUT/evaluation/evaluation.md, $OUT/free_energy_model.txt against $OUT/free_energy_reference.txt (and umbrella.txt with UMBRELLA=1), $OUT/mcmc.txt"
+echo "done: $OUT/evaluation/evaluation.md, $OUT/free_energy_model.txt against $OUT/free_energy_reference.txt (and umbrella*.txt with UMBRELLA=1), $OUT/mcmc.txt"

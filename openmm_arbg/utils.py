@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = [
     "Settings", "atomic_write", "write_json_atomic", "check_settings_file", "check_output_file", "file_sha256", "bootstrap",
-    "quiet_pymbar", "progress_bar", "GracefulStop", "dcd_header_frames", "check_dcd_complete",
+    "quiet_pymbar", "progress_bar", "GracefulStop", "dcd_header_frames", "check_dcd_complete", "load_trajectory",
 ]
 
 
@@ -224,6 +224,41 @@ def bootstrap(statistic, n_samples, n_bootstrap=200, rng=None):
 def quiet_pymbar():
     """Silence pymbar's logger (it prints banners and solver chatter at INFO/WARNING)."""
     logging.getLogger("pymbar").setLevel(logging.ERROR)
+
+
+def load_trajectory(path, **kwargs):
+    """``mdtraj.load(path, **kwargs)`` without the two lines that mdtraj's DCD reader prints from C
+    on every load ("dcdplugin) detected standard 32-bit DCD file ..."): the C-level standard output
+    goes to the null device while the file is read. Errors still raise, and Python's own output
+    is untouched."""
+    import mdtraj
+
+    if not str(path).lower().endswith(".dcd"):
+        return mdtraj.load(path, **kwargs)
+    import ctypes
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 1 (an embedded interpreter)
+        return mdtraj.load(path, **kwargs)
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:  # no C library to flush (Windows): leave the output alone
+        os.close(saved)
+        return mdtraj.load(path, **kwargs)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        try:
+            return mdtraj.load(path, **kwargs)
+        finally:
+            libc.fflush(None)  # what the C library buffered goes to the null device, not to the next print
+            os.dup2(saved, 1)
+    finally:
+        os.close(null)
+        os.close(saved)
 
 
 class Settings:

@@ -323,3 +323,29 @@ def test_rotamer_seeded_md_from_the_command_line(tmp_path, capsys):
     chi1 = np.degrees(mdtraj.compute_chi1(mdtraj.load(str(folder / "trajectory.dcd"), top=str(folder / "topology.pdb")))[1][:, 0])
     trans = (np.abs(chi1.reshape(6, 5)) > 120).all(axis=1)
     assert trans.sum() == 2, chi1.reshape(6, 5).round()
+
+
+def test_trajectories_load_without_the_dcd_readers_chatter(tmp_path, capfd):
+    """mdtraj's C DCD reader prints two lines to standard output on every load; the package's
+    loader (every command that reads MD) drops them and returns the same frames."""
+    import mdtraj
+
+    from openmm_arbg.simulation.systems import build_system
+    from openmm_arbg.utils import load_trajectory
+
+    ms = build_system("alanine_dipeptide_vacuum")
+    top = mdtraj.Topology.from_openmm(ms.topology)
+    path = str(tmp_path / "t.dcd")
+    mdtraj.Trajectory(np.repeat(np.asarray(ms.positions_nm(), dtype=np.float32)[None], 3, axis=0), top).save(path)
+    capfd.readouterr()
+    plain = mdtraj.load(path, top=top)
+    assert "dcdplugin" in capfd.readouterr().out  # what the loader must hide
+    print("before")
+    quiet = load_trajectory(path, top=top, stride=2)
+    print("after")
+    assert capfd.readouterr().out == "before\nafter\n"
+    assert np.array_equal(quiet.xyz, plain.xyz[::2])
+    with pytest.raises(OSError):
+        load_trajectory(str(tmp_path / "missing.dcd"), top=top)
+    print("still printed")
+    assert capfd.readouterr().out == "still printed\n"

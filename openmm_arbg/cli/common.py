@@ -439,11 +439,13 @@ def load_start_trajectory(ms, path, topology_path=None, option="--start-from"):
     or holds another number of atoms."""
     import mdtraj
 
+    from ..utils import load_trajectory
+
     if topology_path is None and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")):
         topology_path = os.path.join(os.path.dirname(os.path.abspath(path)), "topology.pdb")
     top = topology_path if topology_path else mdtraj.Topology.from_openmm(ms.topology)
     try:
-        traj = mdtraj.load(path, top=top)
+        traj = load_trajectory(path, top=top)
     except Exception as exc:
         raise ValueError(f"cannot read {option} {path} ({type(exc).__name__}: {exc}); give a trajectory mdtraj "
                          "reads and, if its folder has no topology.pdb, --start-topology") from None

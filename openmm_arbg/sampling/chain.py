@@ -430,10 +430,10 @@ def _mdtraj_topology(topology, arbg_move):
 
 def _completed_chain(store, topology, arbg_move, observables):
     """The ChainResult of a complete chain, read back from its files."""
-    import mdtraj
+    from ..utils import load_trajectory
 
     s = store.stored
-    traj = mdtraj.load(store.output, top=_mdtraj_topology(topology, arbg_move))
+    traj = load_trajectory(store.output, top=_mdtraj_topology(topology, arbg_move))
     saved = store.load_result()
     print(f"{store.output} is already complete with these settings (delete it and {store.folder} to run again)",
           file=store.out)

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from ..utils import atomic_write, check_output_file, check_settings_file, file_sha256, write_json_atomic
+from ..utils import atomic_write, check_output_file, check_settings_file, file_sha256, load_trajectory, write_json_atomic
 
 __all__ = ["ChunkStore", "RunInterrupted", "TRAJECTORY_EXTENSIONS", "chunk_seed"]
 
@@ -268,12 +268,10 @@ def sample_to_file(model, output, n, reduced_potential=None, proposal_temperatur
 
 
 def _completed_samples(store, model, weights):
-    import mdtraj
-
     from .importance import ImportanceSamplingResult
 
     saved = store.load_result()
-    written = mdtraj.load(store.output, top=model.topology).xyz
+    written = load_trajectory(store.output, top=model.topology).xyz
     result = None
     if weights:
         positions = written if "resampled_indices" not in saved else None

@@ -21,7 +21,7 @@ import openmm.app as app
 import openmm.unit as unit
 
 from ..physics import check_platform, check_temperature, default_platform, platform_properties, system_fingerprint
-from ..utils import atomic_write, check_settings_file, file_sha256, progress_bar, write_json_atomic
+from ..utils import atomic_write, check_settings_file, file_sha256, load_trajectory, progress_bar, write_json_atomic
 
 __all__ = ["run_md", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "CHI1_ROTAMERS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
@@ -175,7 +175,7 @@ def run_md(molecular_system, output_dir, n_steps, report_interval=100, temperatu
     if "trajectory_sha256" in old:
         done["trajectory_sha256"] = old["trajectory_sha256"]
     if done["complete"] and os.path.exists(dcd_path):
-        return mdtraj.load(dcd_path, top=pdb_path)
+        return load_trajectory(dcd_path, top=pdb_path)
     n_frames = n_steps // report_interval
     n_chunks = -(-n_frames // chunk_frames)
     if done["complete"]:
@@ -552,6 +552,4 @@ def _check_own_files(output_dir, settings_path, dcd_path, pdb_path, state_path):
 
 def load_md(output_dir, stride=1):
     """Read the trajectory written by :func:`run_md` (mdtraj.Trajectory)."""
-    import mdtraj
-
-    return mdtraj.load(os.path.join(output_dir, "trajectory.dcd"), top=os.path.join(output_dir, "topology.pdb"), stride=stride)
+    return load_trajectory(os.path.join(output_dir, "trajectory.dcd"), top=os.path.join(output_dir, "topology.pdb"), stride=stride)

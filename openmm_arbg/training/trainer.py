@@ -25,7 +25,7 @@ import torch.distributed as dist
 from ..arbg import as_positions_nm
 from ..model.checkpoint import read_checkpoint, write_checkpoint
 from ..molecule.stereochemistry import equivalent_atom_groups, permute_equivalent_atoms
-from ..utils import Settings, atomic_write, check_dcd_complete
+from ..utils import Settings, atomic_write, check_dcd_complete, load_trajectory
 
 __all__ = ["TrainingConfig", "Trainer", "time_block_split", "load_trajectories", "trajectory_frame_weights", "check_memory"]
 
@@ -249,7 +249,7 @@ def load_trajectories(paths, topology, stride=1, graph=None, return_lengths=Fals
             raise ValueError(f"trajectory file {path} is empty")
         check_memory(os.path.getsize(path) * 3 // max(stride, 1), f"reading {path}")
         try:
-            traj = mdtraj.load(path, top=topology, stride=stride)
+            traj = load_trajectory(path, top=topology, stride=stride)
         except Exception as exc:
             raise ValueError(f"mdtraj cannot read {path}: {exc}") from None
         if traj.n_frames == 0:
