@@ -188,6 +188,31 @@ def test_halves_check_flags_windows_that_are_still_relaxing(capsys):
         assert abs(q1 - 0.5) < 4 * d1 and abs(q2 - 0.5) < 4 * d2
 
 
+def test_halves_rule_reads_rare_states_in_log_odds():
+    """The halves rule flags session 15's Ace-Ile-Nme alpha_L drift (0.44 +- 0.19 % then 8.4 +- 2.7 %:
+    2.9 errors in probability, 5.4 in log-odds), a tenfold drift of a 0.5 % state in 2 000 frames
+    per half (binomial errors) in most draws, and two halves of one stationary state in under 1 %
+    of draws for rare (2 %), middling (40 %) and common (97 %) states."""
+    from openmm_arbg.cli.umbrella import _halves_disagree
+
+    assert _halves_disagree(0.0044, 0.0019, 0.084, 0.027)
+    assert not _halves_disagree(0.0082, 0.0024, 0.0089, 0.0026)  # tri-alanine's alpha_L3 halves: stationary
+    rng = np.random.default_rng(11)
+    n = 2000
+
+    def flagged(p_first, p_second, draws=4000):
+        hits = 0
+        for _ in range(draws):
+            q = rng.binomial(n, [p_first, p_second]) / n
+            e = np.sqrt(np.maximum(q * (1 - q), 1.0 / n) / n)
+            hits += _halves_disagree(q[0], e[0], q[1], e[1])
+        return hits / draws
+
+    assert flagged(0.005, 0.05, 500) > 0.9
+    for p in (0.02, 0.4, 0.97):
+        assert flagged(p, p) < 0.01, p
+
+
 def test_umbrella_windows_start_from_given_frames(tmp_path, monkeypatch):
     """With start_positions every window starts from one of the frames (drawn by the seed), its
     restrained dihedral rotated rigidly about the central bond (atoms 1 and 2 stay where the frame
