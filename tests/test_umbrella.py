@@ -75,6 +75,7 @@ def test_umbrella_cli_on_alanine_dipeptide(tmp_path):
     assert set(summary) >= {"phi>0", "beta", "alpha_R"}
     assert summary["command"].startswith("arbg umbrella --windows 2")
     assert "halves" in summary  # the equilibration check's populations (or None where MBAR cannot split 10 frames)
+    assert sorted(sum(summary["overlap"]["groups"], [])) == [0, 1, 2, 3] and 0 <= summary["overlap"]["weakest"][2] <= 1
     # mdtraj and OpenMM agree on the sign of phi: each window's mean phi sits near its centre
     result = load_umbrella(out)
     for centre, v in zip(result.centres, result.dihedrals):
@@ -186,6 +187,49 @@ def test_halves_check_flags_windows_that_are_still_relaxing(capsys):
         assert abs(p1 - expected[0]) < 4 * e1 and abs(p2 - expected[1]) < 4 * e2
         q1, d1, q2, d2 = out["phi>0"]
         assert abs(q1 - 0.5) < 4 * d1 and abs(q2 - 0.5) < 4 * d2
+
+
+def _windows_over_a_wall(rng, k, n_windows, wall_kT, n=400):
+    """Windows on one dihedral whose frames are drawn exactly (on a 0.1 degree grid) from each
+    window's biased distribution of a profile with two Gaussian walls of ``wall_kT`` at +-90 degrees,
+    29 degrees wide."""
+    from openmm_arbg.physics import kT_kJ_per_mol
+    from openmm_arbg.simulation.umbrella import UmbrellaResult, _angular_distance
+
+    grid = np.radians(np.arange(-1800, 1800) / 10.0)
+    profile = wall_kT * (np.exp(-0.5 * (_angular_distance(grid, np.pi / 2) / 0.5) ** 2)
+                         + np.exp(-0.5 * (_angular_distance(grid, -np.pi / 2) / 0.5) ** 2))
+    centres = dihedral_grid(n_windows, 1)
+    beta_k = k / kT_kJ_per_mol(300.0)
+    dihedrals = []
+    for c in centres:
+        log_p = -profile - 0.5 * beta_k * _angular_distance(grid, c[0]) ** 2
+        p = np.exp(log_p - log_p.max())
+        dihedrals.append(rng.choice(grid, size=(n, 1), p=p / p.sum()))
+    return UmbrellaResult(dict(centres=centres.tolist(), k=k, temperature_K=300.0), dihedrals)
+
+
+def test_overlap_finds_windows_that_come_apart_at_a_wall(capsys):
+    """Soft windows slide off a 25 kT wall, and the two sides share no frames even though every
+    window is sampled exactly: overlap() finds the two groups and the command warns. Stiff, dense
+    windows climb the wall and stay joined, and soft windows of a flat profile are joined."""
+    from types import SimpleNamespace
+
+    from openmm_arbg.cli.umbrella import _overlap_check
+
+    rng = np.random.default_rng(5)
+    args = SimpleNamespace(dihedrals=["phi"])
+    soft = _windows_over_a_wall(rng, k=20.0, n_windows=12, wall_kT=25.0)
+    o = _overlap_check(soft, args)
+    text = capsys.readouterr().out
+    assert len(o["groups"]) == 2 and o["weakest"][2] < 0.03 and "warning: the windows fall into 2 groups" in text, text
+    sides = [set(np.abs(np.degrees(soft.centres[g, 0])) < 90) for g in o["groups"]]
+    assert sides == [{True}, {False}] or sides == [{False}, {True}]  # each group is one side of the walls
+    stiff = _windows_over_a_wall(rng, k=2000.0, n_windows=72, wall_kT=25.0)
+    o = _overlap_check(stiff, args)
+    assert len(o["groups"]) == 1 and o["weakest"][2] >= 0.03 and "warning" not in capsys.readouterr().out
+    flat = _windows_over_a_wall(rng, k=20.0, n_windows=12, wall_kT=0.0)
+    assert len(flat.overlap()["groups"]) == 1 and flat.overlap()["spectral_gap"] > 0.05
 
 
 def test_halves_rule_reads_rare_states_in_log_odds():

@@ -115,6 +115,7 @@ def run(args):
                 print(f"  P({name}) = 0 (no decorrelated frame of any window in it)")
             else:
                 _print_population(name, r)
+    summary["overlap"] = _overlap_check(result, args)
     summary["halves"] = _halves_check(result, args, states, ms.topology)
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
@@ -181,6 +182,31 @@ def _halves_check(result, args, states, topology):
               "(--ps), start them from equilibrium MD (--start-from), or restrain that coordinate too (--dihedrals), in a new "
               "--output folder (a folder's windows keep the settings they were run with)")
     return out
+
+
+def _overlap_check(result, args):
+    """The windows' weakest link (UmbrellaResult.overlap), printed; a warning where the windows come
+    apart into groups that share too few frames. Returns what result.json keeps."""
+    import numpy as np
+
+    o = result.overlap()
+    deg = np.degrees(result.centres)
+
+    def where(i):
+        return "(" + ", ".join(f"{n} {v:.0f}" for n, v in zip(args.dihedrals, deg[i])) + ")"
+
+    i, j, link = o["weakest"]
+    print(f"  windows joined down to an overlap of {link:.3f}, between the windows at {where(i)} and {where(j)} deg "
+          f"(MBAR overlap matrix; spectral gap {o['spectral_gap']:.4f})")
+    if len(o["groups"]) > 1:
+        print(f"warning: the windows fall into {len(o['groups'])} groups that share too few frames (overlap below "
+              f"{o['threshold']:g} between groups; windows of the smaller groups at "
+              + "; ".join(", ".join(where(k) for k in g) for g in o["groups"][1:])
+              + " deg): the free energy between the groups, and every population that spans them, is not determined "
+              "by these windows, whatever the errors above say. Where the free energy is steep, each window slides "
+              "down the slope away from its centre: use a stiffer restraint (--k, e.g. 300 kJ/mol/rad^2) with more "
+              "windows (--windows) so that neighbours overlap, in a new --output folder")
+    return dict(groups=o["groups"], weakest=[i, j, link], spectral_gap=o["spectral_gap"], threshold=o["threshold"])
 
 
 def _halves_disagree(p1, e1, p2, e2, z=3.0):

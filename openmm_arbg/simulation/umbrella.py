@@ -335,6 +335,54 @@ class UmbrellaResult:
         _ = self.mbar
         return np.array([len(idx) for idx in self._kept])
 
+    def overlap(self, threshold=0.03):
+        """How well the windows share frames, and where they come apart.
+
+        MBAR's overlap matrix ``O[i, j]`` is the probability that a frame of window ``i``, had it been
+        drawn from all windows' mixture, came from window ``j`` (pymbar ``compute_overlap``). Windows
+        ``i`` and ``j`` are linked by ``min(O[i, j], O[j, i])``. Windows that no chain of links of at
+        least ``threshold`` (0.03, the guideline of Klimovich, Shirts and Mobley, J. Comput. Aided
+        Mol. Des. 2015) joins share too few frames for their free-energy difference to be trusted,
+        whatever MBAR's error says: the restraint is too soft for the free-energy slope there (each
+        window slides down it, away from its centre) or the windows are too far apart.
+
+        Returns
+        -------
+        dict
+            ``groups``: lists of window indices joined by links of at least ``threshold``, largest
+            first (one group when all are joined); ``weakest``: ``(i, j, link)``, the weakest link
+            that the windows need to be joined at all (the smallest link of the maximum spanning
+            tree: below ``threshold`` exactly when there are several groups); ``spectral_gap``: one
+            minus the overlap matrix's second-largest eigenvalue; ``threshold``.
+        """
+        from scipy.sparse.csgraph import connected_components
+
+        o = self.mbar.compute_overlap()
+        m = np.asarray(o["matrix"], dtype=float)
+        link = np.minimum(m, m.T)
+        n = len(link)
+        parent = list(range(n))
+
+        def root(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        weakest, joined = (0, 0, 1.0), 0
+        i_up, j_up = np.triu_indices(n, 1)
+        for e in np.argsort(-link[i_up, j_up], kind="stable"):  # Kruskal: strongest links first
+            a, b = root(int(i_up[e])), root(int(j_up[e]))
+            if a != b:
+                parent[a] = b
+                weakest, joined = (int(i_up[e]), int(j_up[e]), float(link[i_up[e], j_up[e]])), joined + 1
+                if joined == n - 1:
+                    break
+        n_groups, labels = connected_components(link >= threshold, directed=False)
+        groups = sorted((np.flatnonzero(labels == g).tolist() for g in range(n_groups)), key=len, reverse=True)
+        eig = np.sort(np.abs(np.asarray(o["eigenvalues"], dtype=float)))[::-1]
+        return dict(groups=groups, weakest=weakest, spectral_gap=float(1.0 - eig[1]) if n > 1 else 1.0, threshold=float(threshold))
+
     def probability(self, indicator):
         """Unbiased probability of a region, with its standard error.
 
