@@ -24,8 +24,8 @@
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
 #   UMBRELLA=0         1: also an umbrella reference for the middle residue's alpha_L (phi > 0), which the
-#                      reference MD hardly visits: 18 windows of 200 ps on its phi, each started from a frame of
-#                      the reference MD (about 4 ns of MD; 35 min on one thread for AAA); and, where the middle
+#                      reference MD hardly visits: 36 stiff windows of 100 ps on its phi, each started from a frame
+#                      of the reference MD (about 4 ns of MD; 45 min on one thread for AAA); and, where the middle
 #                      residue has a side chain (not G, A), as many on its chi1 for the rotamer populations
 #
 # --start-basins rotates every residue into every backbone basin and every chi1 into every rotamer
@@ -94,9 +94,12 @@ if [ "$REF_NS" != "0" ]; then
         | tee free_energy_reference.txt
     if [ "$UMBRELLA" = "1" ]; then
         MID=$(( (N + 3) / 2 ))  # the middle residue (Ace is residue 1)
-        run umbrella --system "$SYSTEM" --dihedrals "phi$MID" --windows 18 --k 60 --ps 200 --report-ps 0.5 --equilibration-ps 20 \
+        # stiff, dense windows: phi rises about 12 kT between -50 and 0 degrees, and soft windows (k = 60, 18 of
+        # them) slide off that flank and leave the phi > 0 windows joined by too few frames (docs/benchmarks.md
+        # section 21: 0.58 % for AAA's alpha_L3 at k = 60, 2.1 % at k = 300 with 36 windows, for the same MD time)
+        run umbrella --system "$SYSTEM" --dihedrals "phi$MID" --windows 36 --k 300 --ps 100 --report-ps 0.25 --equilibration-ps 10 \
             --start-from reference/310K/trajectory.dcd --save-positions --state "alphaL$MID=phi$MID > 0" --workers 1 --seed 8 \
-            --output "umbrella_phi$MID" "${COMMON[@]}" --quiet | tee umbrella.txt
+            --output "umbrella_phi${MID}_k300" "${COMMON[@]}" --quiet | tee umbrella.txt
         case ${SEQ:MID-2:1} in
             G | A) ;;
             *)  # the middle residue's side-chain rotamers, which the reference MD may never cross
