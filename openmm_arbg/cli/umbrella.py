@@ -200,13 +200,30 @@ def _overlap_check(result, args):
           f"(MBAR overlap matrix; spectral gap {o['spectral_gap']:.4f})")
     if len(o["groups"]) > 1:
         print(f"warning: the windows fall into {len(o['groups'])} groups that share too few frames (overlap below "
-              f"{o['threshold']:g} between groups; windows of the smaller groups at "
-              + "; ".join(", ".join(where(k) for k in g) for g in o["groups"][1:])
-              + " deg): the free energy between the groups, and every population that spans them, is not determined "
+              f"{o['threshold']:g} between groups; the smaller groups: "
+              + "; ".join(_describe_windows(deg[g], deg, args.dihedrals) for g in o["groups"][1:])
+              + "): the free energy between the groups, and every population that spans them, is not determined "
               "by these windows, whatever the errors above say. Where the free energy is steep, each window slides "
               "down the slope away from its centre: use a stiffer restraint (--k, e.g. 300 kJ/mol/rad^2) with more "
               "windows (--windows) so that neighbours overlap, in a new --output folder")
     return dict(groups=o["groups"], weakest=[i, j, link], spectral_gap=o["spectral_gap"], threshold=o["threshold"])
+
+
+def _describe_windows(centres, all_centres, names):
+    """Windows by their centres (deg): listed when few, else by the grid values of each dihedral
+    they take ("any" where they take every value of the grid)."""
+    import numpy as np
+
+    if len(centres) <= 4:
+        return ", ".join("(" + ", ".join(f"{n} {v:.0f}" for n, v in zip(names, c)) + ")" for c in centres) + " deg"
+    parts = []
+    for j, name in enumerate(names):
+        values = np.unique(np.round(centres[:, j], 6))
+        if len(values) == len(np.unique(np.round(all_centres[:, j], 6))):
+            parts.append(f"{name} any")
+        else:
+            parts.append(f"{name} in {{" + ", ".join(f"{v:.0f}" for v in values) + "} deg")
+    return f"{len(centres)} windows, " + " and ".join(parts)
 
 
 def _halves_disagree(p1, e1, p2, e2, z=3.0):
