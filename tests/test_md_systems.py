@@ -307,14 +307,15 @@ def test_basin_seeded_md_from_the_command_line(tmp_path, capsys):
 
 
 def test_rotamer_seeded_md_from_the_command_line(tmp_path, capsys):
-    """arbg md --start-basins on Ace-Ile-Nme also seeds the side chain: chi1 starts in each rotamer
-    (p, t, m) equally often and stays there for the segment's picoseconds, so training data has the
-    trans rotamer that 1.5 ns of 310 K MD from the built structure never reached."""
+    """arbg md --start-basins on Ace-Val-Nme also seeds the side chain: chi1 starts in each rotamer
+    (p, t, m) equally often and stays there for the segment's picoseconds, so training data has
+    rotamers that MD at 310 K does not cross in its length (Ace-Ile-Nme, a peptide kept out of the
+    tests, stayed gauche for 1.5 ns)."""
     import mdtraj
 
     from openmm_arbg.cli import main
 
-    md = ["md", "--system", "peptide:I", "--ns", "0.003", "--report-ps", "0.1", "--equilibration-ps", "0.1", "--quiet",
+    md = ["md", "--system", "peptide:V", "--ns", "0.003", "--report-ps", "0.1", "--equilibration-ps", "0.1", "--quiet",
           "--seed", "1", "--platform", "CPU", "--start-basins", "--n-starts", "6", "--output", str(tmp_path / "r")]
     assert main(md) == 0
     out = capsys.readouterr().out

@@ -79,7 +79,7 @@ def test_peptide_names_per_residue():
     assert expr(ms.positions_nm()[None]).shape == (1,)
 
 
-@pytest.mark.parametrize("sequence, residue", [("I", 2), ("TPG", 2), ("FKV", 3)])
+@pytest.mark.parametrize("sequence, residue", [("V", 2), ("TPG", 2), ("FKS", 3)])
 def test_side_chain_chi1_names_match_mdtraj(sequence, residue):
     """chiN_K in the state language and in dihedral_indices (umbrella, profile) is mdtraj's chiN of
     residue K: the trans-rotamer state agrees with mdtraj.compute_chi1 frame by frame."""
