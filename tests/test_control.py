@@ -159,7 +159,7 @@ def test_first_torsions_errors_name_the_problem(chain5_first_torsions, alanine):
     shipped = ArBG.from_pretrained("alanine_dipeptide_vacuum")
     with pytest.raises(ValueError, match="--first-torsions phi"):
         shipped.dihedral_coordinate("phi")
-    with pytest.raises(ValueError, match="no backbone dihedral 'phi3'"):
+    with pytest.raises(ValueError, match="no dihedral 'phi3'"):
         shipped.dihedral_coordinate("phi3")
 
 
