@@ -102,11 +102,13 @@ if [ "$REF_NS" != "0" ]; then
             --output "umbrella_phi${MID}_k300" "${COMMON[@]}" --quiet | tee umbrella.txt
         case ${SEQ:MID-2:1} in
             G | A) ;;
-            *)  # the middle residue's side-chain rotamers, which the reference MD may never cross
-                run umbrella --system "$SYSTEM" --dihedrals "chi1_$MID" --windows 18 --k 60 --ps 200 --report-ps 0.5 --equilibration-ps 20 \
+            *)  # the middle residue's side-chain rotamers, which the reference MD may never cross (the windows
+                # leave the backbone as the reference MD's frames have it: where that MD has not sampled
+                # alpha and beta in equilibrium, neither do these windows; docs/benchmarks.md section 21)
+                run umbrella --system "$SYSTEM" --dihedrals "chi1_$MID" --windows 36 --k 300 --ps 100 --report-ps 0.25 --equilibration-ps 10 \
                     --start-from reference/310K/trajectory.dcd --save-positions --state "chi1t$MID=abs(chi1_$MID) > 120" \
                     --state "alpha$MID=phi$MID < 0 and -120 <= psi$MID <= 50" --workers 1 --seed 9 \
-                    --output "umbrella_chi1_$MID" "${COMMON[@]}" --quiet | tee umbrella_chi1.txt ;;
+                    --output "umbrella_chi1_${MID}_k300" "${COMMON[@]}" --quiet | tee umbrella_chi1.txt ;;
         esac
     fi
 fi
