@@ -191,12 +191,9 @@ def _overlap_check(result, args):
 
     o = result.overlap()
     deg = np.degrees(result.centres)
-
-    def where(i):
-        return "(" + ", ".join(f"{n} {v:.0f}" for n, v in zip(args.dihedrals, deg[i])) + ")"
-
     i, j, link = o["weakest"]
-    print(f"  windows joined down to an overlap of {link:.3f}, between the windows at {where(i)} and {where(j)} deg "
+    print(f"  windows joined down to an overlap of {link:.3f}, between the windows at {_window_label(args.dihedrals, deg[i])} "
+          f"and {_window_label(args.dihedrals, deg[j])} deg "
           f"(MBAR overlap matrix; spectral gap {o['spectral_gap']:.4f})")
     if len(o["groups"]) > 1:
         print(f"warning: the windows fall into {len(o['groups'])} groups that share too few frames (overlap below "
@@ -209,13 +206,18 @@ def _overlap_check(result, args):
     return dict(groups=o["groups"], weakest=[i, j, link], spectral_gap=o["spectral_gap"], threshold=o["threshold"])
 
 
+def _window_label(names, centre_deg):
+    """A window by its centre: ``(phi2 130)`` or ``(psi2 15, chi1_2 -15)`` (degrees)."""
+    return "(" + ", ".join(f"{n} {v:.0f}" for n, v in zip(names, centre_deg)) + ")"
+
+
 def _describe_windows(centres, all_centres, names):
     """Windows by their centres (deg): listed when few, else by the grid values of each dihedral
     they take ("any" where they take every value of the grid)."""
     import numpy as np
 
     if len(centres) <= 4:
-        return ", ".join("(" + ", ".join(f"{n} {v:.0f}" for n, v in zip(names, c)) + ")" for c in centres) + " deg"
+        return ", ".join(_window_label(names, c) for c in centres) + " deg"
     parts = []
     for j, name in enumerate(names):
         values = np.unique(np.round(centres[:, j], 6))

@@ -475,8 +475,10 @@ def basin_starts(positions, topology, n_starts, seed=0, jitter_deg=15.0, min_dis
     rng = np.random.default_rng(seed)
     order = {r: rng.permutation(np.resize(np.arange(len(names)), int(n_starts))) for r in residues}
     quads = [q for r in residues for q in (named["phi" + r], named["psi" + r])]
-    chis = {k: v for k, v in side_chain_dihedrals(topology).items()
-            if rotamers and k.startswith("chi1_") and _side_of_bond(graph.neighbors, v[1], v[2]) is not None}  # not Pro's ring
+    chis = {}
+    if rotamers:
+        chis = {k: v for k, v in side_chain_dihedrals(topology).items()
+                if k.startswith("chi1_") and _side_of_bond(graph.neighbors, v[1], v[2]) is not None}  # not Pro's ring
     rot_names = list(CHI1_ROTAMERS)
     rot_centres = np.radians(np.array([CHI1_ROTAMERS[b] for b in rot_names]))
     rot_rng = np.random.default_rng([int(seed), 1])  # its own stream: the backbone's draws are as without rotamers

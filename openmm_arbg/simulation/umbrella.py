@@ -355,29 +355,19 @@ class UmbrellaResult:
             tree: below ``threshold`` exactly when there are several groups); ``spectral_gap``: one
             minus the overlap matrix's second-largest eigenvalue; ``threshold``.
         """
-        from scipy.sparse.csgraph import connected_components
+        from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
         o = self.mbar.compute_overlap()
         m = np.asarray(o["matrix"], dtype=float)
         link = np.minimum(m, m.T)
         n = len(link)
-        parent = list(range(n))
-
-        def root(a):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        weakest, joined = (0, 0, 1.0), 0
-        i_up, j_up = np.triu_indices(n, 1)
-        for e in np.argsort(-link[i_up, j_up], kind="stable"):  # Kruskal: strongest links first
-            a, b = root(int(i_up[e])), root(int(j_up[e]))
-            if a != b:
-                parent[a] = b
-                weakest, joined = (int(i_up[e]), int(j_up[e]), float(link[i_up[e], j_up[e]])), joined + 1
-                if joined == n - 1:
-                    break
+        # the maximum spanning tree of the links is the minimum one of 2 - link (> 0: a zero is no edge)
+        tree = minimum_spanning_tree(np.where(np.eye(n, dtype=bool), 0.0, 2.0 - link)).tocoo()
+        if tree.nnz:
+            k = int(np.argmax(tree.data))
+            weakest = (int(tree.row[k]), int(tree.col[k]), float(link[tree.row[k], tree.col[k]]))
+        else:
+            weakest = (0, 0, 1.0)
         n_groups, labels = connected_components(link >= threshold, directed=False)
         groups = sorted((np.flatnonzero(labels == g).tolist() for g in range(n_groups)), key=len, reverse=True)
         eig = np.sort(np.abs(np.asarray(o["eigenvalues"], dtype=float)))[::-1]
