@@ -6,7 +6,7 @@ import math
 import openmm
 import openmm.unit as unit
 
-__all__ = ["kT_kJ_per_mol", "system_fingerprint", "check_temperature", "check_platform", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule"]
+__all__ = ["kT_kJ_per_mol", "system_fingerprint", "check_temperature", "check_platform", "default_platform", "fastest_platform", "platform_properties", "check_target", "check_shape_move_compatible", "check_system_matches_molecule", "repartition_hydrogen_mass"]
 
 
 def kT_kJ_per_mol(temperature_K):
@@ -138,6 +138,41 @@ def check_shape_move_compatible(system):
                 "of the molecule; ArBG proposals keep the rigid-body frame of the current state only for energies "
                 "that are invariant under rigid motion. Remove the force or express it in internal coordinates."
             )
+
+
+def repartition_hydrogen_mass(system, graph, hydrogen_mass):
+    """Make every hydrogen of ``system`` weigh ``hydrogen_mass`` Da, taking the difference from the
+    heavy atom it is bonded to (in place; the molecule's total mass is kept). Masses do not enter
+    the Boltzmann distribution of positions, so sampling and reweighting are unchanged; the fastest
+    vibrations slow down, which lets an unconstrained molecule take longer time steps.
+
+    Parameters
+    ----------
+    system : openmm.System
+    graph : openmm_arbg.molecule.topology.MolecularGraph
+        The molecule's atoms and bonds, in the System's particle order.
+    hydrogen_mass : float, Da
+
+    Raises
+    ------
+    ValueError
+        If a heavy atom would be left lighter than 1 Da.
+    """
+    for i, element in enumerate(graph.elements):
+        if element not in ("H", "D"):
+            continue
+        heavy = [j for j in graph.neighbors[i] if graph.elements[j] not in ("H", "D")]
+        if len(heavy) != 1:
+            raise ValueError(f"hydrogen {graph.describe_atom(i)} is bonded to {len(heavy)} heavy atoms; repartitioning needs one")
+        j = heavy[0]
+        move = hydrogen_mass - system.getParticleMass(i).value_in_unit(unit.dalton)
+        left = system.getParticleMass(j).value_in_unit(unit.dalton) - move
+        if left < 1.0:
+            raise ValueError(f"a hydrogen mass of {hydrogen_mass} Da would leave {graph.describe_atom(j)} with {left:.2f} Da; use a "
+                             "lighter hydrogen mass")
+        system.setParticleMass(i, hydrogen_mass * unit.dalton)
+        system.setParticleMass(j, left * unit.dalton)
+    return system
 
 
 def check_system_matches_molecule(system, graph, molecule="the model's molecule"):

@@ -1,5 +1,5 @@
 """The ``arbg`` command line: ``md``, ``train``, ``self-train``, ``sample``, ``mcmc``, ``smc``, ``free-energy``,
-``profile``, ``evaluate``, ``umbrella`` and ``demo``, one module each. Commands parse options and call the
+``profile``, ``evaluate``, ``umbrella``, ``metadynamics`` and ``demo``, one module each. Commands parse options and call the
 library; nothing here computes science.
 
 Every command takes ``--config file.yaml`` (keys are the options' names with underscores, checked
@@ -9,12 +9,12 @@ like the options; the command line wins) and ``--threads`` (torch CPU threads).
 import os
 import sys
 
-from . import (common, demo, evaluate, free_energy, mcmc, md, peptide_md, profile, sample, self_train, smc, train,
+from . import (common, demo, evaluate, free_energy, mcmc, md, metadynamics, peptide_md, profile, sample, self_train, smc, train,
                train_transferable, umbrella)
 
 __all__ = ["main", "build_parser", "parse_args", "COMMANDS"]
 
-COMMANDS = {module.NAME: module for module in (md, peptide_md, train, train_transferable, self_train, sample, mcmc, smc, free_energy, profile, evaluate, umbrella, demo)}
+COMMANDS = {module.NAME: module for module in (md, peptide_md, train, train_transferable, self_train, sample, mcmc, smc, free_energy, profile, evaluate, umbrella, metadynamics, demo)}
 
 
 def build_parser():
@@ -76,7 +76,7 @@ def main(argv=None):
         print(f"arbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # what was saved (chunks, windows, checkpoints) stays; the same command resumes
-        resumable = args.command in ("md", "peptide-md", "train", "train-transferable", "self-train", "umbrella", "mcmc") or (args.command == "sample" and getattr(args, "output", None))
+        resumable = args.command in ("md", "peptide-md", "train", "train-transferable", "self-train", "umbrella", "metadynamics", "mcmc") or (args.command == "sample" and getattr(args, "output", None))
         advice = "run the same command again to resume from what was saved" if resumable else "nothing was saved"
         print(f"\narbg {args.command}: interrupted; {advice}", file=sys.stderr)
         return 130
