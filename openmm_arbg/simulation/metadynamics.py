@@ -190,7 +190,6 @@ def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=2_000_000,
     base = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(molecular_system.system))
     if hydrogen_mass is not None:
         repartition_hydrogen_mass(base, MolecularGraph.from_topology(molecular_system.topology), hydrogen_mass)
-    T = settings["temperature_K"]
     bar = progress_bar(total=2 * n_chunks, initial=_finished_chunks(output_dir, _BUILD) + _finished_chunks(output_dir, _PRODUCTION),
                        unit="chunk", desc="metadynamics", disable=not progress)
     bias = _build(base, dihedrals, settings, start, output_dir, bar)
