@@ -160,3 +160,15 @@ def test_metadynamics_cli_on_two_molecules(tmp_path):
         assert set(summary["halves"]) >= {name}
     assert main(["metadynamics", "--dihedrals", "phi", "psi", "phi2", "psi2", "--output", str(tmp_path / "z")]) == 2
     assert main(["metadynamics", "--ps", "1", "--report-ps", "0.3", "--output", str(tmp_path / "z")]) == 2
+
+
+def test_a_run_resumes_on_the_platform_it_started_on(tmp_path):
+    """With ``platform=None`` a resumed run takes the stored platform, not a new speed test's
+    choice (which for a 4-atom chain would be Reference, refused as another setting)."""
+    ms, _ = harmonic_chain(4)
+    out = str(tmp_path / "m")
+    settings = dict(KWARGS, n_steps=8000, platform="CPU")
+    run_metadynamics(ms, [[0, 1, 2, 3]], out, progress=False, **settings)
+    os.remove(os.path.join(out, "production_0003.npz"))
+    again = run_metadynamics(ms, [[0, 1, 2, 3]], out, progress=False, **dict(settings, platform=None))
+    assert again.settings["platform"] == "CPU" and len(again.bias) == 160

@@ -23,6 +23,7 @@ it changes the dynamics, never the configurational distribution that is reweight
 """
 
 import glob
+import json
 import math
 import os
 
@@ -173,6 +174,12 @@ def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=2_000_000,
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of n_chunks x report_interval ({n_chunks} x {report_interval})")
     if hydrogen_mass is not None and not (isinstance(hydrogen_mass, (int, float)) and 1.0 <= hydrogen_mass <= 5.0):
         raise ValueError(f"hydrogen_mass must be between 1 and 5 Da; got {hydrogen_mass!r}")
+    if platform is None:  # a run resumes on the platform it started on (chosen by a speed test)
+        try:
+            with open(os.path.join(output_dir, "settings.json")) as f:
+                platform = json.load(f).get("platform")
+        except (OSError, ValueError, AttributeError):
+            platform = None
     settings = langevin_settings(molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs,
                                  friction_per_ps, seed, platform)
     settings.update(
@@ -290,8 +297,6 @@ def _produce(base, dihedrals, settings, bias, output_dir, bar):
 
 def load_metadynamics(output_dir):
     """Read a finished :func:`run_metadynamics` run."""
-    import json
-
     with open(os.path.join(output_dir, "settings.json")) as f:
         settings = json.load(f)
     n_chunks = settings["n_chunks"]
