@@ -72,6 +72,19 @@ def langevin_settings(
     )
 
 
+def resumed_platform(platform, output_dir):
+    """``platform``, or when it is None the platform stored in ``output_dir/settings.json`` by the
+    run being resumed (None for a new run): a speed test on a busy machine may choose another
+    platform, which the settings check would refuse as another setting."""
+    if platform is not None:
+        return platform
+    try:
+        with open(os.path.join(output_dir, "settings.json")) as f:
+            return json.load(f).get("platform")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def langevin_integrator(settings, seed):
     """``LangevinMiddleIntegrator`` for :func:`langevin_settings` (temperature, friction, time step)."""
     integrator = openmm.LangevinMiddleIntegrator(

@@ -35,7 +35,7 @@ from ..analysis.observables import dihedral_regions, dihedrals as compute_dihedr
 from ..physics import kT_kJ_per_mol, platform_properties, repartition_hydrogen_mass
 from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
-from .md import langevin_integrator, langevin_settings
+from .md import langevin_integrator, langevin_settings, resumed_platform
 
 __all__ = ["run_metadynamics", "load_metadynamics", "MetadynamicsResult"]
 
@@ -174,12 +174,7 @@ def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=2_000_000,
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of n_chunks x report_interval ({n_chunks} x {report_interval})")
     if hydrogen_mass is not None and not (isinstance(hydrogen_mass, (int, float)) and 1.0 <= hydrogen_mass <= 5.0):
         raise ValueError(f"hydrogen_mass must be between 1 and 5 Da; got {hydrogen_mass!r}")
-    if platform is None:  # a run resumes on the platform it started on (chosen by a speed test)
-        try:
-            with open(os.path.join(output_dir, "settings.json")) as f:
-                platform = json.load(f).get("platform")
-        except (OSError, ValueError, AttributeError):
-            platform = None
+    platform = resumed_platform(platform, output_dir)  # a run resumes on the platform it started on
     settings = langevin_settings(molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs,
                                  friction_per_ps, seed, platform)
     settings.update(

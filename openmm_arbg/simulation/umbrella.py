@@ -33,7 +33,7 @@ from ..molecule.topology import MolecularGraph
 from ..physics import kT_kJ_per_mol, platform_properties
 from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
-from .md import langevin_integrator, langevin_settings, rotate_dihedrals
+from .md import langevin_integrator, langevin_settings, resumed_platform, rotate_dihedrals
 
 __all__ = ["dihedral_grid", "run_umbrella", "load_umbrella", "UmbrellaResult", "free_energy_from_probability"]
 
@@ -194,12 +194,7 @@ def run_umbrella(molecular_system, dihedrals, centres, output_dir, k=100.0, n_st
     for name, value in (("n_workers", n_workers), ("max_samples_per_window", max_samples_per_window)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if platform is None:  # a run resumes on the platform it started on (chosen by a speed test)
-        try:
-            with open(os.path.join(output_dir, "settings.json")) as f:
-                platform = json.load(f).get("platform")
-        except (OSError, ValueError, AttributeError):
-            platform = None
+    platform = resumed_platform(platform, output_dir)  # a run resumes on the platform it started on
     settings = langevin_settings(
         molecular_system, n_steps, report_interval, equilibration_steps, temperature, timestep_fs, friction_per_ps, seed, platform
     )
