@@ -158,6 +158,17 @@ def test_metadynamics_cli_on_two_molecules(tmp_path):
         name = state.split("=")[0]
         assert 0 <= summary["states"][name]["probability"] <= 1 and summary["states"][name]["frames"] <= 40
         assert set(summary["halves"]) >= {name}
+    # a second seed of the first molecule, pooled with the first run: states and regions, per run and pooled
+    first = str(tmp_path / "alanine_dipeptide_vacuum")
+    argv = ["metadynamics", "--build-ps", "2", "--ps", "4", "--report-ps", "0.1", "--deposit-ps", "0.1", "--chunks", "2",
+            "--timestep-fs", "2", "--hydrogen-mass", "3", "--state", "aR=phi < 0 and -120 <= psi <= 50", "--seed", "5",
+            "--output", str(tmp_path / "second"), "--pool", first, "--quiet"]
+    assert main(argv) == 0
+    with open(tmp_path / "second" / "result.json") as f:
+        pooled = json.load(f)["pooled"]
+    assert set(pooled) >= {"aR", "phi>0", "beta"} and len(pooled["aR"]["runs"]) == 2
+    assert pooled["aR"]["probability"] == pytest.approx(np.mean(pooled["aR"]["runs"]))
+    assert main(argv[:-3] + ["--pool", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert main(["metadynamics", "--dihedrals", "phi", "psi", "phi2", "psi2", "--output", str(tmp_path / "z")]) == 2
     assert main(["metadynamics", "--ps", "1", "--report-ps", "0.3", "--output", str(tmp_path / "z")]) == 2
 
@@ -172,3 +183,36 @@ def test_a_run_resumes_on_the_platform_it_started_on(tmp_path):
     os.remove(os.path.join(out, "production_0003.npz"))
     again = run_metadynamics(ms, [[0, 1, 2, 3]], out, progress=False, **dict(settings, platform=None))
     assert again.settings["platform"] == "CPU" and len(again.bias) == 160
+
+
+def _synthetic_run(fraction, n=4000, seed=0, settings=None):
+    """A MetadynamicsResult with no bias (equal weights) whose first dihedral is positive in about
+    ``fraction`` of independent frames."""
+    from openmm_arbg.simulation.metadynamics import MetadynamicsResult
+
+    rng = np.random.default_rng(seed)
+    values = np.where(rng.random(n) < fraction, 1.0, -1.0)[:, None]
+    settings = settings or dict(system_sha256="x", temperature_K=300.0, dihedrals=[[0, 1, 2, 3]])
+    return MetadynamicsResult(settings, values, np.zeros(n), np.zeros((n, 4, 3), dtype=np.float32), np.zeros((8,)))
+
+
+def test_pool_runs_uses_the_scatter_when_runs_disagree():
+    from openmm_arbg.simulation.metadynamics import pool_runs
+
+    agreeing = [_synthetic_run(0.3, seed=s) for s in range(6)]
+    pooled = pool_runs(agreeing, ["phi"])["phi>0"]
+    p_each = [r.probability(lambda v: v[:, 0] > 0) for r in agreeing]
+    assert pooled["probability"] == pytest.approx(np.mean([p for p, _ in p_each]))
+    assert pooled["runs"] == pytest.approx([p for p, _ in p_each]) and 0.1 < pooled["dispersion"] < 3.5
+    assert pooled["probability_error"] == pytest.approx(max(np.sqrt(sum(e**2 for _, e in p_each)) / 6,
+                                                            np.std([p for p, _ in p_each], ddof=1) / np.sqrt(6)))
+    assert abs(pooled["probability"] - 0.3) < 4 * pooled["probability_error"]
+    # runs of different true populations: the scatter, not the runs' own errors, sets the pooled error
+    disagreeing = [_synthetic_run(f, seed=s) for s, f in enumerate([0.2, 0.4, 0.25, 0.35])]
+    pooled = pool_runs(disagreeing, ["phi"])["phi>0"]
+    own = np.sqrt(sum(r.probability(lambda v: v[:, 0] > 0)[1] ** 2 for r in disagreeing)) / 4
+    assert pooled["dispersion"] > 20 and pooled["probability_error"] > 4 * own
+    # runs of other settings are refused
+    other = _synthetic_run(0.3, settings=dict(system_sha256="x", temperature_K=310.0, dihedrals=[[0, 1, 2, 3]]))
+    with pytest.raises(ValueError, match="differ in temperature_K"):
+        pool_runs([agreeing[0], other], ["phi"])

@@ -40,6 +40,10 @@ def add_arguments(p):
                    "repeat for several")
     p.add_argument("--states-file", metavar="FILE.json", help="also report populations of the states of arbg free-energy "
                    "--discover N --save-states FILE.json")
+    p.add_argument("--pool", nargs="+", default=[], metavar="FOLDER",
+                   help="also pool this run with finished runs of the same molecule, temperature and dihedrals in these folders "
+                   "(other seeds): the mean of the runs, with an error from their scatter where that is larger than their "
+                   "own errors say")
     p.add_argument("--output", default="arbg_metadynamics", help="folder for the chunks and result.json (resumable)")
     add_options(p, "quiet")
 
@@ -55,6 +59,9 @@ def validate(args, parser):
         parser.error(f"--dihedrals takes 1 to 3 dihedrals (OpenMM's metadynamics tabulates at most 3); got {len(args.dihedrals)}")
     check_start_options(args, parser)
     check_state_options(args, parser)
+    for folder in args.pool:
+        if not os.path.isfile(os.path.join(folder, "settings.json")):
+            parser.error(f"--pool {folder}: no metadynamics run there (no settings.json)")
 
 
 def _steps(ps, timestep_fs, option, multiple):
@@ -126,6 +133,8 @@ def run(args):
         print("warning: the first and second halves of the run disagree by more than 3 standard errors (" + "; ".join(drifted)
               + "): something slow is not biased, or the bias does not yet let the biased dihedrals cross often. Run longer "
               "(--ps, --build-ps), or bias that coordinate too (--dihedrals), in a new --output folder")
+    if args.pool:
+        summary["pooled"] = _pool(result, args, states, ms.topology)
     path = os.path.join(args.output, "result.json")
     write_json_atomic(path, summary)
     print(f"-> {path}")
@@ -139,3 +148,29 @@ def _print_population(name, r):
     print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
           f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT   "
           f"({r['frames']} frames, {r['entries']} entries)")
+
+
+def _pool(result, args, states, topology):
+    """This run pooled with the finished runs of ``--pool``, printed (pool_runs); returns what
+    result.json keeps."""
+    from ..simulation.metadynamics import load_metadynamics, pool_runs
+
+    runs = [result] + [load_metadynamics(folder) for folder in args.pool]
+    pooled = pool_runs(runs, args.dihedrals, states or None, topology)
+    print(f"pooled over {len(runs)} runs ({args.output}, {', '.join(args.pool)}): the mean, its error the larger of the runs' "
+          "own and their scatter's:")
+    wide = []
+    for name, r in pooled.items():
+        if not any(r["runs"]):
+            print(f"  P({name}) = 0 (no frame of any run in it)")
+            continue
+        each = ", ".join(f"{100 * p:.2f}" for p in r["runs"])
+        print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   (runs: {each}; "
+              f"dispersion {r['dispersion']:.2g})")
+        if r["dispersion"] > 3:
+            wide.append(f"{name} ({r['dispersion']:.2g})")
+    if wide:
+        print("note: the runs scatter more than their errors say for " + ", ".join(wide) + " (dispersion: chi-square per "
+              "degree of freedom, about 1 when the errors are right): one run's error is too small there; the pooled error "
+              "above uses the scatter")
+    return pooled

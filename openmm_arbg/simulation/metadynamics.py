@@ -37,7 +37,7 @@ from ..sampling.importance import free_energy_from_probability
 from ..utils import atomic_write, check_settings_file
 from .md import langevin_integrator, langevin_settings, resumed_platform
 
-__all__ = ["run_metadynamics", "load_metadynamics", "MetadynamicsResult"]
+__all__ = ["run_metadynamics", "load_metadynamics", "MetadynamicsResult", "pool_runs"]
 
 _BUILD, _PRODUCTION = "build", "production"
 
@@ -438,3 +438,55 @@ class MetadynamicsResult:
             out["command"] = command
         out.update(self.region_free_energies(names))
         return out
+
+
+def pool_runs(results, names=(), states=None, topology=None):
+    """Populations pooled over independent runs of one molecule (other seeds, equal lengths).
+
+    Each run's error counts the time correlation of what it sampled; a slow coordinate it did not
+    bias, or bias-weight spikes that pymbar's statistical inefficiency underrates, make the runs
+    scatter more than those errors say. The pooled probability is the mean of the runs' and its
+    error the larger of two: from their reported errors, ``sqrt(sum dp_i^2) / n``, and from their
+    scatter, ``std(p_i) / sqrt(n)``. ``dispersion`` is the scatter over what the errors predict
+    (``chi^2 / (n - 1)`` about the mean: about 1 when the errors are right, NaN with fewer than 2
+    runs or an undefined error).
+
+    Parameters
+    ----------
+    results : list of MetadynamicsResult
+        Runs of the same System, temperature and biased dihedrals.
+    names : list of str
+        Names of the biased dihedrals, for the built-in regions (:meth:`MetadynamicsResult.region_free_energies`).
+    states, topology : optional
+        States on positions, as :meth:`MetadynamicsResult.state_free_energies` takes them.
+
+    Returns
+    -------
+    dict
+        Region or state name -> dict with ``probability``, ``probability_error``, ``free_energy_kT``,
+        ``free_energy_error_kT``, ``runs`` and ``run_errors`` (each run's probability and error)
+        and ``dispersion``.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("give at least one run to pool")
+    for key in ("system_sha256", "temperature_K", "dihedrals"):
+        values = {json.dumps(r.settings.get(key)) for r in results}
+        if len(values) > 1:
+            raise ValueError(f"the runs differ in {key} ({', '.join(sorted(values))}): pool only runs of the same molecule, "
+                             "temperature and biased dihedrals")
+    per_run = [{**r.region_free_energies(names), **(r.state_free_energies(states, topology) if states else {})} for r in results]
+    out = {}
+    n = len(results)
+    for name in per_run[0]:
+        p = np.array([x[name]["probability"] for x in per_run])
+        e = np.array([x[name]["probability_error"] for x in per_run])
+        mean = float(p.mean())
+        reported = float(np.sqrt(np.sum(e**2)) / n) if np.isfinite(e).all() else math.nan
+        scatter = float(p.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+        error = float(np.nanmax([reported, scatter])) if np.isfinite([reported, scatter]).any() else math.nan
+        dispersion = float(np.sum(((p - mean) / e) ** 2) / (n - 1)) if n > 1 and np.isfinite(e).all() and (e > 0).all() else math.nan
+        f, df = free_energy_from_probability(mean, error)
+        out[name] = dict(probability=mean, probability_error=error, free_energy_kT=f, free_energy_error_kT=df, runs=p.tolist(),
+                         run_errors=e.tolist(), dispersion=dispersion)
+    return out
