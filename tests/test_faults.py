@@ -314,6 +314,31 @@ def test_umbrella_killed_at_every_window(tmp_path):
     _umbrella_killed_and_resumed(tmp_path, list(np.random.default_rng(7).uniform(0, 0.3, 3)))
 
 
+# ---------------------------------------------------------------------------------------- metadynamics
+def test_metadynamics_killed_resumes(tmp_path):
+    """Killed in the build or the production phase, the same command finishes from the saved
+    chunks: finished chunks stay, and the result has every frame."""
+    out = tmp_path / "meta"
+    args = ["metadynamics", "--build-ps", "20", "--ps", "40", "--report-ps", "0.1", "--deposit-ps", "0.1", "--chunks", "4",
+            "--platform", "Reference", "--output", out, "--quiet"]
+    chunks = lambda: [p for p in sorted(glob.glob(str(out / "*_0*.npz"))) if ".tmp" not in os.path.basename(p)]  # noqa: E731
+    kills = 0
+    for phase_files in (1, 5):  # a kill in the build phase, then one in production
+        saved = _kill_when(args, tmp_path, lambda: len(chunks()) >= phase_files and len(chunks()),
+                           float(np.random.default_rng(phase_files).uniform(0, 0.2)))
+        _loads_everything(str(out), killed=True)
+        if saved is None:
+            break
+        kills += 1
+        assert len(chunks()) >= saved  # finished chunks stay
+    assert kills, "the first kill came too late"
+    code, text, _ = _run(args, tmp_path)
+    assert code == 0 and "400 frames" in text
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["frames"] == 400 and 0 < summary["beta"]["probability"] <= 1
+    _loads_everything(str(out))
+
+
 # ---------------------------------------------------------------------------------------- sample
 @pytest.mark.slow
 def test_sample_killed_resumes_to_the_same_samples(tmp_path):

@@ -114,6 +114,8 @@ MCMC = ["mcmc", "--model", "{model}", *SYS, "--iterations", "2", "--output", "{t
 SMC = ["smc", "--model", "{model}", *SYS, "--n", "8"]
 PROFILE = ["profile", "--model", "{model}", *SYS, "--output", "{tmp}/profile", "--quiet"]
 UMB = ["umbrella", "--windows", "2", "--ps", "0.02", "--report-ps", "0.01", "--equilibration-ps", "0.01", "--output", "{tmp}/umb", "--quiet"]
+META = ["metadynamics", "--build-ps", "0.02", "--ps", "0.02", "--report-ps", "0.01", "--deposit-ps", "0.01", "--chunks", "1",
+        "--output", "{tmp}/meta", "--quiet"]
 ST = ["self-train", "--model", "{model}", *SYS, "--n-rounds", "1", "--n-proposals", "4", "--n-steps", "1", "--output", "{tmp}/st",
       "--quiet"]
 PMD = ["peptide-md", "--output", "{tmp}/pmd", "--quiet", "--sequences"]
@@ -273,6 +275,15 @@ CLI_ROWS = [
     ("umbrella-export-without-positions", UMB + ["--export", "10"], ["--export", "--save-positions"]),
     ("umbrella-unknown-platform", UMB + ["--platform", "Quantum"], ["--platform", "quantum", "reference"]),
     ("umbrella-unknown-dihedral", UMB + ["--dihedrals", "omega"], ["omega", "phi"]),
+    # metadynamics
+    ("metadynamics-bias-factor-one", META + ["--bias-factor", "1"], ["--bias-factor", "> 1", "1"]),
+    ("metadynamics-ps-zero", META + ["--ps", "0"], ["--ps", "positive", "0"]),
+    ("metadynamics-ps-not-whole-chunks", META + ["--ps", "0.015"], ["--ps", "0.015", "multiple of 10 steps"]),
+    ("metadynamics-hydrogen-mass", META + ["--hydrogen-mass", "9"], ["--hydrogen-mass", "between 1 and 5", "9"]),
+    ("metadynamics-four-dihedrals", META + ["--dihedrals", "phi", "psi", "phi", "psi"], ["--dihedrals", "1 to 3", "4"]),
+    ("metadynamics-unknown-dihedral", META + ["--dihedrals", "omega"], ["omega", "phi"]),
+    ("metadynamics-pool-missing", META + ["--pool", "{missing}"], ["--pool", "missing", "no metadynamics run"]),
+    ("metadynamics-bad-state", META + ["--state", "x=phi9 > 0"], ["phi9"]),
     # demo
     ("demo-minutes-zero", ["demo", "--minutes", "0", "--output", "{tmp}/demo"], ["--minutes", "positive", "0"]),
     ("demo-minutes-nan", ["demo", "--minutes", "nan", "--output", "{tmp}/demo"], ["--minutes", "positive", "nan"]),
