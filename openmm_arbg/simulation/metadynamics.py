@@ -97,8 +97,8 @@ def _load_chunk_state(path):
         return str(data["state"])
 
 
-def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=2_000_000, build_steps=1_000_000, report_interval=500,
-                     bias_factor=8.0, height=1.0, width_deg=20.0, deposit_interval=500, grid_width=72, n_chunks=20,
+def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=4_000_000, build_steps=1_000_000, report_interval=500,
+                     bias_factor=8.0, height=1.0, width_deg=20.0, deposit_interval=500, grid_width=72, n_chunks=10,
                      equilibration_steps=10000, temperature=None, timestep_fs=1.0, friction_per_ps=1.0, hydrogen_mass=None,
                      seed=0, platform=None, start_positions=None, progress=True):
     """Build a well-tempered metadynamics bias on dihedrals, then run MD under it frozen; resumable.
