@@ -216,3 +216,11 @@ def test_pool_runs_uses_the_scatter_when_runs_disagree():
     other = _synthetic_run(0.3, settings=dict(system_sha256="x", temperature_K=310.0, dihedrals=[[0, 1, 2, 3]]))
     with pytest.raises(ValueError, match="differ in temperature_K"):
         pool_runs([agreeing[0], other], ["phi"])
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from openmm_arbg.simulation import metadynamics
+
+    assert doctest.testmod(metadynamics).failed == 0

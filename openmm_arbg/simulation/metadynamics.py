@@ -147,6 +147,20 @@ def run_metadynamics(molecular_system, dihedrals, output_dir, n_steps=4_000_000,
     Returns
     -------
     MetadynamicsResult
+
+    Examples
+    --------
+    A torsion behind a 20 kJ/mol barrier (8 kT), whose exact probability of phi > 0 is one half:
+
+    >>> import tempfile
+    >>> from openmm_arbg.simulation.testsystems import harmonic_chain
+    >>> chain, exact = harmonic_chain(4, k_torsion=10.0)
+    >>> result = run_metadynamics(chain, [[0, 1, 2, 3]], tempfile.mkdtemp(), n_steps=100000, build_steps=40000,
+    ...                           report_interval=50, deposit_interval=200, height=1.5, width_deg=25.0, n_chunks=4,
+    ...                           seed=1, platform="Reference", progress=False)
+    >>> p, dp = result.probability(lambda phi: phi[:, 0] > 0)
+    >>> abs(p - 0.5) < 4 * dp
+    True
     """
     from ..molecule.topology import MolecularGraph
     from ..utils import progress_bar
