@@ -116,3 +116,21 @@ def test_free_energy_errors_where_the_delta_method_fails(alanine):
     assert res["rest"]["population_error"] >= res["rest"]["population"] > 0
     assert res["rest"]["free_energy_error"] == np.inf and np.isfinite(res["rest"]["free_energy"])
     assert np.isfinite(res["first"]["free_energy_error"])
+
+
+def test_state_ess_counts_the_weights_inside_each_state_and_flags_thin_ones(alanine):
+    from openmm_arbg.analysis.state_discovery import STATE_ESS_WARNING, describe_results
+    from openmm_arbg.sampling.importance import effective_sample_size
+
+    x = _frames(alanine)
+    masks = {name: StateExpression(expr, alanine.topology)(x) for name, expr in ALANINE_STATES.items()}
+    log_w = np.random.default_rng(2).normal(size=len(x))
+    big = max(masks, key=lambda n: masks[n].sum())
+    log_w[np.flatnonzero(masks[big])[:1]] += 8.0  # one proposal carries most of the weight inside the largest state
+    res = state_populations(ALANINE_STATES, x, alanine.topology, log_weights=log_w, rng=0)
+    for name, mask in masks.items():
+        assert res[name]["state_ess"] == pytest.approx(effective_sample_size(log_w[mask]) if mask.any() else 0.0)
+    assert res[big]["state_ess"] < 2 < STATE_ESS_WARNING
+    lines = describe_results({"rare": dict(res[big], ess=500.0, population=0.02), "common": dict(res[big], ess=500.0, state_ess=900.0)})
+    assert any("inside rare (" in line and "few dozen" in line for line in lines)
+    assert not any("inside common" in line for line in lines)

@@ -423,6 +423,9 @@ def state_free_energy_plot(results, path, title=None, discovered=None, tica_poin
     return path
 
 
+STATE_ESS_WARNING = 100  # effective proposals inside a state below which describe_results adds a note
+
+
 def describe_results(results, states=None):
     """Lines ``P(name) = ... %  -ln P = ...`` for :func:`~openmm_arbg.analysis.states.state_populations`
     output; ``states`` (name -> expression or callable) adds each expression."""
@@ -431,6 +434,12 @@ def describe_results(results, states=None):
     if ess is not None and ess < 20:
         lines.append(f"  warning: the weights' ESS is {ess:.1f}: these populations rest on a handful of proposals and their "
                      "errors are not error bars (more proposals, or a better model)")
+    thin = [f"{name} ({r['state_ess']:.0f})" for name, r in results.items()
+            if r.get("state_ess") is not None and r["population"] > 0 and r["state_ess"] < STATE_ESS_WARNING]
+    if thin and (ess is None or ess >= 20):
+        lines.append("  note: inside " + ", ".join(thin) + " the weights' ESS is under " + f"{STATE_ESS_WARNING}: those "
+                     "populations rest on a few dozen effective proposals and can be off by more than their bootstrap errors; "
+                     "check them with more proposals or a reference (arbg metadynamics, arbg umbrella)")
     for name, r in results.items():
         p, dp = r["population"], r["population_error"]
         what = f"   ({states[name]})" if states and isinstance(states.get(name), str) else ""

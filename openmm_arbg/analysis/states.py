@@ -177,7 +177,10 @@ def state_populations(states, positions, topology, log_weights=None, rng=None, r
         ``population_error`` is at least its population gets ``free_energy_error = inf``: P's
         error bar reaches zero, so ``-ln P`` has no upper bound and the delta method means nothing.
         With ``log_weights`` each also holds ``ess``, Kish's effective sample size of the weights:
-        with a handful of effective samples the bootstrap error is not an error bar (it can be 0).
+        with a handful of effective samples the bootstrap error is not an error bar (it can be 0);
+        and ``state_ess``, the same of the weights inside the state. A rare state whose population
+        rests on a few dozen effective proposals can be off by more than its bootstrap error (Ace-Leu-Nme's
+        2 % rotamer: 0.93 +- 0.16 % from an ESS of 48 inside it, against a reference's 1.93 +- 0.24 %).
     """
     from ..sampling.importance import effective_sample_size, weighted_mean
     from .free_energy import populations_from_chain
@@ -204,4 +207,6 @@ def state_populations(states, positions, topology, log_weights=None, rng=None, r
         out[name] = dict(population=p, population_error=dp, free_energy=f, free_energy_error=df)
         if ess is not None:
             out[name]["ess"] = ess
+            inside = np.asarray(log_weights, dtype=float)[mask]
+            out[name]["state_ess"] = float(effective_sample_size(inside)) if mask.any() and np.isfinite(inside).any() else 0.0
     return out
