@@ -27,7 +27,7 @@
 #                      reference MD hardly visits: 36 stiff windows of 100 ps on its phi, each started from a frame
 #                      of the reference MD (about 4 ns of MD; 45 min on one thread for AAA); and, where the middle
 #                      residue has a side chain (not G, A), metadynamics on its (psi, chi1) for the rotamer
-#                      populations (1 ns building the bias, 4 ns under it frozen; 14 min for Ace-Ile-Nme)
+#                      populations (1 ns building the bias, 4 ns under it frozen, at 1 fs; about 30 min for Ace-Ile-Nme)
 #
 # --start-basins rotates every residue into every backbone basin and every chi1 into every rotamer
 # (p, t, m), so the model sees rotamers that MD at 310 K does not cross in its length; the states
@@ -106,9 +106,10 @@ if [ "$REF_NS" != "0" ]; then
             *)  # the middle residue's side-chain rotamers and its backbone together, which the reference MD may
                 # never cross: metadynamics on (psi, chi1), then 4 ns under the frozen bias, reweighted (umbrella
                 # windows on chi1 alone leave the backbone where the MD frames had it; docs/benchmarks.md
-                # sections 21 and 22). Hydrogen mass 3 Da and 2 fs steps: the same distribution of positions.
+                # sections 21 and 22). 1 fs steps, the System's masses: 2 fs with 3 Da hydrogens is twice as fast and
+                # matched the 1 fs reference on alanine dipeptide, but is open on a peptide backbone (section 22).
                 run metadynamics --system "$SYSTEM" --dihedrals "psi$MID" "chi1_$MID" --build-ps 1000 --ps 4000 \
-                    --timestep-fs 2 --hydrogen-mass 3 --start-from reference/310K/trajectory.dcd \
+                    --start-from reference/310K/trajectory.dcd \
                     --state "chi1t$MID=abs(chi1_$MID) > 120" --state "chi1p$MID=0 < chi1_$MID < 120" \
                     --state "alpha$MID=phi$MID < 0 and -120 <= psi$MID <= 50" --seed 9 \
                     --output "metadynamics_psi${MID}_chi1_${MID}" "${COMMON[@]}" --quiet | tee metadynamics_chi1.txt ;;
