@@ -81,7 +81,7 @@ def run(args):
     from ..simulation.systems import build_system
     from ..utils import write_json_atomic
     from .common import temperature_K
-    from .umbrella import _halves_disagree
+    from .umbrella import drifted_populations
 
     ms = build_system(args.system)
     dihedrals = dihedral_indices(ms.topology, args.dihedrals)
@@ -119,15 +119,12 @@ def run(args):
         print("warning: the run entered " + ", ".join(few) + " fewer than 10 times: those populations rest on a few visits "
               "and their errors are not reliable. Run longer (--ps), or build the bias longer (--build-ps) so that the "
               "biased dihedrals cross more often")
-    halves, drifted = {}, []
-    first, second = result.halves()
-    for part in (first, second):
+    halves = {}
+    for part in result.halves():
         found = {**part.region_free_energies(args.dihedrals), **(part.state_free_energies(states, ms.topology) if states else {})}
         for name, r in found.items():
             halves.setdefault(name, []).extend([r["probability"], r["probability_error"]])
-    for name, (p1, e1, p2, e2) in halves.items():
-        if _halves_disagree(p1, e1, p2, e2):
-            drifted.append(f"{name} {100 * p1:.2f} % then {100 * p2:.2f} %")
+    drifted = drifted_populations(halves)
     summary["halves"] = halves
     if drifted:
         print("warning: the first and second halves of the run disagree by more than 3 standard errors (" + "; ".join(drifted)

@@ -159,7 +159,7 @@ def _halves_check(result, args, states, topology):
 
     from ..analysis.observables import dihedral_regions
 
-    out, drifted = {}, []
+    out = {}
     try:
         halves = result.halves()
         for name, indicator in dihedral_regions(args.dihedrals).items():
@@ -171,9 +171,7 @@ def _halves_check(result, args, states, topology):
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:  # too few frames per half for MBAR
         print(f"note: no check of the windows' halves ({exc})")
         return None
-    for name, (p1, e1, p2, e2) in out.items():
-        if _halves_disagree(p1, e1, p2, e2):
-            drifted.append(f"{name} {100 * p1:.2f} % then {100 * p2:.2f} %")
+    drifted = drifted_populations(out)
     if drifted:
         print("warning: the first and second halves of the windows disagree by more than 3 standard errors ("
               + "; ".join(drifted) + "): something the restraints leave free moves too slowly for these windows (it is still "
@@ -226,6 +224,13 @@ def _describe_windows(centres, all_centres, names):
         else:
             parts.append(f"{name} in {{" + ", ".join(f"{v:.0f}" for v in values) + "} deg")
     return f"{len(centres)} windows, " + " and ".join(parts)
+
+
+def drifted_populations(halves):
+    """``"name P1 % then P2 %"`` for each population of ``halves`` (name -> [P first half, error, P
+    second half, error]) whose halves disagree (:func:`_halves_disagree`)."""
+    return [f"{name} {100 * p1:.2f} % then {100 * p2:.2f} %" for name, (p1, e1, p2, e2) in halves.items()
+            if _halves_disagree(p1, e1, p2, e2)]
 
 
 def _halves_disagree(p1, e1, p2, e2, z=3.0):

@@ -424,9 +424,9 @@ class MetadynamicsResult:
         return {name: self._population(mask) for name, mask in state_indicators(states, self.positions, topology).items()}
 
     def _population(self, indicator):
-        p, dp = self.probability(indicator)
-        f, df = free_energy_from_probability(p, dp)
         mask = np.asarray(indicator(self.dihedrals) if callable(indicator) else indicator, dtype=bool)
+        p, dp = self.probability(mask)
+        f, df = free_energy_from_probability(p, dp)
         return dict(probability=p, probability_error=dp, free_energy_kT=f, free_energy_error_kT=df, frames=int(mask.sum()),
                     entries=self.entries(mask))
 
