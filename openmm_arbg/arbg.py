@@ -21,10 +21,12 @@ from .model.density import AutoregressiveDensity
 from .model.discretizer import Discretizer
 from .model.network import CausalTransformer, NetworkConfig
 from .molecule.features import FEATURE_SIZES, features_for
-from .molecule.representation import build_representation, canonical_frame, place_in_frame, to_local_frame
+from .molecule.representation import SIBLING, build_representation, canonical_frame, place_in_frame, to_local_frame
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph, check_same_molecule
 from .utils import Settings
+
+BRANCH_TORSIONS = {"sibling": SIBLING, "parent": None}  # ModelConfig.branch_torsions -> InternalRepresentation(branches=)
 
 __all__ = ["ArBG", "ModelConfig", "as_positions_nm"]
 
@@ -48,6 +50,11 @@ class ModelConfig(Settings):
         ``phiK``/``psiK`` (residue K, from 1), ``phi``/``psi`` or ``i,j,k,l`` atom indices. Fixing or
         profiling a dihedral needs it to be a model coordinate (:meth:`ArBG.dihedral_coordinate`);
         early in the order its conditional is the sharpest.
+    branch_torsions : {"sibling", "parent"}
+        Internal representation: the torsion of a branch atom's later substituents is measured from
+        their earliest placed sibling (``"sibling"``, about +-120 degrees whatever the rotamer) or
+        from a neighbour of the parent's parent (``"parent"``, the Z-matrix of models before
+        openmm-arbg 0.3, which repeats every side-chain rotation in each of its substituents).
     """
 
     representation: str = "internal"
@@ -55,6 +62,7 @@ class ModelConfig(Settings):
     margin: float = 0.1
     seed: int = 0
     first_torsions: list = field(default_factory=list)
+    branch_torsions: str = "sibling"
 
     what = "model settings"
 
@@ -67,6 +75,8 @@ class ModelConfig(Settings):
             raise ValueError(f"margin must be a finite number >= 0; got {self.margin!r}")
         if self.first_torsions and self.representation != "internal":
             raise ValueError("first_torsions needs representation 'internal': Cartesian coordinates have no torsions")
+        if self.branch_torsions not in BRANCH_TORSIONS:
+            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {self.branch_torsions!r}")
 
 
 
@@ -183,6 +193,7 @@ class ArBG:
         reference_positions=None,
         seed=0,
         first_torsions=None,
+        branch_torsions="sibling",
     ):
         """A model whose bins are fitted to training frames, with a new or a shared network.
 
@@ -211,10 +222,12 @@ class ArBG:
             Dihedrals that become the first torsion coordinates, in this order (``"phi2"``,
             ``"psi2"``, ``"phi"``, ``"4,6,8,10"`` or atom quadruples): what
             :func:`~openmm_arbg.sampling.control.dihedral_profile` and ``arbg profile`` need.
+        branch_torsions : {"sibling", "parent"}
+            Torsions of a branch atom's later substituents (:class:`ModelConfig`).
         """
         graph = MolecularGraph.from_topology(topology)
         if isinstance(representation, str):  # the same checks as ModelConfig (names, bins, margin)
-            ModelConfig(representation=representation, n_bins=n_bins, margin=margin, seed=seed)
+            ModelConfig(representation=representation, n_bins=n_bins, margin=margin, seed=seed, branch_torsions=branch_torsions)
         if first_torsions:
             from .molecule.topology import dihedral_indices
 
@@ -236,7 +249,8 @@ class ArBG:
         # a shared network from before the relative-torsion scheme reads no half-torsion features
         stereo_ok = not isinstance(network, CausalTransformer) or network.cfg.feature_sizes[1] >= FEATURE_SIZES[1]
         rep = build_representation(
-            representation, graph, anchors, reference_positions=ref if stereo_ok else None, first_torsions=first_torsions
+            representation, graph, anchors, reference_positions=ref if stereo_ok else None, first_torsions=first_torsions,
+            branches=BRANCH_TORSIONS.get(branch_torsions) if stereo_ok else None,
         )
         z, _ = rep.to_model_coordinates(torch.as_tensor(x))
         discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)

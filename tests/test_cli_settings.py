@@ -46,7 +46,7 @@ def _value_for(default):
     if isinstance(default, bool):
         return not default
     if isinstance(default, str):
-        return {"internal": "cartesian", "learned": "rope"}[default]
+        return {"internal": "cartesian", "learned": "rope", "sibling": "parent"}[default]
     if isinstance(default, float):
         return 0.5 if default != 0.5 else 0.25
     if isinstance(default, list):
