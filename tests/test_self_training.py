@@ -303,3 +303,29 @@ def test_ema_weights_propose_and_are_saved_and_old_checkpoints_resume(chain5, tm
     assert SelfTrainer(_untrained(chain5), ms.system, plain, output_dir=tmp_path / "old", progress=False).round == 1
     with pytest.raises(ValueError, match="ema_decay"):
         SelfTrainer(_untrained(chain5), ms.system, dict(plain, ema_decay=0.5), output_dir=tmp_path / "old", progress=False)
+
+
+def test_model_kept_only_from_rounds_with_reliable_weights(chain5, tmp_path):
+    """A round replaces the kept model only with Pareto k < 1/2; a larger ESS/N from a heavy-tailed
+    draw (the luck of one draw) does not displace it, and the rule survives a resume."""
+    from openmm_arbg.training.self_training import RELIABLE_PARETO_K
+
+    ms, _, _ = chain5
+    trainer = SelfTrainer(_untrained(chain5), ms.system, dict(n_rounds=2, n_proposals=50), output_dir=tmp_path, progress=False)
+
+    def keep(ess, k):
+        row = dict(ess_fraction=ess, pareto_k=k)
+        if trainer._keeps(row):
+            trainer.best_ess, trainer.best_reliable = ess, trainer._reliable(row)
+            return True
+        return False
+
+    assert keep(0.01, 0.62)  # the first model measured: kept whatever its weights
+    assert not keep(0.0435, 0.58)  # more ESS/N, but heavy-tailed weights
+    assert not keep(0.5, float("nan"))
+    assert keep(0.005, RELIABLE_PARETO_K - 0.01)  # reliable weights replace an unreliable kept model
+    assert not keep(0.004, 0.3) and keep(0.02, 0.3)  # between reliable rounds: the larger ESS/N
+    assert not keep(0.9, RELIABLE_PARETO_K)
+    trainer._save_checkpoint()
+    resumed = SelfTrainer(_untrained(chain5), ms.system, dict(n_rounds=2, n_proposals=50), output_dir=tmp_path, progress=False)
+    assert resumed.best_ess == 0.02 and resumed.best_reliable

@@ -5,7 +5,8 @@ Starts from a model trained on MD (arbg train), for example on short MD at the t
 temperature and at a high temperature where the molecule crosses its barriers. Each round draws
 fresh proposals, weights them exactly with OpenMM energies at the round's temperature and trains
 on the weighted proposals of the last rounds and on the MD frames (reweighted to that
-temperature). Writes model.safetensors (best ESS/N at the target temperature), last.safetensors,
+temperature). Writes model.safetensors (the starting model, or the round with the best ESS/N among
+those whose weights have Pareto k < 0.5 at the target temperature), last.safetensors,
 learning_curve.csv and .png, and a resumable checkpoint: the same command continues a stopped run.
 The settings are the fields of SelfTrainingConfig (openmm_arbg.training.self_training).
 """
@@ -120,5 +121,6 @@ def run(args):
     last = history[-1]
     print(f"final model: ESS/N {100 * last['ess_fraction']:.2f} % at {last['temperature_K']:g} K "
           f"({config.n_proposals} fresh proposals); {last['energy_evaluations']} energy evaluations in all "
-          f"(MD {md_evaluations}); best model (ESS/N {100 * trainer.best_ess:.2f} %) -> {trainer.model_path}; "
-          f"curves -> {trainer.log_path}")
+          f"(MD {md_evaluations}); model kept (ESS/N {100 * trainer.best_ess:.2f} %"
+          f"{'' if trainer.best_reliable else ', no round at the target had weights with Pareto k < 0.5: the first one measured there'}) "
+          f"-> {trainer.model_path}; curves -> {trainer.log_path}")
