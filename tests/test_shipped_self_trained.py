@@ -22,7 +22,7 @@ def test_self_trained_model_is_exact_and_matches_the_umbrella_reference(alanine)
     assert res.valid.all()  # no wrong-handed proposal
     # KV cache vs one pass, float32 logits summed over 60 coordinates (log q about 220 nats)
     np.testing.assert_allclose(res.log_q, model.log_prob(res.positions), rtol=0, atol=5e-5)
-    assert res.ess_fraction > 0.2  # 44-49 % in docs/benchmarks.md section 23; a broken model gives < 1 %
+    assert res.ess_fraction > 0.2  # 44-49 % in nine draws of ten (docs/benchmarks.md section 23); a broken model: < 1 %
     p, dp = alanine_dipeptide_analysis(res.positions, alanine.topology, res.log_weights, rng=3)["populations"]["phi>0"]
     ref = load_reference()["phi>0"]
     assert abs(p - ref["probability"]) < N_SIGMA * math.hypot(dp, ref["probability_error"]), (p, dp, ref)

@@ -34,7 +34,7 @@ PRETRAINED = {
         "alanine_dipeptide_vacuum_self_trained.safetensors",
         "alanine dipeptide, vacuum, 300 K; the README's no-umbrella recipe (2 ns of MD at 300 K and 1000 K, seeded "
         "segments, 1500 training steps, 8 rounds of self-training) with sibling-relative branch torsions: "
-        "ESS/N 44-49 % at 10^4 proposals, no umbrella frames (docs/benchmarks.md section 23)",
+        "ESS/N 44-49 % at 10^4 proposals in nine draws of ten, no umbrella frames (docs/benchmarks.md section 23)",
     ),
 }
 
