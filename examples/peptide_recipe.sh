@@ -36,7 +36,9 @@
 # Capped tri-alanine on two CPU cores (THREADS=2, session 14): 25 min of MD for training, 31 min
 # of reference MD, 66 min of training, 8 self-training rounds of 5-7 min each, 5 min of
 # evaluation; the self-trained model gives ESS/N 4-6 % at 10^4 proposals and ArBGMove acceptance
-# 14 % (docs/benchmarks.md section 14). On a GPU machine, for the larger peptides of the ArBG paper's
+# 14 % (docs/benchmarks.md section 14). Those numbers are from the old Z-matrix; models trained since
+# session 18 measure branch torsions from a sibling (--branch-torsions sibling, the default), which
+# doubled alanine dipeptide's ESS/N on the same MD (section 23); tri-alanine has not been re-run. On a GPU machine, for the larger peptides of the ArBG paper's
 # Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
 # settings are a starting point: no GPU run of this script has been measured yet):
 #
