@@ -76,6 +76,13 @@ def test_resume_with_other_settings_is_refused(chain_md, tmp_path):
         Trainer(model, traj, dict(CONFIG, learning_rate=1e-2), output_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="other frames"):
         Trainer(model, traj[::2], CONFIG, output_dir=tmp_path, progress=False)
+    # a run started with the old Z-matrix (before sibling branch torsions were the default) names the flag to resume it
+    old = ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32, branch_torsions="parent")
+    Trainer(old, traj, CONFIG, output_dir=tmp_path / "old", progress=False).fit(stop_after=5)
+    with pytest.raises(ValueError, match="--branch-torsions parent"):
+        Trainer(model, traj, CONFIG, output_dir=tmp_path / "old", progress=False)
+    Trainer(ArBG.from_data(ms.topology, traj, network=TINY_NETWORK, n_bins=32, branch_torsions="parent"), traj, CONFIG,
+            output_dir=tmp_path / "old", progress=False)  # and with it, it resumes
 
 
 def test_frame_weights_set_batch_frequencies_and_the_validation_mean(chain_md, tmp_path):
