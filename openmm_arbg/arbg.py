@@ -246,7 +246,8 @@ class ArBG:
                 "of the other handedness than the reference: the frames mix stereoisomers or list atoms in another order"
             )
         # the handedness of each stereocentre is built into the coordinates (internal representation)
-        # a shared network from before the relative-torsion scheme reads no half-torsion features
+        # a shared network from before the relative-torsion scheme reads no half-torsion features; it also
+        # learned the old Z-matrix's branch torsions, so it keeps those
         stereo_ok = not isinstance(network, CausalTransformer) or network.cfg.feature_sizes[1] >= FEATURE_SIZES[1]
         rep = build_representation(
             representation, graph, anchors, reference_positions=ref if stereo_ok else None, first_torsions=first_torsions,

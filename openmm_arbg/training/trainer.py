@@ -566,9 +566,12 @@ class Trainer:
         mine = self.model.checkpoint_config()
         if config["molecule"]["fingerprint"] != mine["molecule"]["fingerprint"]:
             raise ValueError(f"{where} belongs to another molecule; use another output folder")
-        theirs_rep, mine_rep = dict(config["molecule"]["representation"]), dict(mine["molecule"]["representation"])
-        if theirs_rep != mine_rep and theirs_rep.get("branches") != mine_rep.get("branches") and \
-                {k: v for k, v in theirs_rep.items() if k != "branches"} == {k: v for k, v in mine_rep.items() if k != "branches"}:
+        theirs_rep, mine_rep = config["molecule"]["representation"], mine["molecule"]["representation"]
+
+        def without_branches(d):
+            return {k: v for k, v in d.items() if k != "branches"}
+
+        if theirs_rep.get("branches") != mine_rep.get("branches") and without_branches(theirs_rep) == without_branches(mine_rep):
             setting = "sibling" if theirs_rep.get("branches") else "parent"
             raise ValueError(f"{where} was written with branch_torsions={setting!r} (the default changed in openmm-arbg 0.3); "
                              f"resume it with --branch-torsions {setting} (branch_torsions={setting!r}), or use another output folder")
