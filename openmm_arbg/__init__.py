@@ -12,5 +12,5 @@ from .arbg import ArBG  # noqa: E402
 from .sampling.importance import importance_sample  # noqa: E402
 from .sampling.mcmc import ArBGMove, ArBGProposal  # noqa: E402
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 __all__ = ["ArBG", "ArBGMove", "ArBGProposal", "importance_sample", "__version__"]

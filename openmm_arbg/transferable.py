@@ -15,6 +15,9 @@ What makes one network serve every peptide (``docs/design.md``, "Transferable mo
   of :mod:`openmm_arbg.molecule.features`: element, coordinate kind, atom and residue names,
   residue index from both termini, parent atom), and the whole sequence is a context that a
   non-causal encoder reads and every block cross-attends to;
+* a turn about one bond changes one coordinate: branch torsions are measured from the earliest
+  placed sibling (``branch_torsions="sibling"``, as single-molecule models; files written before
+  openmm-arbg 0.3.1 keep the parent-based Z-matrix they were trained with);
 * bins are shared per coordinate kind and chemistry (:func:`~openmm_arbg.molecule.features.bin_keys`:
   bond lengths by the elements and bond counts of their atoms, angles by their three atoms), with
   tails, so every coordinate of every molecule has a normalised density with full support.
@@ -33,20 +36,28 @@ from .model.checkpoint import read_checkpoint, write_checkpoint
 from .model.discretizer import _BOUNDS, Discretizer
 from .model.network import CausalTransformer, NetworkConfig
 from .molecule.features import CONTEXT_SIZES, PEPTIDE_FEATURE_SIZES, bin_keys
-from .molecule.representation import PERIODIC, RESIDUE_ORDER, InternalRepresentation
+from .molecule.representation import PERIODIC, RESIDUE_ORDER, SIBLING, InternalRepresentation
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph
 
 __all__ = ["TransferableArBG", "molecule_representation", "peptide_sequence", "is_transferable_file"]
 
 KIND = "transferable"
+BRANCH_TORSIONS = {"sibling": SIBLING, "parent": None}  # setting -> InternalRepresentation(branches=)
 
 
-def molecule_representation(graph, reference_positions):
+def molecule_representation(graph, reference_positions, branch_torsions="sibling"):
     """Internal coordinates in the canonical residue order, with the handedness of the reference
-    structure's stereocentres built in (the representation every transferable model uses)."""
+    structure's stereocentres built in (the representation every transferable model uses).
+
+    ``branch_torsions="sibling"`` measures every later substituent of a branch atom from its
+    earliest placed sibling (models created by openmm-arbg 0.3.1 and later); ``"parent"`` is the
+    Z-matrix of earlier transferable models, kept bit for bit."""
+    if branch_torsions not in BRANCH_TORSIONS:
+        raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
     ref = np.asarray(reference_positions, dtype=np.float64).reshape(graph.n_atoms, 3)
-    return InternalRepresentation(graph, stereo="relative-torsion", reference_positions=ref, order=RESIDUE_ORDER)
+    return InternalRepresentation(graph, stereo="relative-torsion", reference_positions=ref, order=RESIDUE_ORDER,
+                                  branches=BRANCH_TORSIONS[branch_torsions])
 
 
 def peptide_sequence(graph):
@@ -83,6 +94,9 @@ class TransferableArBG:
     sequences : list of str
         The training sequences (stored in the model file).
     metadata : dict, optional
+    branch_torsions : {"parent", "sibling"}
+        How branch torsions are measured (:func:`molecule_representation`). New models
+        (:meth:`create`) use ``"sibling"``; files without the setting were written with ``"parent"``.
 
     Examples
     --------
@@ -91,7 +105,10 @@ class TransferableArBG:
     >>> x, log_q = arbg.sample(1000)
     """
 
-    def __init__(self, network, bins, n_bins, sequences=(), metadata=None):
+    def __init__(self, network, bins, n_bins, sequences=(), metadata=None, branch_torsions="parent"):
+        if branch_torsions not in BRANCH_TORSIONS:
+            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
+        self.branch_torsions = branch_torsions
         self.network = network
         self.bins = {str(k): tuple(float(x) for x in v) for k, v in bins.items()}
         self.n_bins = int(n_bins)
@@ -105,7 +122,7 @@ class TransferableArBG:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, molecules, network=None, n_bins=256, margin=0.1, seed=0):
+    def create(cls, molecules, network=None, n_bins=256, margin=0.1, seed=0, branch_torsions="sibling"):
         """A new (untrained) model whose shared bins are fitted to the frames of several peptides.
 
         Parameters
@@ -121,7 +138,12 @@ class TransferableArBG:
             Fraction of each key's data range added on both sides of its binned range.
         seed : int
             Seed of the initial weights.
+        branch_torsions : {"sibling", "parent"}
+            Branch torsions from the earliest placed sibling (default) or, as transferable models
+            before openmm-arbg 0.3.1, from the parent's neighbours (:func:`molecule_representation`).
         """
+        if branch_torsions not in BRANCH_TORSIONS:
+            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
         if not molecules:
             raise ValueError("a transferable model needs the frames of at least one molecule")
         values, kinds = {}, {}
@@ -130,7 +152,7 @@ class TransferableArBG:
             graph = MolecularGraph.from_topology(topology)
             x = as_positions_nm(positions() if callable(positions) else positions, graph.n_atoms, graph,
                                 "training positions")
-            rep = molecule_representation(graph, x[0])
+            rep = molecule_representation(graph, x[0], branch_torsions)
             z, _ = rep.to_model_coordinates(torch.as_tensor(x))
             for j, key in enumerate(bin_keys(graph, rep)):
                 values.setdefault(key, []).append(z[:, j].numpy())
@@ -156,7 +178,7 @@ class TransferableArBG:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = CausalTransformer(cfg)
-        return cls(net, bins, n_bins, sequences)
+        return cls(net, bins, n_bins, sequences, branch_torsions=branch_torsions)
 
     def for_topology(self, topology, reference_positions):
         """The :class:`~openmm_arbg.ArBG` of one peptide, sharing this model's network.
@@ -170,7 +192,7 @@ class TransferableArBG:
         """
         graph = MolecularGraph.from_topology(topology)
         ref = as_positions_nm(reference_positions, graph.n_atoms, graph, "reference positions")[0]
-        rep = molecule_representation(graph, ref)
+        rep = molecule_representation(graph, ref, self.branch_torsions)
         keys = bin_keys(graph, rep)
         missing = sorted(set(keys) - set(self.bins))
         if missing:
@@ -211,16 +233,14 @@ class TransferableArBG:
 
     def __repr__(self):
         return (f"TransferableArBG({len(self.bins)} bin keys, {self.n_bins} bins, {self.n_parameters()} parameters, "
-                f"trained on {len(self.sequences)} sequences)")
+                f"{self.branch_torsions} branch torsions, trained on {len(self.sequences)} sequences)")
 
     # ------------------------------------------------------------------ storage
     def checkpoint_config(self):
-        return {
-            KIND: {"bins": {k: list(v) for k, v in self.bins.items()}, "n_bins": self.n_bins,
-                   "sequences": self.sequences},
-            "network": self.network.cfg.to_dict(),
-            "metadata": self.metadata,
-        }
+        stored = {"bins": {k: list(v) for k, v in self.bins.items()}, "n_bins": self.n_bins, "sequences": self.sequences}
+        if self.branch_torsions != "parent":  # files of earlier versions (no key) keep their Z-matrix
+            stored["branch_torsions"] = self.branch_torsions
+        return {KIND: stored, "network": self.network.cfg.to_dict(), "metadata": self.metadata}
 
     def network_tensors(self):
         return {f"network.{k}": v for k, v in self.network.state_dict().items()}
@@ -241,7 +261,8 @@ class TransferableArBG:
         try:
             net = CausalTransformer(NetworkConfig.from_dict(config["network"]))
             net.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
-            model = cls(net, t["bins"], t["n_bins"], t.get("sequences", []), config.get("metadata", {}))
+            model = cls(net, t["bins"], t["n_bins"], t.get("sequences", []), config.get("metadata", {}),
+                        branch_torsions=t.get("branch_torsions", "parent"))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path}: the transferable model's configuration or weights are corrupt ({exc})") from None
         return model

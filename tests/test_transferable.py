@@ -103,6 +103,65 @@ def test_zero_shot_model_in_an_arbg_move(model, tmp_path):
     assert move.n_proposed == 5 and 0 <= move.n_accepted <= 5
 
 
+def _coordinates_moved_by_chi1(arbg, sequence, residue="VAL"):
+    """How many model coordinates change when a residue's side chain turns rigidly about CA-CB."""
+    top, x = built(sequence)
+    graph = MolecularGraph.from_topology(top)
+    idx = {graph.atoms[i]["name"]: i for i in range(graph.n_atoms) if graph.atoms[i]["resname"] == residue}
+    ca, cb = x[idx["CA"]], x[idx["CB"]]
+    axis = (cb - ca) / np.linalg.norm(cb - ca)
+    # the atoms beyond CB: everything of the side chain but CA's own substituents
+    side = [i for name, i in idx.items() if name not in ("N", "H", "CA", "HA", "C", "O", "CB")]
+    turned = x.copy()
+    t = 0.7
+    rot = (np.cos(t) * np.eye(3) + np.sin(t) * np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
+                                                        [-axis[1], axis[0], 0]]) + (1 - np.cos(t)) * np.outer(axis, axis))
+    turned[side] = (x[side] - cb) @ rot.T + cb
+    z0, z1 = (arbg.to_model_coordinates(p[None])[0][0] for p in (x, turned))
+    d = np.abs(np.angle(np.exp(1j * (np.asarray(z1) - np.asarray(z0)))))
+    return int((d > 1e-6).sum())
+
+
+def test_new_models_measure_branch_torsions_from_a_sibling(peptides, tmp_path):
+    """New transferable models measure branch torsions from a sibling (a turn about CA-CB moves one
+    coordinate of valine); files without the setting keep the parent-based Z-matrix they were
+    trained with, bit for bit; the setting survives saving and loading; both stay exact."""
+    from openmm_arbg.molecule.representation import SIBLING
+
+    train = [peptides[s] for s in "ASV"]
+    new = TransferableArBG.create(train, NETWORK, n_bins=32, seed=3)
+    old = TransferableArBG.create(train, NETWORK, n_bins=32, seed=3, branch_torsions="parent")
+    assert new.branch_torsions == "sibling" and new.bins == old.bins  # the bins do not depend on the setting
+    assert new.for_sequence("V").representation.branches == SIBLING
+    assert old.for_sequence("V").representation.branches is None
+    assert _coordinates_moved_by_chi1(new.for_sequence("AV"), "AV") == 1
+    assert _coordinates_moved_by_chi1(old.for_sequence("AV"), "AV") >= 3
+    assert "branch_torsions" not in old.checkpoint_config()["transferable"]  # as files of earlier versions
+    again = TransferableArBG.load(new.save(tmp_path / "new.safetensors"))
+    assert again.branch_torsions == "sibling"
+    for model in (again, TransferableArBG.load(old.save(tmp_path / "old.safetensors"))):
+        arbg = model.for_sequence("TV")  # held out
+        x, log_q = arbg.sample(32, seed=2)
+        np.testing.assert_allclose(arbg.log_prob(x), log_q, atol=1e-5)
+        assert arbg.check_stereo(x).all()
+    shipped = TransferableArBG.from_pretrained("capped_peptides_transferable")  # written before the setting
+    assert shipped.branch_torsions == "parent" and shipped.for_sequence("T").representation.branches is None
+    with pytest.raises(ValueError, match="branch_torsions must be one of"):
+        TransferableArBG.create(train, NETWORK, n_bins=32, branch_torsions="cousin")
+
+
+def test_resuming_a_run_of_other_branch_torsions_names_the_setting(peptides, tmp_path):
+    from openmm_arbg.training.transferable import TransferableTrainer
+
+    train = [peptides[s] for s in "AS"]
+    config = dict(n_steps=4, eval_interval=2, batch_size=8, molecules_per_step=2, warmup_steps=1)
+    old = TransferableArBG.create(train, NETWORK, n_bins=32, seed=3, branch_torsions="parent")
+    TransferableTrainer(old, train, [], config, tmp_path, progress=False).fit(stop_after=2)
+    with pytest.raises(ValueError, match="--branch-torsions parent"):
+        TransferableTrainer(TransferableArBG.create(train, NETWORK, n_bins=32, seed=3), train, [], config, tmp_path,
+                            progress=False)
+
+
 def test_trainer_improves_held_out_nll_and_resumes_exactly(peptides, tmp_path):
     from openmm_arbg.training.transferable import TransferableTrainer
 
@@ -206,6 +265,20 @@ def test_time_budget_sets_the_schedule(peptides, tmp_path):
     trainer.fit()
     assert trainer.budget_fitted and 25 < trainer.config.n_steps < 100000 and trainer.step == trainer.config.n_steps
     assert trainer.learning_rate(trainer.step) < 0.1 * trainer.config.learning_rate  # the cosine decayed in time
+
+
+def test_time_budget_shorter_than_the_warm_up_still_peaks_and_decays(peptides, tmp_path, capsys):
+    from openmm_arbg.training.transferable import TransferableTrainer
+
+    train = [peptides[s] for s in "AS"]
+    model = TransferableArBG.create(train, NETWORK, n_bins=32, seed=3)
+    config = dict(n_steps=100000, time_budget_s=3.0, warmup_steps=50000, eval_interval=10, batch_size=8, molecules_per_step=2)
+    trainer = TransferableTrainer(model, train, [], config, tmp_path / "a", progress=True)
+    rows = trainer.fit()
+    n = trainer.config.n_steps
+    assert n < 50000 and "warming up over" in capsys.readouterr().out
+    assert max(r["lr"] for r in rows) > 0.5 * trainer.config.learning_rate  # the peak was reached
+    assert trainer.learning_rate(n) < 0.1 * trainer.config.learning_rate
 
 
 def test_shipped_transferable_model_on_held_out_sequences():

@@ -34,6 +34,9 @@ def add_arguments(p):
                    help="arbg md output folders of held-out peptides (sequences not in --md)")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame (default %(default)s)")
     p.add_argument("--n-bins", type=positive_int, default=256, help="bins per coordinate (default %(default)s)")
+    p.add_argument("--branch-torsions", choices=("sibling", "parent"), default="sibling",
+                   help="branch torsions from the earliest placed sibling (default), or from the parent's neighbours as "
+                   "transferable models before openmm-arbg 0.3.1 (to resume such a run)")
     p.add_argument("--margin", type=float, default=0.1, help="fraction of each bin key's data range added on both "
                    "sides (default %(default)s)")
     p.add_argument("--output", default="arbg_transferable", help="folder for model.safetensors, checkpoint and log "
@@ -107,7 +110,8 @@ def run(args):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     train = read_molecules(args.md, args.stride, lazily=True)  # frames read when needed, one molecule at a time
     valid = read_molecules(args.validation_md, args.stride, lazily=True)
-    model = TransferableArBG.create(train, network, n_bins=args.n_bins, margin=args.margin, seed=config.seed)
+    model = TransferableArBG.create(train, network, n_bins=args.n_bins, margin=args.margin, seed=config.seed,
+                                    branch_torsions=args.branch_torsions)
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", NAME, *args.argv])

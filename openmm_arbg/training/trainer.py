@@ -313,6 +313,22 @@ def update_ema(ema, net, decay):
             ema[k].mul_(decay).add_(v, alpha=1 - decay)
 
 
+def effective_warmup_steps(warmup_steps, n_steps):
+    """The warm-up a schedule of ``n_steps`` uses: ``warmup_steps``, or a tenth of ``n_steps`` when
+    the schedule is not longer than the warm-up (a short run, or a short time budget), which would
+    otherwise end before the learning rate peaks."""
+    return warmup_steps if warmup_steps < n_steps else max(1, n_steps // 10)
+
+
+def short_schedule_warning(warmup_steps, n_steps):
+    """The warning for a schedule not longer than its warm-up (None if it is longer)."""
+    if not warmup_steps or warmup_steps < n_steps:
+        return None
+    return (f"warning: warmup_steps ({warmup_steps}) is not fewer than n_steps ({n_steps}): warming up over "
+            f"{effective_warmup_steps(warmup_steps, n_steps)} steps instead, so that the learning rate peaks and decays "
+            "(set --warmup-steps below --n-steps to choose)")
+
+
 def warmup_cosine(step, peak, warmup_steps, total_steps, min_fraction):
     """Learning rate at ``step``: linear warm-up to ``peak`` over ``warmup_steps``, then cosine
     decay to ``min_fraction * peak`` at ``total_steps``."""
@@ -469,18 +485,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule and batches
     def warmup_steps(self):
-        """The warm-up used: ``warmup_steps``, or a tenth of ``n_steps`` when the schedule is not
-        longer than the warm-up (a short run, or a short time budget), which would otherwise end
-        before the learning rate peaks."""
-        c = self.config
-        return c.warmup_steps if c.warmup_steps < c.n_steps else max(1, c.n_steps // 10)
+        """The warm-up used (:func:`effective_warmup_steps`)."""
+        return effective_warmup_steps(self.config.warmup_steps, self.config.n_steps)
 
     def _warn_short_schedule(self):
-        c = self.config
-        if c.warmup_steps >= c.n_steps and c.warmup_steps and self.progress and self.rank == 0:
-            print(f"warning: warmup_steps ({c.warmup_steps}) is not fewer than n_steps ({c.n_steps}): warming up over "
-                  f"{self.warmup_steps()} steps instead, so that the learning rate peaks and decays (set --warmup-steps "
-                  "below --n-steps to choose)", flush=True)
+        message = short_schedule_warning(self.config.warmup_steps, self.config.n_steps)
+        if message and self.progress and self.rank == 0:
+            print(message, flush=True)
 
     def learning_rate(self, step):
         c = self.config

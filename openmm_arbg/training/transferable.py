@@ -27,8 +27,8 @@ from ..molecule.topology import MolecularGraph
 from ..transferable import peptide_sequence
 from ..utils import GracefulStop, Settings, atomic_write, progress_bar
 from .trainer import (_is_distributed, _rank_world, check_memory, check_same_settings, holding_weights,
-                      load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors, training_files,
-                      update_ema, warmup_cosine)
+                      effective_warmup_steps, load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors,
+                      short_schedule_warning, training_files, update_ema, warmup_cosine)
 
 __all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
 
@@ -230,8 +230,11 @@ class TransferableTrainer:
 
     # ------------------------------------------------------------------ pieces
     def learning_rate(self, step):
+        """Warm-up and cosine decay; a time budget shorter than the warm-up warms up over a tenth
+        of the fitted schedule instead (:func:`~openmm_arbg.training.trainer.effective_warmup_steps`)."""
         c = self.config
-        return warmup_cosine(step, c.learning_rate, c.warmup_steps, c.n_steps, c.min_lr_fraction)
+        return warmup_cosine(step, c.learning_rate, effective_warmup_steps(c.warmup_steps, c.n_steps), c.n_steps,
+                             c.min_lr_fraction)
 
     def _batch(self, step):
         """This process's (molecule index, frame indices) pairs of one step: deterministic in
@@ -268,6 +271,9 @@ class TransferableTrainer:
             dist.broadcast(n_steps, src=0)
         c.n_steps = int(n_steps)
         self.budget_fitted = True
+        message = short_schedule_warning(c.warmup_steps, c.n_steps)
+        if message and self.progress and self.rank == 0:
+            print(message, flush=True)
 
     def _save_model(self):
         self.model.metadata["training"] = dict(config=asdict(self.config), step=self.step,
@@ -296,6 +302,11 @@ class TransferableTrainer:
             raise ValueError(f"{where} is not a transferable model's training checkpoint; use another output folder")
         if config["network"] != self.model.checkpoint_config()["network"]:
             raise ValueError(f"{where} was written with other network settings; resume with the same or use another folder")
+        setting = config["transferable"].get("branch_torsions", "parent")
+        if setting != self.model.branch_torsions:
+            raise ValueError(f"{where} was written with branch_torsions={setting!r} (new models default to 'sibling' since "
+                             f"openmm-arbg 0.3.1); resume it with --branch-torsions {setting} (branch_torsions={setting!r}), "
+                             "or use another output folder")
         if config["transferable"]["bins"] != self.model.checkpoint_config()["transferable"]["bins"]:
             raise ValueError(f"{where} was written with other bins (other training frames); use another output folder")
         check_same_settings(where, meta["schedule"], self.config.schedule_key(), "training settings")
