@@ -33,12 +33,13 @@
 # (p, t, m), so the model sees rotamers that MD at 310 K does not cross in its length; the states
 # chi1tK (trans rotamer, |chi1| > 120 deg) are reported for every residue with a side chain.
 #
-# Capped tri-alanine on two CPU cores (THREADS=2, session 14): 25 min of MD for training, 31 min
-# of reference MD, 66 min of training, 8 self-training rounds of 5-7 min each, 5 min of
-# evaluation; the self-trained model gives ESS/N 4-6 % at 10^4 proposals and ArBGMove acceptance
-# 14 % (docs/benchmarks.md section 14). Those numbers are from the old Z-matrix; models trained since
-# session 18 measure branch torsions from a sibling (--branch-torsions sibling, the default), which
-# doubled alanine dipeptide's ESS/N on the same MD (section 23); tri-alanine has not been re-run. On a GPU machine, for the larger peptides of the ArBG paper's
+# Capped tri-alanine on two CPU cores (THREADS=2, session 19, today's defaults, from a fresh clone):
+# 17 min of MD for training, 27 min of reference MD (both run beside the script with its own lines
+# on the second core; the script skips a complete `arbg md` output), 37 min of training, 8
+# self-training rounds of about 5 min, 3 min of evaluation; ESS/N at 10^4 proposals 6.7-7.8 %
+# trained, 9.3-17.6 % self-trained, ArBGMove acceptance 24 %, every alpha and alpha_L basin within
+# 2.1 sigma of the independent references (docs/benchmarks.md section 24). On a GPU machine, for
+# the larger peptides of the ArBG paper's
 # Table 1 (hexa-alanine AAAAAA, chignolin GYDPETGTWG), more MD and a larger network (these
 # settings are a starting point: no GPU run of this script has been measured yet):
 #
