@@ -28,6 +28,13 @@ from .utils import Settings
 
 BRANCH_TORSIONS = {"sibling": SIBLING, "parent": None}  # ModelConfig.branch_torsions -> InternalRepresentation(branches=)
 
+
+def branches_of(branch_torsions):
+    """``InternalRepresentation(branches=)`` of a ``branch_torsions`` setting ("sibling" or "parent")."""
+    if branch_torsions not in BRANCH_TORSIONS:
+        raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
+    return BRANCH_TORSIONS[branch_torsions]
+
 __all__ = ["ArBG", "ModelConfig", "as_positions_nm"]
 
 
@@ -75,8 +82,7 @@ class ModelConfig(Settings):
             raise ValueError(f"margin must be a finite number >= 0; got {self.margin!r}")
         if self.first_torsions and self.representation != "internal":
             raise ValueError("first_torsions needs representation 'internal': Cartesian coordinates have no torsions")
-        if self.branch_torsions not in BRANCH_TORSIONS:
-            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {self.branch_torsions!r}")
+        branches_of(self.branch_torsions)
 
 
 
@@ -251,7 +257,7 @@ class ArBG:
         stereo_ok = not isinstance(network, CausalTransformer) or network.cfg.feature_sizes[1] >= FEATURE_SIZES[1]
         rep = build_representation(
             representation, graph, anchors, reference_positions=ref if stereo_ok else None, first_torsions=first_torsions,
-            branches=BRANCH_TORSIONS.get(branch_torsions) if stereo_ok else None,
+            branches=branches_of(branch_torsions) if stereo_ok else None,
         )
         z, _ = rep.to_model_coordinates(torch.as_tensor(x))
         discretizer = Discretizer.fit(z.numpy(), rep.coordinate_kinds, n_bins, margin)

@@ -31,19 +31,18 @@ import os
 import numpy as np
 import torch
 
-from .arbg import ArBG, as_positions_nm
+from .arbg import ArBG, as_positions_nm, branches_of
 from .model.checkpoint import read_checkpoint, write_checkpoint
 from .model.discretizer import _BOUNDS, Discretizer
 from .model.network import CausalTransformer, NetworkConfig
 from .molecule.features import CONTEXT_SIZES, PEPTIDE_FEATURE_SIZES, bin_keys
-from .molecule.representation import PERIODIC, RESIDUE_ORDER, SIBLING, InternalRepresentation
+from .molecule.representation import PERIODIC, RESIDUE_ORDER, InternalRepresentation
 from .molecule.stereochemistry import StereoChecker
 from .molecule.topology import MolecularGraph
 
 __all__ = ["TransferableArBG", "molecule_representation", "peptide_sequence", "is_transferable_file"]
 
 KIND = "transferable"
-BRANCH_TORSIONS = {"sibling": SIBLING, "parent": None}  # setting -> InternalRepresentation(branches=)
 
 
 def molecule_representation(graph, reference_positions, branch_torsions="sibling"):
@@ -53,11 +52,10 @@ def molecule_representation(graph, reference_positions, branch_torsions="sibling
     ``branch_torsions="sibling"`` measures every later substituent of a branch atom from its
     earliest placed sibling (models created by openmm-arbg 0.3.1 and later); ``"parent"`` is the
     Z-matrix of earlier transferable models, kept bit for bit."""
-    if branch_torsions not in BRANCH_TORSIONS:
-        raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
+    branches = branches_of(branch_torsions)
     ref = np.asarray(reference_positions, dtype=np.float64).reshape(graph.n_atoms, 3)
     return InternalRepresentation(graph, stereo="relative-torsion", reference_positions=ref, order=RESIDUE_ORDER,
-                                  branches=BRANCH_TORSIONS[branch_torsions])
+                                  branches=branches)
 
 
 def peptide_sequence(graph):
@@ -106,8 +104,7 @@ class TransferableArBG:
     """
 
     def __init__(self, network, bins, n_bins, sequences=(), metadata=None, branch_torsions="parent"):
-        if branch_torsions not in BRANCH_TORSIONS:
-            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
+        branches_of(branch_torsions)  # a valid setting
         self.branch_torsions = branch_torsions
         self.network = network
         self.bins = {str(k): tuple(float(x) for x in v) for k, v in bins.items()}
@@ -142,8 +139,7 @@ class TransferableArBG:
             Branch torsions from the earliest placed sibling (default) or, as transferable models
             before openmm-arbg 0.3.1, from the parent's neighbours (:func:`molecule_representation`).
         """
-        if branch_torsions not in BRANCH_TORSIONS:
-            raise ValueError(f"branch_torsions must be one of {sorted(BRANCH_TORSIONS)}; got {branch_torsions!r}")
+        branches_of(branch_torsions)  # refused before any frames are read
         if not molecules:
             raise ValueError("a transferable model needs the frames of at least one molecule")
         values, kinds = {}, {}

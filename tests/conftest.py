@@ -23,6 +23,37 @@ def jittered(positions_nm, n, scale=0.005, seed=0):
     return x[None] + scale * rng.standard_normal((n,) + x.shape)
 
 
+def atom_index(graph, resname, name):
+    """Index of the first atom called ``name`` in a residue ``resname`` of a MolecularGraph."""
+    return next(i for i, a in enumerate(graph.atoms) if a["resname"] == resname and a["name"] == name)
+
+
+def turn_about_bond(x, graph, j, k, angle):
+    """Rotate the atoms on ``k``'s side of the bond ``j-k`` (the subtree beyond ``k``) by ``angle`` rad about it."""
+    side, stack = {k}, [k]
+    while stack:
+        a = stack.pop()
+        for b in graph.neighbors[a]:
+            if b != j and b not in side:
+                side.add(b)
+                stack.append(b)
+    side.discard(k)
+    axis = (x[k] - x[j]) / np.linalg.norm(x[k] - x[j])
+    c, s = np.cos(angle), np.sin(angle)
+    out = x.copy()
+    for a in side:
+        v = x[a] - x[k]
+        out[a] = x[k] + v * c + np.cross(axis, v) * s + axis * (axis @ v) * (1 - c)
+    return out
+
+
+def n_coordinates_changed(z0, z1, tol=1e-6):
+    """How many model coordinates differ between two rows (torsions compared on the circle; bonds
+    and angles that move less than ``tol`` count as unchanged)."""
+    d = np.abs(np.angle(np.exp(1j * (np.asarray(z1) - np.asarray(z0)))))
+    return int((d > tol).sum())
+
+
 def chain_with_untrained_model(n_atoms, directory):
     """The analytic harmonic chain, 20 ps of its MD (in ``directory``) and an untrained tiny model
     whose bins are fitted to it: (MolecularSystem, ChainAnalytic, ArBG)."""

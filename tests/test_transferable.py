@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import jittered
+from conftest import atom_index, jittered, n_coordinates_changed, turn_about_bond
 from openmm_arbg.molecule.features import bin_keys
 from openmm_arbg.molecule.topology import MolecularGraph
 from openmm_arbg.simulation.peptides import build_capped_peptide
@@ -107,19 +107,9 @@ def _coordinates_moved_by_chi1(arbg, sequence, residue="VAL"):
     """How many model coordinates change when a residue's side chain turns rigidly about CA-CB."""
     top, x = built(sequence)
     graph = MolecularGraph.from_topology(top)
-    idx = {graph.atoms[i]["name"]: i for i in range(graph.n_atoms) if graph.atoms[i]["resname"] == residue}
-    ca, cb = x[idx["CA"]], x[idx["CB"]]
-    axis = (cb - ca) / np.linalg.norm(cb - ca)
-    # the atoms beyond CB: everything of the side chain but CA's own substituents
-    side = [i for name, i in idx.items() if name not in ("N", "H", "CA", "HA", "C", "O", "CB")]
-    turned = x.copy()
-    t = 0.7
-    rot = (np.cos(t) * np.eye(3) + np.sin(t) * np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
-                                                        [-axis[1], axis[0], 0]]) + (1 - np.cos(t)) * np.outer(axis, axis))
-    turned[side] = (x[side] - cb) @ rot.T + cb
+    turned = turn_about_bond(x, graph, atom_index(graph, residue, "CA"), atom_index(graph, residue, "CB"), 0.7)
     z0, z1 = (arbg.to_model_coordinates(p[None])[0][0] for p in (x, turned))
-    d = np.abs(np.angle(np.exp(1j * (np.asarray(z1) - np.asarray(z0)))))
-    return int((d > 1e-6).sum())
+    return n_coordinates_changed(z0, z1)
 
 
 def test_new_models_measure_branch_torsions_from_a_sibling(peptides, tmp_path):
@@ -301,7 +291,7 @@ def test_shipped_transferable_model_on_held_out_sequences():
 DDP_SCRIPT = """
 import sys, numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[3])
-from conftest import jittered
+from conftest import atom_index, jittered, n_coordinates_changed, turn_about_bond
 from openmm_arbg.simulation.peptides import build_capped_peptide
 from openmm_arbg.transferable import TransferableArBG
 from openmm_arbg.training.transferable import TransferableTrainer

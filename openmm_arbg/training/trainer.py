@@ -329,6 +329,12 @@ def short_schedule_warning(warmup_steps, n_steps):
             "(set --warmup-steps below --n-steps to choose)")
 
 
+def other_branch_torsions_error(where, setting, since):
+    """The error for resuming, with today's default, a run written with ``branch_torsions=setting``."""
+    return ValueError(f"{where} was written with branch_torsions={setting!r} (the default changed in openmm-arbg {since}); "
+                      f"resume it with --branch-torsions {setting} (branch_torsions={setting!r}), or use another output folder")
+
+
 def warmup_cosine(step, peak, warmup_steps, total_steps, min_fraction):
     """Learning rate at ``step``: linear warm-up to ``peak`` over ``warmup_steps``, then cosine
     decay to ``min_fraction * peak`` at ``total_steps``."""
@@ -584,8 +590,7 @@ class Trainer:
 
         if theirs_rep.get("branches") != mine_rep.get("branches") and without_branches(theirs_rep) == without_branches(mine_rep):
             setting = "sibling" if theirs_rep.get("branches") else "parent"
-            raise ValueError(f"{where} was written with branch_torsions={setting!r} (the default changed in openmm-arbg 0.3); "
-                             f"resume it with --branch-torsions {setting} (branch_torsions={setting!r}), or use another output folder")
+            raise other_branch_torsions_error(where, setting, "0.3")
         for section, key in (("molecule", "representation"), ("molecule", "discretizer")):
             if config[section][key] != mine[section][key]:
                 raise ValueError(

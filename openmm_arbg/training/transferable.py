@@ -28,7 +28,7 @@ from ..transferable import peptide_sequence
 from ..utils import GracefulStop, Settings, atomic_write, progress_bar
 from .trainer import (_is_distributed, _rank_world, check_memory, check_same_settings, holding_weights,
                       effective_warmup_steps, load_optimizer_tensors, make_optimizer, optimizer_step, optimizer_tensors,
-                      short_schedule_warning, training_files, update_ema, warmup_cosine)
+                      other_branch_torsions_error, short_schedule_warning, training_files, update_ema, warmup_cosine)
 
 __all__ = ["TransferableTrainingConfig", "TransferableTrainer"]
 
@@ -304,9 +304,7 @@ class TransferableTrainer:
             raise ValueError(f"{where} was written with other network settings; resume with the same or use another folder")
         setting = config["transferable"].get("branch_torsions", "parent")
         if setting != self.model.branch_torsions:
-            raise ValueError(f"{where} was written with branch_torsions={setting!r} (new models default to 'sibling' since "
-                             f"openmm-arbg 0.3.1); resume it with --branch-torsions {setting} (branch_torsions={setting!r}), "
-                             "or use another output folder")
+            raise other_branch_torsions_error(where, setting, "0.3.1")
         if config["transferable"]["bins"] != self.model.checkpoint_config()["transferable"]["bins"]:
             raise ValueError(f"{where} was written with other bins (other training frames); use another output folder")
         check_same_settings(where, meta["schedule"], self.config.schedule_key(), "training settings")
