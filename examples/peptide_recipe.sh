@@ -18,6 +18,8 @@
 #   SEEDED_NS=0.2      their total length (ns)
 #   REF_NS=2.5         independent reference MD at 310 K (ns), another seed; 0 skips the reference
 #   N_LAYER=3 N_HEAD=4 D_MODEL=96 TRAIN_STEPS=1500    the network and its training
+#   TRAIN_MINUTES=0    if > 0, the training schedule (warm-up and cosine decay) is fitted to this many
+#                      minutes instead of TRAIN_STEPS (arbg train --time-budget-s)
 #   N_BINS=256         bins per coordinate: the bins alone cap ESS/N (uniform inside a bin) at about
 #                      72 % for AAA, 46 % for AAAAAA and 15 % for chignolin with 256; 92, 86 and 57 %
 #                      with 512 (python benchmarks/bin_noise.py; docs/benchmarks.md section 19)
@@ -55,6 +57,7 @@ THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
 HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
 N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500} N_BINS=${N_BINS:-256}
 ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0}
+TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 export OPENMM_CPU_THREADS=$THREADS
 
 SYSTEM=peptide:$SEQ
@@ -72,6 +75,8 @@ mkdir -p "$OUT"
 cd "$OUT"
 run() { echo "+ arbg $*"; arbg "$@"; }
 COMMON=(--threads "$THREADS")
+SCHEDULE=(--n-steps "$TRAIN_STEPS")
+if [ "$TRAIN_MINUTES" != "0" ]; then SCHEDULE=(--time-budget-s "$((TRAIN_MINUTES * 60))"); fi
 
 run md --system "$SYSTEM" --temperatures 1000 --ns "$HOT_NS" --report-ps 0.2 --seed 1 --output hot "${COMMON[@]}" --quiet
 run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
@@ -79,7 +84,7 @@ run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.d
     --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
 run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --trajectory-weights 1 2 \
     --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" --n-bins "$N_BINS" \
-    --n-steps "$TRAIN_STEPS" --learning-rate 2e-3 --warmup-steps 100 --ema-decay 0.995 --eval-interval 100 \
+    "${SCHEDULE[@]}" --learning-rate 2e-3 --warmup-steps 100 --ema-decay 0.995 --eval-interval 100 \
     --device "$DEVICE" "${COMMON[@]}" --quiet
 run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd \
     --trajectory-temperatures 310 310 --state "phiL=$LEFT" --stratify --n-rounds "$ROUNDS" --n-proposals "$PROPOSALS" \
