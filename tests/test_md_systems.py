@@ -350,3 +350,61 @@ def test_trajectories_load_without_the_dcd_readers_chatter(tmp_path, capfd):
         load_trajectory(str(tmp_path / "missing.dcd"), top=top)
     print("still printed")
     assert capfd.readouterr().out == "still printed\n"
+
+
+def test_chirality_restraint_is_zero_on_the_right_hand_and_off_by_default():
+    """The restraint of seeded starts: nothing at the System's own structure (k on or off), the
+    original energy with k off, and (-s sin(theta) - 1/2)^2 * k per centre at the mirror image."""
+    from openmm_arbg.molecule.stereochemistry import StereoChecker
+    from openmm_arbg.simulation.md import CHIRALITY_RESTRAINT, chirality_restrained
+    from openmm_arbg.simulation.systems import build_system
+
+    for name in ("peptide:TV", "alanine_dipeptide_vacuum"):
+        ms = build_system(name)
+        system, stereo = chirality_restrained(ms)
+        assert stereo is not None and stereo.centers == StereoChecker(ms.topology).centers
+        assert system.getNumForces() == ms.system.getNumForces() + 1 and ms.system is not system
+        x = ms.positions_nm()
+        mirror = x * np.array([-1.0, 1.0, 1.0])
+
+        def energy(sys, positions, k=None):
+            context = openmm.Context(sys, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+            if k is not None:
+                context.setParameter(CHIRALITY_RESTRAINT, k)
+            context.setPositions(positions)
+            return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+
+        for positions in (x, mirror):
+            assert energy(system, positions) == pytest.approx(energy(ms.system, positions), abs=1e-6)
+        assert energy(system, x, k=1e4) == pytest.approx(energy(ms.system, x), abs=1e-6)
+        from openmm_arbg.analysis.observables import dihedrals
+
+        quads = [[sub[0], c, sub[1], sub[2]] for c, sub in zip(stereo.centers, stereo.substituents)]
+        s = np.sign(np.sin(dihedrals(x, quads)[0]))
+        expected = 1e4 * np.sum(np.minimum(0, s * np.sin(dihedrals(mirror, quads)[0]) - 0.5) ** 2)
+        assert expected > 1e4 * len(quads)  # every centre inverted
+        assert energy(system, mirror, k=1e4) - energy(ms.system, mirror) == pytest.approx(expected, rel=1e-6)
+
+
+def test_seeded_starts_that_clash_keep_their_handedness(tmp_path):
+    """Chignolin's residues rotated into basins: two starts of basin_starts(seed=1) invert Thr7 CB
+    when minimised as they are; seeded MD holds every stereocentre while a start relaxes, so its
+    frames are all right-handed (they would otherwise fail arbg train's handedness check)."""
+    from openmm_arbg.simulation.md import CHIRALITY_RESTRAINT, basin_starts, chirality_restrained
+    from openmm_arbg.simulation.systems import build_system
+
+    ms = build_system("peptide:GYDPETGTWG")
+    starts = basin_starts(ms.positions_nm(), ms.topology, 20, seed=1)[0][[13, 15]]
+    system, stereo = chirality_restrained(ms)
+    assert stereo.check(starts).all()  # the rotations kept every centre
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    inverted = 0
+    for start in starts:  # the restraint off: what seeded MD did before
+        context.setParameter(CHIRALITY_RESTRAINT, 0.0)
+        context.setPositions(start)
+        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
+        inverted += not stereo.check(context.getState(getPositions=True).getPositions(asNumpy=True)._value)[0]
+    assert inverted == 2
+    traj = run_md(ms, str(tmp_path), n_steps=2 * 5 * 10, report_interval=10, equilibration_steps=100, start_positions=starts,
+                  progress=False, platform="CPU", seed=3)
+    assert traj.n_frames == 10 and stereo.check(traj.xyz).all()
