@@ -211,6 +211,30 @@ def check_system_matches_molecule(system, graph, molecule="the model's molecule"
                 f"atom {graph.describe_atom(i)} of {molecule} ({element}, with its hydrogens) weighs {expected:.2f} Da: the "
                 "System is another molecule or lists its atoms in another order"
             )
+    _check_bonds_match(system, graph, molecule)
+
+
+def _check_bonds_match(system, graph, molecule):
+    """Raise ``ValueError`` if the System's force-field bonds join atoms that the molecule does
+    not bond: atoms of equal mass listed in another order (two hydrogens of different groups, say)
+    pass the mass check but not this one. The force-field bonds are the System's first
+    ``HarmonicBondForce`` (OpenMM's force fields and CHARMM files create it before any
+    Urey-Bradley force); one whose pairs are mostly not the molecule's bonds (restraints, say) is
+    not checked."""
+    force = next((f for f in system.getForces() if isinstance(f, openmm.HarmonicBondForce)), None)
+    if force is None or force.getNumBonds() == 0:
+        return
+    pairs = [tuple(sorted(force.getBondParameters(k)[:2])) for k in range(force.getNumBonds())]
+    bonded = {tuple(sorted((i, j))) for i in range(graph.n_atoms) for j in graph.neighbors[i]}
+    strangers = [(i, j) for i, j in pairs if (i, j) not in bonded]
+    if strangers and len(strangers) <= 0.5 * len(pairs):
+        i, j = strangers[0]
+        raise ValueError(
+            f"the System has a bond between particles {i} and {j}, but in {molecule} they are {graph.describe_atom(i)} "
+            f"and {graph.describe_atom(j)}, which are not bonded ({len(strangers)} such bonds): the System lists its atoms "
+            "in another order than the structure, or is another molecule. Write the PDB from the same Topology as the "
+            "System, e.g. openmm.app.PDBFile.writeFile(topology, positions, f) beside XmlSerializer.serialize(system)"
+        )
 
 
 def check_target(system, graph):

@@ -116,3 +116,17 @@ def test_md_and_umbrella_refuse_to_resume_with_another_system(user_files, tmp_pa
     run_umbrella(ms, output_dir=str(tmp_path / "u"), **umbrella)
     with pytest.raises(ValueError, match="system_sha256"):
         run_umbrella(other, output_dir=str(tmp_path / "u"), **umbrella)
+
+
+def test_atoms_of_equal_mass_in_another_order_are_refused(user_files, tmp_path):
+    """Two hydrogens of different groups swapped in the PDB (Ala HA and HB1): the masses still fit,
+    the bonds do not; the error names the particles and says how to write matching files."""
+    ms, d = user_files
+    lines = (d / "structure.pdb").read_text().splitlines()
+    ala = [k for k, line in enumerate(lines) if line.startswith(("ATOM", "HETATM")) and line[17:20] == "ALA"]
+    ha, hb1 = (next(k for k in ala if lines[k][12:16].strip() == name) for name in ("HA", "HB1"))
+    lines[ha], lines[hb1] = lines[hb1], lines[ha]
+    (tmp_path / "swapped.pdb").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"bond between particles \d+ and \d+.*not bonded.*PDBFile.writeFile"):
+        build_system(f"{d}/system.xml:{tmp_path / 'swapped.pdb'}")
+    build_system(f"{d}/system.xml:{d}/structure.pdb")  # the files as written still match
