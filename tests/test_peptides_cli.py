@@ -66,6 +66,20 @@ def test_command_line_md_train_sample(tmp_path, capsys):
     assert main(["sample", "--model", model_path, "--n", "50", "--output", str(tmp_path / "s.dcd")]) == 0
     out = capsys.readouterr().out
     assert "using ace-aa-nme" in out and "50 proposals: ESS" in out and (tmp_path / "s.dcd").exists()
+    assert "trained on MD of" not in out and "note:" not in out  # the MD's own System and temperature
+    # arbg train recorded which System and temperature the MD simulated; a model trained on another System's MD
+    # (a user's force field, another temperature) says so when --system is left out, --quiet or not
+    from openmm_arbg.physics import system_fingerprint
+    from openmm_arbg.simulation.systems import build_system
+
+    (recorded,) = trained.metadata["md"]
+    assert recorded["temperature_K"] == 310 and recorded["system_sha256"] == system_fingerprint(build_system("peptide:AA").system)
+    trained.metadata["md"] = [dict(recorded, system="system", system_sha256="0" * 64, temperature_K=300.0)]
+    trained.save(tmp_path / "other_md.safetensors")
+    assert main(["sample", "--model", str(tmp_path / "other_md.safetensors"), "--n", "20", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the model was trained on MD of system at 300 K, another System than ace-aa-nme" in out, out
+    assert "note: the model's MD ran at 300 K, the target is at 310 K" in out and "target: ace-aa-nme" in out, out
     assert main(["sample", "--model", model_path, "--no-weights", "--n", "5"]) == 0
     assert "5 samples" in capsys.readouterr().out
     # a newcomer's mistakes get one-line errors and exit code 2

@@ -12,6 +12,7 @@
     the ``arbg self-train`` command; bad input is refused with a message.
 """
 
+import json
 import csv
 import math
 
@@ -203,7 +204,11 @@ def test_cli_self_train(alanine_model_and_frames, tmp_path, capsys):
         assert (out / name).exists(), name
     assert main(argv) == 0 and "resuming from" in capsys.readouterr().out
     assert main(argv[:5] + argv[7:]) == 2
-    assert "one --trajectory-temperatures value per trajectory" in capsys.readouterr().err
+    assert "give the temperature of each trajectory with --trajectory-temperatures" in capsys.readouterr().err
+    # arbg md's settings.json beside the trajectory says its temperature
+    (traj.parent / "settings.json").write_text(json.dumps(dict(system="alanine_dipeptide_vacuum", system_sha256="x",
+                                                               temperature_K=300.0)))
+    assert main(argv[:5] + argv[7:-3] + ["--output", str(tmp_path / "st2"), "--quiet"]) == 0
     assert main(["self-train", "--model", str(path), "--state", "phi>0", "--output", str(tmp_path / "y")]) == 2
     assert "NAME=EXPRESSION" in capsys.readouterr().err
 

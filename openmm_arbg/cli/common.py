@@ -337,7 +337,23 @@ def system_for_model(model, name=None, option="--system", out=None):
         + (f" (also: {', '.join(others)})" if others else ""),
         file=out or sys.stdout,
     )
+    other_md = _md_of_another_system(model, matches[0])
+    if other_md:
+        print(f"warning: {other_md}; give {option} (and --temperature) for the System the MD simulated", file=out or sys.stdout)
     return matches[0]
+
+
+def _md_of_another_system(model, ms):
+    """A sentence if the MD the model was trained on (``arbg train`` records it from ``arbg md``'s
+    settings) simulated another System than ``ms``, else None."""
+    from ..physics import system_fingerprint
+
+    md = [m for m in model.metadata.get("md", []) if isinstance(m, dict) and m.get("system_sha256")]
+    if not md or any(m["system_sha256"] == system_fingerprint(ms.system) for m in md):
+        return None
+    runs = ", ".join(sorted({f"{m.get('system', '?')} at {m.get('temperature_K', float('nan')):g} K" for m in md}))
+    return (f"the model was trained on MD of {runs}, another System than {ms.name} (another force field or other "
+            f"parameters): weights and acceptances below are against {ms.name}")
 
 
 def resolve_shipped_model(args):
@@ -467,9 +483,14 @@ def target_for_model(model, args):
     built-in system, :func:`system_for_model`) and ``--temperature``."""
     ms = system_for_model(model, args.system)
     T = temperature_K(args, ms)
-    if not getattr(args, "quiet", False):
-        print(f"target: {ms.name} ({ms.n_atoms} atoms, {ms.system.getNumForces()} forces), {T:g} K"
-              + ("" if args.system else "; give --system and --temperature if the model's MD used another force field or temperature"))
+    md_temperatures = sorted({float(m["temperature_K"]) for m in model.metadata.get("md", [])
+                              if isinstance(m, dict) and isinstance(m.get("temperature_K"), (int, float))})
+    if not args.temperature and md_temperatures and all(abs(t - T) > 1e-6 for t in md_temperatures):
+        print(f"note: the model's MD ran at {', '.join(f'{t:g}' for t in md_temperatures)} K, the target is at {T:g} K "
+              "(give --temperature for another)")
+    # printed with --quiet too: what the numbers that follow are measured against
+    print(f"target: {ms.name} ({ms.n_atoms} atoms, {ms.system.getNumForces()} forces), {T:g} K"
+          + ("" if args.system else "; give --system and --temperature if the model's MD used another force field or temperature"))
     return ms, T
 
 

@@ -30,7 +30,8 @@ def add_arguments(p):
     add_options(p, "model", "target", model=dict(help="starting model (model.safetensors of arbg train, or a shipped name)"))
     p.add_argument("--trajectories", nargs="+", default=[], help="MD trajectories to train on as well (optional)")
     p.add_argument("--trajectory-temperatures", nargs="+", type=float, default=[], metavar="K",
-                   help="the temperature of each trajectory in K (one per trajectory)")
+                   help="the temperature of each trajectory in K, one per trajectory (default: what the settings.json "
+                        "of arbg md beside each trajectory says)")
     p.add_argument("--topology", help="topology of the trajectories (default: topology.pdb beside the first one)")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th MD frame (default %(default)s)")
     p.add_argument(
@@ -52,6 +53,15 @@ def validate(args, parser):
         dataclass_values(_config_class(), args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    if args.trajectories and not args.trajectory_temperatures:  # arbg md wrote each run's temperature beside it
+        from ..simulation.md import md_provenance
+
+        known = [md_provenance(path) for path in args.trajectories]
+        unknown = [path for path, p in zip(args.trajectories, known) if p is None]
+        if unknown:
+            parser.error(f"give the temperature of each trajectory with --trajectory-temperatures K [K ...]: {unknown[0]} "
+                         "has no settings.json of arbg md beside it that says it")
+        args.trajectory_temperatures = [p["temperature_K"] for p in known]
     if len(args.trajectory_temperatures) != len(args.trajectories):
         parser.error(f"give one --trajectory-temperatures value per trajectory: {len(args.trajectories)} trajectories, "
                      f"{len(args.trajectory_temperatures)} temperatures")

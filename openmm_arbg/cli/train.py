@@ -93,6 +93,7 @@ def run(args):
 
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
+    from ..simulation.md import md_provenance
     from ..training import Trainer, load_trajectories, trajectory_frame_weights
 
     model_config, network_config, config = settings(args)
@@ -124,6 +125,9 @@ def run(args):
     restart_or_resume(args.output, args.restart, ("model.safetensors", "training_log.csv"))
     model.to(args.device)
     model.metadata["command"] = shlex.join(["arbg", "train", *args.argv])
+    provenance = [md_provenance(path) for path in args.trajectories]
+    if any(provenance):  # which System and temperature the MD simulated: the target a command without --system checks
+        model.metadata["md"] = [p for p in provenance if p]
     print(model)
     trainer = Trainer(model, x, config, output_dir=args.output, resume=True, progress=not args.quiet,
                       frame_weights=frame_weights)
