@@ -166,7 +166,7 @@ CLI_ROWS = [
     ("transfer-md-file", TT + ["{pdb}"], ["is a file", "give the folder"]),
     ("evaluate-lag", EVAL + ["--lag", "100000"], ["longer than the TICA lag", "--lag"]),
     # train: files, atom order, truncation, sizes, device
-    ("train-missing-options", ["train"], ["missing", "--trajectories", "--topology"]),
+    ("train-missing-options", ["train"], ["missing", "--trajectories"]),
     ("train-missing-trajectory", TRAIN[:2] + ["{missing}.dcd"] + TRAIN[3:], ["missing.dcd", "does not exist"]),
     ("train-missing-topology", TRAIN[:4] + ["{missing}.pdb"] + TRAIN[5:], ["missing.pdb", "does not exist"]),
     ("train-empty-trajectory", TRAIN[:2] + ["{empty}"] + TRAIN[3:], ["empty.dcd", "empty"]),
@@ -231,7 +231,7 @@ CLI_ROWS = [
     ("self-train-bad-state", ST + ["--state", "phi>0"], ["--state", "name=expression", "phi>0"]),
     ("self-train-unknown-dihedral", ST + ["--state", "x=phi9 > 0"], ["phi9", "dihedrals of this molecule"]),
     ("self-train-missing-topology", ST + ["--trajectories", "{missing}.dcd", "--trajectory-temperatures", "300"],
-     ["topology.pdb", "does not exist", "--topology"]),
+     ["topology.pdb", "no topology.pdb beside it", "--topology"]),
     # free-energy
     ("fe-neither-source", ["free-energy"], ["--trajectory", "--model"]),
     ("fe-missing-trajectory", ["free-energy", "--trajectory", "{missing}.dcd", "--topology", "{pdb}"], ["missing.dcd", "does not exist"]),
@@ -253,7 +253,13 @@ CLI_ROWS = [
     ("profile-temperature-zero", PROFILE + ["--temperature", "0"], ["--temperature", "positive", "0"]),
     ("profile-not-a-model-coordinate", PROFILE + ["--dihedrals", "phi"], ["phi", "not a coordinate", "--first-torsions"]),
     # evaluate
-    ("evaluate-missing-options", ["evaluate", "--model", "{model}"], ["missing", "--reference", "--topology"]),
+    ("evaluate-missing-options", ["evaluate", "--model", "{model}"], ["missing", "--reference"]),
+    # no --topology and no topology.pdb (what arbg md writes) beside the trajectory
+    ("evaluate-no-topology", ["evaluate", "--model", "{model}", "--reference", "{dcd}", *SYS, "--n", "8", "--output", "{tmp}/e2"],
+     ["give the topology file of", "frames.dcd", "--topology", "no topology.pdb beside it"]),
+    ("train-no-topology", ["train", "--trajectories", "{dcd}", "--output", "{tmp}/t2", "--quiet"],
+     ["give the topology file of", "frames.dcd", "--topology"]),
+    ("fe-no-topology", ["free-energy", "--trajectory", "{dcd}", "--state", "a=phi2 > 0"], ["give the topology file of", "--topology"]),
     ("evaluate-n-zero", EVAL + ["--n", "0"], ["--n", "positive", "0"]),
     ("evaluate-stride-zero", EVAL + ["--stride", "0"], ["--stride", "positive", "0"]),
     ("evaluate-lag-zero", EVAL + ["--lag", "0"], ["--lag", "positive", "0"]),

@@ -471,6 +471,19 @@ def load_start_trajectory(ms, path, topology_path=None, option="--start-from"):
     return traj
 
 
+def topology_file(topology, trajectory, option="--topology"):
+    """The topology file of ``trajectory``: ``topology`` if given, else the ``topology.pdb`` that
+    arbg md writes beside it. ``FileNotFoundError`` naming ``option`` if there is none."""
+    if topology:
+        if not os.path.isfile(topology):
+            raise FileNotFoundError(f"topology file {topology} does not exist ({option})")
+        return topology
+    beside = os.path.join(os.path.dirname(os.path.abspath(trajectory)), "topology.pdb")
+    if not os.path.isfile(beside):
+        raise FileNotFoundError(f"give the topology file of {trajectory} with {option} (there is no topology.pdb beside it)")
+    return beside
+
+
 def temperature_K(args, molecular_system):
     """``--temperature`` if given, else the system's temperature, in K."""
     import openmm.unit as unit

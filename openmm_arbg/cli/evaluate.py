@@ -5,13 +5,13 @@ from .common import add_options, positive_int
 
 NAME = "evaluate"
 HELP = "the ArBG paper's metrics (ESS, E-W2, T-W2, TICA-W2) against reference MD, with plots"
-REQUIRED = ("model", "reference", "topology")
+REQUIRED = ("model", "reference")
 
 
 def add_arguments(p):
     add_options(p, "model", "device")
     p.add_argument("--reference", help="reference trajectory (e.g. long MD), in time order")
-    p.add_argument("--topology", help="topology file of the reference trajectory")
+    p.add_argument("--topology", help="topology file of the reference trajectory (default: topology.pdb beside it)")
     add_options(p, "target", "temperature", "proposal_temperature")
     p.add_argument("--n", type=positive_int, default=10000, help="proposals (default %(default)s)")
     p.add_argument("--stride", type=positive_int, default=1, help="reference frame stride (default %(default)s)")
@@ -30,11 +30,10 @@ def run(args):
     from ..sampling.energies import ReducedPotential
     from ..training import load_trajectories
     from ..utils import atomic_write
-    from .common import load_model, print_warnings, target_for_model
+    from .common import load_model, print_warnings, target_for_model, topology_file
 
     model = load_model(args)
-    if not os.path.isfile(args.topology):
-        raise FileNotFoundError(f"topology file {args.topology} does not exist")
+    args.topology = topology_file(args.topology, args.reference)
     ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond
     if len(ref) <= args.lag:  # before sampling: TICA-W2 needs a reference longer than its lag
         raise ValueError(f"the reference trajectory ({len(ref)} frames) must be longer than the TICA lag (--lag "

@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--trajectory", nargs="+", metavar="TRAJ",
                    help="MD or MCMC trajectory (chain estimate); several are independent runs (MD replicas), pooled, each "
                    "run's correlation time entering the errors")
-    p.add_argument("--topology", help="topology file of --trajectory")
+    p.add_argument("--topology", help="topology file of --trajectory (default: topology.pdb beside it)")
     p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame of --trajectory (default %(default)s)")
     p.add_argument("--recycled", metavar="RESULT_NPZ",
                    help="the recycled proposals of arbg mcmc --recycle (OUTPUT.progress/result.npz), weighed as importance "
@@ -80,8 +80,12 @@ def run(args):
 
         import mdtraj
 
-        if not args.topology or not os.path.isfile(args.topology):
-            raise FileNotFoundError(f"topology file {args.topology} does not exist (--topology)")
+        from .common import topology_file
+
+        if args.recycled and not args.topology:
+            raise FileNotFoundError("--recycled needs --topology, the topology file of the chain's system (arbg mcmc wrote "
+                                    "no topology beside its result)")
+        args.topology = topology_file(args.topology, args.trajectory[0] if args.trajectory else args.recycled)
         if args.recycled and not os.path.isfile(args.recycled):
             raise FileNotFoundError(f"--recycled {args.recycled} does not exist (arbg mcmc --recycle writes OUTPUT.progress/result.npz)")
         topology = mdtraj.load_topology(args.topology)

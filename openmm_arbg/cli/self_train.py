@@ -92,7 +92,7 @@ def run(args):
 
     from ..molecule.topology import MolecularGraph
     from ..training import SelfTrainer, load_trajectories
-    from .common import load_model, restart_or_resume, system_for_model, temperature_K
+    from .common import load_model, restart_or_resume, system_for_model, temperature_K, topology_file
 
     model = load_model(args)
     ms = system_for_model(model, args.system)
@@ -101,9 +101,7 @@ def run(args):
     config = dataclass_values(_config_class(), args)
     md, md_evaluations, unknown = [], 0, []
     if args.trajectories:
-        topology = args.topology or os.path.join(os.path.dirname(os.path.abspath(args.trajectories[0])), "topology.pdb")
-        if not os.path.isfile(topology):
-            raise FileNotFoundError(f"topology file {topology} does not exist; give --topology")
+        topology = topology_file(args.topology, args.trajectories[0])
         top = mdtraj.load_topology(topology)
         model.check_topology(top)
         graph = MolecularGraph.from_topology(top)

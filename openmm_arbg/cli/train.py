@@ -14,7 +14,7 @@ from .common import (RENAMED, add_dataclass_options, add_options, dataclass_valu
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
-REQUIRED = ("trajectories", "topology")
+REQUIRED = ("trajectories",)
 DERIVED_NETWORK_FIELDS = ("vocab_size", "feature_sizes", "n_input_features", "context_sizes")  # set from the data
 
 RENAMED.update({
@@ -94,6 +94,7 @@ def run(args):
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
     from ..simulation.md import md_provenance
+    from .common import topology_file
     from ..training import Trainer, load_trajectories, trajectory_frame_weights
 
     model_config, network_config, config = settings(args)
@@ -103,8 +104,7 @@ def run(args):
         dist.init_process_group(backend="nccl" if str(args.device).startswith("cuda") else "gloo")
         if str(args.device).startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    if not os.path.isfile(args.topology):
-        raise FileNotFoundError(f"topology file {args.topology} does not exist")
+    args.topology = topology_file(args.topology, args.trajectories[0])
     top = mdtraj.load_topology(args.topology)
     graph = MolecularGraph.from_topology(top)
     x, lengths = load_trajectories(args.trajectories, args.topology, stride=args.stride, graph=graph, return_lengths=True)
