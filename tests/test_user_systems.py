@@ -40,6 +40,8 @@ def test_pdb_with_force_field(user_files):
     assert user.system.getNumParticles() == ms.n_atoms and user.system.getNumConstraints() == 0
     with pytest.raises(ValueError, match="cannot parameterise"):
         build_system(f"{d}/structure.pdb:no_such_forcefield.xml")
+    with pytest.raises(ValueError, match="system.xml is a serialized System.*the System first"):
+        build_system(f"{d}/structure.pdb:{d}/system.xml")  # the two files the wrong way round
 
 
 def test_sample_command_on_a_user_system(user_files, tmp_path):

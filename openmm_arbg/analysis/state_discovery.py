@@ -445,6 +445,9 @@ def describe_results(results, states=None):
         what = f"   ({states[name]})" if states and isinstance(states.get(name), str) else ""
         if p <= 0:
             lines.append(f"  P({name}) = 0.00 % (never visited: no frame or proposal in it)   -ln P = inf kT{what}")
+        elif not math.isfinite(dp):  # a chain that never left the state shows no crossing to measure an error by
+            lines.append(f"  P({name}) = {100 * p:.2f} %, error undetermined (no run both enters and leaves the state)   "
+                         f"-ln P = {r['free_energy']:.3f} kT{what}")
         elif math.isfinite(r["free_energy_error"]):
             lines.append(f"  P({name}) = {100 * p:.2f} +- {100 * dp:.2f} %   -ln P = {r['free_energy']:.3f} +- "
                          f"{r['free_energy_error']:.3f} kT{what}")

@@ -142,7 +142,7 @@ def _print_population(name, r):
     if r["probability"] == 0:
         print(f"  P({name}) = 0 (no frame in it)")
         return
-    print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   "
+    print(f"  P({name}) = {100 * r['probability']:.2f} +- {100 * r['probability_error']:.2f} %   "
           f"F({name}) - F(rest) = {r['free_energy_kT']:.3f} +- {r['free_energy_error_kT']:.3f} kT   "
           f"({r['frames']} frames, {r['entries']} entries)")
 
@@ -162,7 +162,7 @@ def _pool(result, args, states, topology):
             print(f"  P({name}) = 0 (no frame of any run in it)")
             continue
         each = ", ".join(f"{100 * p:.2f}" for p in r["runs"])
-        print(f"  P({name}) = {100 * r['probability']:.4f} +- {100 * r['probability_error']:.4f} %   (runs: {each}; "
+        print(f"  P({name}) = {100 * r['probability']:.2f} +- {100 * r['probability_error']:.2f} %   (runs: {each}; "
               f"dispersion {r['dispersion']:.2g})")
         if r["dispersion"] > 3:
             wide.append(f"{name} ({r['dispersion']:.2g})")

@@ -146,6 +146,16 @@ def _read_pdb(pdb):
     return structure
 
 
+def _is_serialized_system(path):
+    """Whether ``path`` is a file that starts like ``XmlSerializer.serialize(system)``."""
+    try:
+        with open(path) as f:
+            head = f.read(300)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.lstrip().startswith(("<System", "<?xml")) and "<System" in head
+
+
 def system_from_pdb(pdb, forcefield_files=("amber14-all.xml", "implicit/obc1.xml"), temperature=300.0):
     """A System for a PDB from OpenMM force-field files: NoCutoff, no constraints (the PDB must
     have hydrogens; one molecule, no solvent)."""
@@ -183,6 +193,9 @@ def build_system(name, temperature=None):
         return load_system(head, tail, **T)
     if head.endswith(".pdb"):
         files = tuple(f for f in tail.split(",") if f) or ("amber14-all.xml", "implicit/obc1.xml")
+        if len(files) == 1 and _is_serialized_system(files[0]):
+            raise ValueError(f"{files[0]} is a serialized System, not a force-field file: write {files[0]}:{head} "
+                             "(the System first, then its structure)")
         return system_from_pdb(head, files, **T)
     if name not in SYSTEMS:
         raise ValueError(

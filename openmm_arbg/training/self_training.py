@@ -605,9 +605,11 @@ class SelfTrainer:
         """One line per round (also without progress bars: it is the run's log)."""
         states = "".join(f", P({n}) {100 * row[f'P_{n}']:.2f} ± {100 * row[f'P_{n}_error']:.2f} %" for n in self.states)
         what = "final" if row["round"] == self.config.n_rounds else f"round {row['round']}"
+        trained = row.get("train_nll")  # the final measurement trains no more
+        training = (f"; training alpha {row.get('alpha', math.nan):.3f}, NLL {trained:.4f}"
+                    if trained is not None and math.isfinite(trained) else "")
         print(f"{what} at {row['temperature_K']:.1f} K: ESS/N {100 * row['ess_fraction']:.2f} %, Pareto k {row['pareto_k']:.2f}"
-              f"{states}; training alpha {row.get('alpha', math.nan):.3f}, NLL {row['train_nll']:.4f}; "
-              f"{row['energy_evaluations']} energy evaluations", flush=True)
+              f"{states}{training}; {row['energy_evaluations']} energy evaluations", flush=True)
 
     # ------------------------------------------------------------------ the loop
     def _proposing(self):
