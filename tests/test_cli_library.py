@@ -139,3 +139,12 @@ def test_evaluate_command(tmp_path, alanine, capsys):
     with open(pdb, "w") as f:
         app.PDBFile.writeFile(other.topology, other.positions, f)
     assert main([*argv[:5], "--topology", str(pdb)]) == 2  # the reference is another molecule
+
+
+def test_python_dash_m_runs_the_command_line():
+    """``python -m openmm_arbg.cli`` is the ``arbg`` command (for environments without its script)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "openmm_arbg.cli", "md", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: arbg md" in done.stdout, done.stderr
