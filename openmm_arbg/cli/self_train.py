@@ -11,8 +11,6 @@ learning_curve.csv and .png, and a resumable checkpoint: the same command contin
 The settings are the fields of SelfTrainingConfig (openmm_arbg.training.self_training).
 """
 
-import os
-
 from .common import add_dataclass_options, add_options, dataclass_values, positive_int
 
 NAME = "self-train"
@@ -76,14 +74,12 @@ def validate(args, parser):
 def md_energy_evaluations(trajectory):
     """Energy evaluations of an ``arbg md`` run (its settings.json beside the trajectory: steps
     plus equilibration), or None if the file does not say."""
-    import json
+    from ..simulation.md import md_settings
 
-    path = os.path.join(os.path.dirname(os.path.abspath(trajectory)), "settings.json")
+    s = md_settings(trajectory)
     try:
-        with open(path) as f:
-            s = json.load(f)
         return int(s["n_steps"]) + int(s.get("equilibration_steps", 0))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

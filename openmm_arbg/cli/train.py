@@ -10,7 +10,7 @@ training. An existing checkpoint in --output is resumed unless --restart.
 import os
 
 from .common import (RENAMED, add_dataclass_options, add_options, dataclass_values, positive_int, restart_or_resume,
-                     stop_if_interrupted)
+                     stop_if_interrupted, topology_file)
 
 NAME = "train"
 HELP = "train an ArBG on trajectories by maximum likelihood"
@@ -94,7 +94,6 @@ def run(args):
     from ..arbg import ArBG
     from ..molecule.topology import MolecularGraph
     from ..simulation.md import md_provenance
-    from .common import topology_file
     from ..training import Trainer, load_trajectories, trajectory_frame_weights
 
     model_config, network_config, config = settings(args)

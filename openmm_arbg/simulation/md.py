@@ -23,7 +23,7 @@ import openmm.unit as unit
 from ..physics import check_platform, check_temperature, default_platform, platform_properties, system_fingerprint
 from ..utils import atomic_write, check_settings_file, file_sha256, load_trajectory, progress_bar, write_json_atomic
 
-__all__ = ["run_md", "md_provenance", "chirality_restrained", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "CHI1_ROTAMERS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
+__all__ = ["run_md", "md_settings", "md_provenance", "chirality_restrained", "choose_start_frames", "basin_starts", "rotate_dihedrals", "RAMACHANDRAN_BASINS", "CHI1_ROTAMERS", "load_md", "steps_from_ps", "langevin_settings", "langevin_integrator"]
 
 
 def steps_from_ps(duration_ps, report_ps, timestep_fs, what="the run"):
@@ -339,15 +339,18 @@ def chirality_restrained(molecular_system):
     return system, stereo
 
 
+def md_settings(trajectory):
+    """The ``settings.json`` that ``arbg md`` wrote beside ``trajectory`` (``{}`` if none)."""
+    return _stored(os.path.join(os.path.dirname(os.path.abspath(trajectory)), "settings.json"))
+
+
 def md_provenance(trajectory):
     """What an ``arbg md`` run beside ``trajectory`` simulated, from its ``settings.json``:
     ``{"system", "system_sha256", "temperature_K"}``, or None where there is no such file."""
-    path = os.path.join(os.path.dirname(os.path.abspath(trajectory)), "settings.json")
+    s = md_settings(trajectory)
     try:
-        with open(path) as f:
-            s = json.load(f)
         return dict(system=str(s["system"]), system_sha256=str(s["system_sha256"]), temperature_K=float(s["temperature_K"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
