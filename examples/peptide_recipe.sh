@@ -25,6 +25,8 @@
 #                      with 512 (python benchmarks/bin_noise.py; docs/benchmarks.md section 19)
 #   ROUNDS=8 PROPOSALS=50000                          self-training rounds and proposals per round
 #   N_EVAL=10000       proposals of the evaluation
+#   TICA_LAG=100       TICA lag of the evaluation's TICA-W2, in reference frames (1 ps apart); a toy run with
+#                      a short reference (REF_NS below 0.1) needs a smaller one
 #   UMBRELLA=0         1: also an umbrella reference for the middle residue's alpha_L (phi > 0), which the
 #                      reference MD hardly visits: 36 stiff windows of 100 ps on its phi, each started from a frame
 #                      of the reference MD (about 4 ns of MD; 45 min on one thread for AAA); and, where the middle
@@ -56,7 +58,7 @@ OUT=${2:-recipe_$SEQ}
 THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
 HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
 N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500} N_BINS=${N_BINS:-256}
-ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0}
+ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0} TICA_LAG=${TICA_LAG:-100}
 TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 export OPENMM_CPU_THREADS=$THREADS
 
@@ -98,7 +100,7 @@ run mcmc --model self_trained/model.safetensors --system "$SYSTEM" --iterations 
 if [ "$REF_NS" != "0" ]; then
     run md --system "$SYSTEM" --temperatures 310 --ns "$REF_NS" --report-ps 1 --seed 6 --output reference "${COMMON[@]}" --quiet
     run evaluate --model self_trained/model.safetensors --system "$SYSTEM" --reference reference/310K/trajectory.dcd \
-        --topology reference/310K/topology.pdb --n "$N_EVAL" --seed 7 --output evaluation --device "$DEVICE" "${COMMON[@]}" --quiet
+        --topology reference/310K/topology.pdb --n "$N_EVAL" --seed 7 --lag "$TICA_LAG" --output evaluation --device "$DEVICE" "${COMMON[@]}" --quiet
     run free-energy --trajectory reference/310K/trajectory.dcd --topology reference/310K/topology.pdb "${STATES[@]}" \
         | tee free_energy_reference.txt
     if [ "$UMBRELLA" = "1" ]; then

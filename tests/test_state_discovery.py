@@ -189,6 +189,28 @@ def test_free_energy_command_discovers_saves_and_reuses_states(alanine, tmp_path
     assert "--discover-from" in capsys.readouterr().err
 
 
+def test_discover_from_reads_the_topology_beside_the_trajectory(alanine, tmp_path, capsys):
+    """--model with --discover-from and no --topology: the topology.pdb that arbg md writes
+    beside a trajectory is used, as for --trajectory; without one the error names --topology."""
+    import mdtraj
+
+    from openmm_arbg.cli import main
+
+    x, _ = jump_trajectory(alanine, 2000, seed=8)
+    top = mdtraj.Topology.from_openmm(alanine.topology)
+    (tmp_path / "md").mkdir()
+    mdtraj.Trajectory(x, top).save_dcd(str(tmp_path / "md" / "trajectory.dcd"))
+    mdtraj.Trajectory(x, top).save_dcd(str(tmp_path / "alone.dcd"))
+    mdtraj.Trajectory(x[:1], top).save_pdb(str(tmp_path / "md" / "topology.pdb"))
+    argv = ["free-energy", "--model", "alanine_dipeptide_vacuum", "--n", "300", "--seed", "1", "--discover", "2",
+            "--lag", "10"]
+    assert main(argv + ["--discover-from", str(tmp_path / "md" / "trajectory.dcd")]) == 0
+    out = capsys.readouterr().out
+    assert "2 states found by TICA + k-means + PCCA+" in out and "P(S1) = " in out
+    assert main(argv + ["--discover-from", str(tmp_path / "alone.dcd")]) != 0
+    assert "--topology" in capsys.readouterr().err
+
+
 def test_free_energy_command_asks_for_states_for_other_molecules(aa, tmp_path, capsys):
     import mdtraj
 

@@ -30,7 +30,8 @@ def add_arguments(p):
                    help="find N metastable states automatically in MD (TICA of the backbone dihedrals, k-means, PCCA+ "
                    "of a Markov model; deeptime): on --trajectory, or on --discover-from")
     p.add_argument("--discover-from", nargs="+", metavar="TRAJ",
-                   help="MD trajectories (with --topology) to find the --discover states on; default --trajectory. "
+                   help="MD trajectories to find the --discover states on (their topology: --topology, or the topology.pdb beside "
+                        "the first); default --trajectory. "
                    "Needed with --model or --recycled")
     p.add_argument("--discover-method", choices=("pcca", "kmeans"), default="pcca",
                    help="pcca: metastable sets of a Markov model of k-means microstates (kinetic); kmeans: N k-means "
@@ -56,8 +57,6 @@ def validate(args, parser):
         parser.error("--discover finds states in MD: give --discover-from TRAJ (with --topology) beside --model or --recycled")
     if args.discover_from and not args.discover:
         parser.error("--discover-from is the MD that --discover N finds states on: give --discover N too")
-    if args.discover_from and not args.topology:
-        parser.error("--discover-from needs --topology (the topology file of those trajectories)")
     for option in ("save_states", "lag"):
         if getattr(args, option) and not args.discover:
             parser.error(f"--{option.replace('_', '-')} belongs to --discover N")
@@ -94,6 +93,10 @@ def run(args):
 
         model = load_model(args)
         topology = model.topology
+        if args.discover_from:
+            from .common import topology_file
+
+            args.topology = topology_file(args.topology, args.discover_from[0])
     states, discovered, fit = _states(args, topology)
     if not states:
         from ..analysis.observables import backbone_dihedral_indices
