@@ -129,13 +129,15 @@ def test_new_models_measure_branch_torsions_from_a_sibling(peptides, tmp_path):
     assert "branch_torsions" not in old.checkpoint_config()["transferable"]  # as files of earlier versions
     again = TransferableArBG.load(new.save(tmp_path / "new.safetensors"))
     assert again.branch_torsions == "sibling"
-    for model in (again, TransferableArBG.load(old.save(tmp_path / "old.safetensors"))):
+    old_file = TransferableArBG.load(old.save(tmp_path / "old.safetensors"))  # as a file of an earlier version
+    assert old_file.branch_torsions == "parent" and old_file.for_sequence("V").representation.branches is None
+    for model in (again, old_file):
         arbg = model.for_sequence("TV")  # held out
         x, log_q = arbg.sample(32, seed=2)
         np.testing.assert_allclose(arbg.log_prob(x), log_q, atol=1e-5)
         assert arbg.check_stereo(x).all()
-    shipped = TransferableArBG.from_pretrained("capped_peptides_transferable")  # written before the setting
-    assert shipped.branch_torsions == "parent" and shipped.for_sequence("T").representation.branches is None
+    shipped = TransferableArBG.from_pretrained("capped_peptides_transferable")  # retrained in 0.3.1
+    assert shipped.branch_torsions == "sibling" and shipped.for_sequence("T").representation.branches == SIBLING
     with pytest.raises(ValueError, match="branch_torsions must be one of"):
         TransferableArBG.create(train, NETWORK, n_bins=32, branch_torsions="cousin")
 

@@ -42,8 +42,9 @@ TRANSFERABLE = {
     "capped_peptides_transferable": (
         "capped_peptides_transferable.safetensors",
         "transferable (sequence-conditioned) model of capped peptides Ace-X-Nme and Ace-XY-Nme, amber14 + OBC1, 310 K; "
-        "trained on 0.1 ns of MD each of 18 single residues and 6 pairs (the sequences are stored in the file), "
-        "25 minutes on one CPU thread: TransferableArBG.from_pretrained(name).for_sequence('...'), or "
+        "branch torsions from a sibling; trained on 0.25 ns of MD each (five basin-seeded starts) of 18 single "
+        "residues and 30 pairs (the sequences are stored in the file), 25 minutes on two CPU threads "
+        "(docs/benchmarks.md section 26): TransferableArBG.from_pretrained(name).for_sequence('...'), or "
         "--model NAME --system peptide:SEQUENCE",
     ),
 }
