@@ -70,6 +70,8 @@ def main(argv=None):
                    "(0: no baseline)")
     p.add_argument("--single-models", nargs="*", default=[], help="single-molecule models already trained on held-out "
                    "peptides' MD (arbg train ... --max-time-s), matched by sequence, instead of --baseline-minutes")
+    p.add_argument("--no-zero-shot", action="store_true", help="measure only the single-molecule models (the "
+                   "transferable model still names the training sequences that no --md folder may be)")
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -104,8 +106,10 @@ def main(argv=None):
             raise SystemExit(f"{folder}: {seq} is a training sequence of the transferable model, not a held-out one")
         ref = load_trajectories([traj], top, stride=args.stride)
         ms = capped_peptide(seq)
-        zero = transferable.for_topology(topology, ref[0])
-        row = dict(sequence=seq, n_reference=len(ref), zero_shot=metrics(zero, ref, ms, args.n, args.seed))
+        row = dict(sequence=seq, n_reference=len(ref))
+        if not args.no_zero_shot:
+            zero = transferable.for_topology(topology, ref[0])
+            row["zero_shot"] = metrics(zero, ref, ms, args.n, args.seed)
         if seq in singles:
             trained = singles[seq].metadata.get("training", {})
             row["single_molecule"] = dict(metrics(singles[seq], ref, ms, args.n, args.seed), steps=trained.get("step"),
