@@ -71,15 +71,13 @@ def run(args):
     frames and weights of the chosen source and report the states' populations."""
     from ..analysis.diagnostics import warning_lines
     from ..analysis.free_energy import alanine_dipeptide_analysis
-    from .common import print_warnings
+    from .common import load_model, print_warnings, topology_file
 
     model = None
     if args.trajectory or args.recycled:
         import os
 
         import mdtraj
-
-        from .common import topology_file
 
         if args.recycled and not args.topology:
             raise FileNotFoundError("--recycled needs --topology, the topology file of the chain's system (arbg mcmc wrote "
@@ -89,14 +87,8 @@ def run(args):
             raise FileNotFoundError(f"--recycled {args.recycled} does not exist (arbg mcmc --recycle writes OUTPUT.progress/result.npz)")
         topology = mdtraj.load_topology(args.topology)
     else:
-        from .common import load_model
-
         model = load_model(args)
         topology = model.topology
-        if args.discover_from:
-            from .common import topology_file
-
-            args.topology = topology_file(args.topology, args.discover_from[0])
     states, discovered, fit = _states(args, topology)
     if not states:
         from ..analysis.observables import backbone_dihedral_indices
@@ -180,9 +172,11 @@ def _states(args, topology):
 
     from ..analysis.state_discovery import discover_states
     from ..training import load_trajectories
+    from .common import topology_file
 
     files = args.discover_from or args.trajectory
-    frames, lengths = load_trajectories(files, args.topology, stride=args.stride, return_lengths=True)
+    frames, lengths = load_trajectories(files, topology_file(args.topology, files[0]), stride=args.stride,
+                                        return_lengths=True)
     runs = np.split(frames, np.cumsum(lengths)[:-1])
     discovered = discover_states(runs, topology, n_states=args.discover, lag=args.lag, method=args.discover_method,
                                  seed=args.seed or 0)
