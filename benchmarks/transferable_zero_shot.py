@@ -45,7 +45,7 @@ def independence_acceptance(log_w, rng):
     return accepted / max(1, len(log_w) - finite[0] - 1)
 
 
-def metrics(model, ref, ms, n, seed):
+def metrics(model, ref, ms, n, seed, lag):
     from openmm_arbg.analysis.evaluation import evaluate
     from openmm_arbg.sampling.energies import ReducedPotential
 
@@ -53,7 +53,7 @@ def metrics(model, ref, ms, n, seed):
     import openmm.unit as unit
 
     with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin)) as u:
-        m = evaluate(model, ref, u, n, seed=seed, lag=20)
+        m = evaluate(model, ref, u, n, seed=seed, lag=lag)
     r = m["result"]
     return dict(ess_fraction=float(r.ess_fraction), pareto_k=float(r.pareto_k), e_w2=float(m["e_w2"]),
                 t_w2=float(m["t_w2"]), wrong_handed=float(m.get("wrong_handed_fraction", np.nan)),
@@ -73,6 +73,8 @@ def main(argv=None):
     p.add_argument("--no-zero-shot", action="store_true", help="measure only the single-molecule models (the "
                    "transferable model still names the training sequences that no --md folder may be)")
     p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--lag", type=int, default=20, help="TICA lag of TICA-W2, in reference frames (shorter than the "
+                   "reference; default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device of the networks (cpu, cuda)")
@@ -109,21 +111,21 @@ def main(argv=None):
         row = dict(sequence=seq, n_reference=len(ref))
         if not args.no_zero_shot:
             zero = transferable.for_topology(topology, ref[0])
-            row["zero_shot"] = metrics(zero, ref, ms, args.n, args.seed)
+            row["zero_shot"] = metrics(zero, ref, ms, args.n, args.seed, args.lag)
         if seq in singles:
             trained = singles[seq].metadata.get("training", {})
-            row["single_molecule"] = dict(metrics(singles[seq], ref, ms, args.n, args.seed), steps=trained.get("step"),
+            row["single_molecule"] = dict(metrics(singles[seq], ref, ms, args.n, args.seed, args.lag), steps=trained.get("step"),
                                           minutes=round((trained.get("config", {}).get("time_budget_s") or
                                                          trained.get("config", {}).get("max_time_s") or 0) / 60, 1))
         elif args.baseline_minutes > 0:
             single = ArBG.from_data(topology, ref, n_bins=transferable.n_bins,
                                     network=dict(n_layer=net.n_layer, n_head=net.n_head, d_model=net.d_model),
                                     seed=args.seed).to(args.device)
-            trainer = Trainer(single, ref, dict(n_steps=100000, max_time_s=60 * args.baseline_minutes, eval_interval=100,
+            trainer = Trainer(single, ref, dict(n_steps=100000, time_budget_s=60 * args.baseline_minutes, eval_interval=100,
                                                 batch_size=64, learning_rate=2e-3, warmup_steps=100, seed=args.seed),
                               output_dir=os.path.join(args.output, f"single_{seq}"), resume=False, progress=False)
             trainer.fit()
-            row["single_molecule"] = dict(metrics(single, ref, ms, args.n, args.seed), steps=trainer.step,
+            row["single_molecule"] = dict(metrics(single, ref, ms, args.n, args.seed, args.lag), steps=trainer.step,
                                           minutes=args.baseline_minutes)
         rows.append(row)
         print(json.dumps(row), flush=True)
