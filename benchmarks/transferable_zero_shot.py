@@ -6,8 +6,11 @@ model's training list), this script:
 1. builds the transferable model's ArBG of that peptide (no training step) and measures the
    ArBG paper's metrics against the peptide's MD: importance-sampling ESS/N and Pareto k at
    ``--n`` proposals, E-W2 (kT) and T-W2 (rad, all backbone dihedrals) after resampling, the
-   fraction of wrong-handed proposals, and the acceptance of an independence Metropolis-Hastings
-   chain (what ``ArBGMove`` without Langevin steps accepts) run over the same proposals;
+   fraction of wrong-handed proposals, the acceptance of an independence Metropolis-Hastings
+   chain (what ``ArBGMove`` without Langevin steps accepts) run over the same proposals, and the
+   MD frames' mean negative log density under the model (nats per molecule: the cross-entropy,
+   whose differences between models of one peptide are differences of KL(MD || model), with the
+   standard error of a mean over 1 000 correlated frames rather than of an ESS of a few);
 2. trains a single-molecule model of the same network size on that peptide's own MD for
    ``--baseline-minutes`` (the transferable model's training time, for equal wall time) and
    measures the same numbers.
@@ -55,7 +58,10 @@ def metrics(model, ref, ms, n, seed, lag):
     with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin)) as u:
         m = evaluate(model, ref, u, n, seed=seed, lag=lag)
     r = m["result"]
-    return dict(ess_fraction=float(r.ess_fraction), pareto_k=float(r.pareto_k), e_w2=float(m["e_w2"]),
+    log_q_md = model.log_prob(ref)  # nats; its mean is minus the cross-entropy of the MD under the model
+    finite = np.isfinite(log_q_md)
+    return dict(md_nll=float(-log_q_md[finite].mean()), md_outside_support=int((~finite).sum()),
+                ess_fraction=float(r.ess_fraction), pareto_k=float(r.pareto_k), e_w2=float(m["e_w2"]),
                 t_w2=float(m["t_w2"]), wrong_handed=float(m.get("wrong_handed_fraction", np.nan)),
                 acceptance=independence_acceptance(r.log_weights, np.random.default_rng(seed)),
                 seconds=round(time.time() - t0, 1))
@@ -132,13 +138,13 @@ def main(argv=None):
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(dict(command=" ".join(sys.argv), model=args.model, training_sequences=transferable.sequences,
                        rows=rows), f, indent=1)
-    print("\n| peptide | model | ESS/N at %d | Pareto k | E-W2 (kT) | T-W2 (rad) | independence-MH acceptance | wrong-handed |" % args.n)
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| peptide | model | MD NLL (nats) | ESS/N at %d | Pareto k | E-W2 (kT) | T-W2 (rad) | independence-MH acceptance | wrong-handed |" % args.n)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         for name in ("zero_shot", "single_molecule"):
             if name in row:
                 m = row[name]
-                print(f"| {row['sequence']} | {name.replace('_', ' ')} | {100 * m['ess_fraction']:.2f} % | {m['pareto_k']:.2f} | "
+                print(f"| {row['sequence']} | {name.replace('_', ' ')} | {m['md_nll']:.1f} | {100 * m['ess_fraction']:.2f} % | {m['pareto_k']:.2f} | "
                       f"{m['e_w2']:.2f} | {m['t_w2']:.2f} | {100 * m['acceptance']:.1f} % | {100 * m['wrong_handed']:.2f} % |")
 
 

@@ -42,9 +42,9 @@ TRANSFERABLE = {
     "capped_peptides_transferable": (
         "capped_peptides_transferable.safetensors",
         "transferable (sequence-conditioned) model of capped peptides Ace-X-Nme and Ace-XY-Nme, amber14 + OBC1, 310 K; "
-        "branch torsions from a sibling; trained on 0.25 ns of MD each (five basin-seeded starts) of 18 single "
-        "residues and 30 pairs (the sequences are stored in the file), 25 minutes on two CPU threads "
-        "(docs/benchmarks.md section 26): TransferableArBG.from_pretrained(name).for_sequence('...'), or "
+        "branch torsions from a sibling; trained on 0.25 ns of MD each (five basin-seeded starts) of all 20 single "
+        "residues and 58 pairs (the sequences are stored in the file), 30 minutes on two CPU threads "
+        "(docs/benchmarks.md section 27): TransferableArBG.from_pretrained(name).for_sequence('...'), or "
         "--model NAME --system peptide:SEQUENCE",
     ),
 }
