@@ -3,8 +3,8 @@
 For each ``arbg md`` folder, both models' ArBGs of that peptide (zero-shot: no training step)
 score every MD frame; the table gives each model's mean ``-log q(x)`` (nats per molecule, the
 cross-entropy of the MD under the model) and the mean of the per-frame difference with its
-standard error (pymbar's statistical inefficiency of the difference, since MD frames are
-correlated). Between two models of one peptide the difference is the difference of
+standard error (``chain_mean_error``: pymbar's statistical inefficiency of the difference, since
+MD frames are correlated). Between two models of one peptide the difference is the difference of
 KL(MD || model): a comparison whose error is a fraction of a nat where ESS/N at Pareto k > 1 counts
 a few proposals. Lower is better.
 
@@ -30,14 +30,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
-    import mdtraj
     import torch
-    from pymbar import timeseries
 
-    from openmm_arbg.cli.train_transferable import md_files
-    from openmm_arbg.molecule.topology import MolecularGraph
-    from openmm_arbg.training import load_trajectories
-    from openmm_arbg.transferable import TransferableArBG, peptide_sequence
+    from openmm_arbg.analysis.free_energy import chain_mean_error
+    from openmm_arbg.transferable import TransferableArBG
+    from transferable_zero_shot import peptide_md
 
     torch.set_num_threads(args.threads)
     new, old = (TransferableArBG.load(path) for path in args.models)
@@ -45,21 +42,16 @@ def main(argv=None):
     print("| peptide | in MODEL's training | in OTHER's training | MD NLL, MODEL (nats) | MD NLL, OTHER | MODEL - OTHER (± s.e.) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for folder in args.md:
-        traj, top = md_files(folder)
-        topology = mdtraj.load_topology(top)
-        seq = peptide_sequence(MolecularGraph.from_topology(topology))
-        ref = load_trajectories([traj], top)
+        seq, topology, ref = peptide_md(folder)
         log_q = [m.for_topology(topology, ref[0]).log_prob(ref) for m in (new, old)]
         bad = [int((~np.isfinite(lq)).sum()) for lq in log_q]
         if any(bad):
             print(f"| {seq} | frames outside the support: {bad[0]} and {bad[1]} (NLL infinite) | | | | |")
             continue
         d = log_q[1] - log_q[0]  # per-frame NLL of MODEL minus OTHER's
-        g = timeseries.statistical_inefficiency(d)
-        se = d.std(ddof=1) * np.sqrt(g / len(d))
         trained = ["yes" if seq in m.sequences else "no" for m in (new, old)]
         print(f"| {seq} | {trained[0]} | {trained[1]} | {-log_q[0].mean():.1f} | {-log_q[1].mean():.1f} | "
-              f"{d.mean():+.1f} ± {se:.1f} |", flush=True)
+              f"{d.mean():+.1f} ± {chain_mean_error(d):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

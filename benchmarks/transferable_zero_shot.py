@@ -48,6 +48,20 @@ def independence_acceptance(log_w, rng):
     return accepted / max(1, len(log_w) - finite[0] - 1)
 
 
+def peptide_md(folder, stride=1):
+    """Sequence, mdtraj topology and frames (nm) of an ``arbg md`` folder of a capped peptide."""
+    import mdtraj
+
+    from openmm_arbg.cli.train_transferable import md_files
+    from openmm_arbg.molecule.topology import MolecularGraph
+    from openmm_arbg.training import load_trajectories
+    from openmm_arbg.transferable import peptide_sequence
+
+    traj, top = md_files(folder)
+    topology = mdtraj.load_topology(top)
+    return peptide_sequence(MolecularGraph.from_topology(topology)), topology, load_trajectories([traj], top, stride=stride)
+
+
 def metrics(model, ref, ms, n, seed, lag):
     from openmm_arbg.analysis.evaluation import evaluate
     from openmm_arbg.sampling.energies import ReducedPotential
@@ -59,8 +73,7 @@ def metrics(model, ref, ms, n, seed, lag):
         m = evaluate(model, ref, u, n, seed=seed, lag=lag)
     r = m["result"]
     log_q_md = model.log_prob(ref)  # nats; its mean is minus the cross-entropy of the MD under the model
-    finite = np.isfinite(log_q_md)
-    return dict(md_nll=float(-log_q_md[finite].mean()), md_outside_support=int((~finite).sum()),
+    return dict(md_nll=float(-log_q_md.mean()), md_outside_support=int((~np.isfinite(log_q_md)).sum()),
                 ess_fraction=float(r.ess_fraction), pareto_k=float(r.pareto_k), e_w2=float(m["e_w2"]),
                 t_w2=float(m["t_w2"]), wrong_handed=float(m.get("wrong_handed_fraction", np.nan)),
                 acceptance=independence_acceptance(r.log_weights, np.random.default_rng(seed)),
@@ -75,7 +88,7 @@ def main(argv=None):
     p.add_argument("--baseline-minutes", type=float, default=0.0, help="training time of each single-molecule model "
                    "(0: no baseline)")
     p.add_argument("--single-models", nargs="*", default=[], help="single-molecule models already trained on held-out "
-                   "peptides' MD (arbg train ... --max-time-s), matched by sequence, instead of --baseline-minutes")
+                   "peptides' MD (arbg train ... --time-budget-s), matched by sequence, instead of --baseline-minutes")
     p.add_argument("--no-zero-shot", action="store_true", help="measure only the single-molecule models (the "
                    "transferable model still names the training sequences that no --md folder may be)")
     p.add_argument("--stride", type=int, default=1)
@@ -87,15 +100,12 @@ def main(argv=None):
     p.add_argument("--output", default="zero_shot")
     args = p.parse_args(argv)
 
-    import mdtraj
     import torch
 
     from openmm_arbg import ArBG
-    from openmm_arbg.cli.train_transferable import md_files
     from openmm_arbg.simulation.systems import capped_peptide
-    from openmm_arbg.training import Trainer, load_trajectories
+    from openmm_arbg.training import Trainer
     from openmm_arbg.transferable import TransferableArBG, peptide_sequence
-    from openmm_arbg.molecule.topology import MolecularGraph
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
@@ -107,12 +117,9 @@ def main(argv=None):
     net = transferable.network.cfg
     rows = []
     for folder in args.md:
-        traj, top = md_files(folder)
-        topology = mdtraj.load_topology(top)
-        seq = peptide_sequence(MolecularGraph.from_topology(topology))
+        seq, topology, ref = peptide_md(folder, args.stride)
         if seq in transferable.sequences:
             raise SystemExit(f"{folder}: {seq} is a training sequence of the transferable model, not a held-out one")
-        ref = load_trajectories([traj], top, stride=args.stride)
         ms = capped_peptide(seq)
         row = dict(sequence=seq, n_reference=len(ref))
         if not args.no_zero_shot:

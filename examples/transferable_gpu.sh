@@ -19,6 +19,8 @@ HELD_OUT=${HELD_OUT:-"TQ KW DY FH"}  # never trained on: pairs whose residues th
 NS=${NS:-1}
 BASIN_STARTS=${BASIN_STARTS:-20}
 N_PROPOSALS=${N_PROPOSALS:-100000}
+TICA_LAG=${TICA_LAG:-20}
+BASELINE_MINUTES=${BASELINE_MINUTES:-$MINUTES}
 N_LAYER=${N_LAYER:-8}; N_HEAD=${N_HEAD:-8}; D_MODEL=${D_MODEL:-384}
 PAIRS=()
 for a in $AA; do for b in $AA; do
@@ -36,4 +38,4 @@ if [ "$NGPU" -gt 1 ]; then RUN=(torchrun --standalone --nproc_per_node "$NGPU" "
     --warmup-steps 500 --ema-decay 0.999 --eval-interval 250 --n-steps 1000000 --time-budget-s $((MINUTES * 60)) \
     --output "$WORK/model"
 python benchmarks/transferable_zero_shot.py --model "$WORK/model/model.safetensors" --md "${valid[@]}" \
-    --n "$N_PROPOSALS" --lag "${TICA_LAG:-20}" --baseline-minutes "${BASELINE_MINUTES:-$MINUTES}" --device "$DEVICE" --output "$WORK/zero_shot"
+    --n "$N_PROPOSALS" --lag "$TICA_LAG" --baseline-minutes "$BASELINE_MINUTES" --device "$DEVICE" --output "$WORK/zero_shot"
