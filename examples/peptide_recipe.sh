@@ -13,6 +13,10 @@
 #   DEVICE=cpu         torch device of training and sampling (cuda on a GPU machine)
 #   HOT_NS=0.2         MD at 1000 K that visits the basins (ns)
 #   MD_NS=1.5          MD at 310 K for training (ns)
+#   MD_RUNS=1          split MD_NS over this many runs, each from the built structure with its own seed, so
+#                      that no basin holds most of the training MD because one run fell into it (a
+#                      tetrapeptide's single 1.5 ns run spent half its frames in alpha_L3, a basin of about 1 %:
+#                      docs/benchmarks.md section 25)
 #   N_STARTS=40        seeded segments at 310 K: k-means centres of the hot run, each with every residue's
 #                      (phi, psi) rotated into one of 5 Ramachandran basins (a multiple of 5)
 #   SEEDED_NS=0.2      their total length (ns)
@@ -58,7 +62,7 @@ OUT=${2:-recipe_$SEQ}
 THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu}
 HOT_NS=${HOT_NS:-0.2} MD_NS=${MD_NS:-1.5} N_STARTS=${N_STARTS:-40} SEEDED_NS=${SEEDED_NS:-0.2} REF_NS=${REF_NS:-2.5}
 N_LAYER=${N_LAYER:-3} N_HEAD=${N_HEAD:-4} D_MODEL=${D_MODEL:-96} TRAIN_STEPS=${TRAIN_STEPS:-1500} N_BINS=${N_BINS:-256}
-ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0} TICA_LAG=${TICA_LAG:-100}
+MD_RUNS=${MD_RUNS:-1} ROUNDS=${ROUNDS:-8} PROPOSALS=${PROPOSALS:-50000} N_EVAL=${N_EVAL:-10000} UMBRELLA=${UMBRELLA:-0} TICA_LAG=${TICA_LAG:-100}
 TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 export OPENMM_CPU_THREADS=$THREADS
 
@@ -81,15 +85,27 @@ SCHEDULE=(--n-steps "$TRAIN_STEPS")
 if [ "$TRAIN_MINUTES" != "0" ]; then SCHEDULE=(--time-budget-s "$((TRAIN_MINUTES * 60))"); fi
 
 run md --system "$SYSTEM" --temperatures 1000 --ns "$HOT_NS" --report-ps 0.2 --seed 1 --output hot "${COMMON[@]}" --quiet
-run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
+# training MD at 310 K: one run (folder md), or MD_RUNS runs of MD_NS / MD_RUNS each (md_1, md_2, ...; seeds 2, 12, ...)
+MD_TRAJ=() MD_WEIGHTS=() MD_TEMPS=()
+if [ "$MD_RUNS" = "1" ]; then
+    run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
+    MD_TRAJ=(md/310K/trajectory.dcd)
+else
+    RUN_NS=$(python -c "print($MD_NS / $MD_RUNS)")
+    for ((i = 1; i <= MD_RUNS; i++)); do
+        run md --system "$SYSTEM" --temperatures 310 --ns "$RUN_NS" --report-ps 0.01 --seed $((10 * i - 8)) --output "md_$i" "${COMMON[@]}" --quiet
+        MD_TRAJ+=("md_$i/310K/trajectory.dcd")
+    done
+fi
+for _ in "${MD_TRAJ[@]}"; do MD_WEIGHTS+=(1); MD_TEMPS+=(310); done
 run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --start-basins --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
     --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
-run train --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd --trajectory-weights 1 2 \
-    --topology md/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" --n-bins "$N_BINS" \
+run train --trajectories "${MD_TRAJ[@]}" seeded/310K/trajectory.dcd --trajectory-weights "${MD_WEIGHTS[@]}" 2 \
+    --topology seeded/310K/topology.pdb --output init --n-layer "$N_LAYER" --n-head "$N_HEAD" --d-model "$D_MODEL" --n-bins "$N_BINS" \
     "${SCHEDULE[@]}" --learning-rate 2e-3 --warmup-steps 100 --ema-decay 0.995 --eval-interval 100 \
     --device "$DEVICE" "${COMMON[@]}" --quiet
-run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories md/310K/trajectory.dcd seeded/310K/trajectory.dcd \
-    --trajectory-temperatures 310 310 --state "phiL=$LEFT" --stratify --n-rounds "$ROUNDS" --n-proposals "$PROPOSALS" \
+run self-train --model init/model.safetensors --system "$SYSTEM" --trajectories "${MD_TRAJ[@]}" seeded/310K/trajectory.dcd \
+    --trajectory-temperatures "${MD_TEMPS[@]}" 310 --state "phiL=$LEFT" --stratify --n-rounds "$ROUNDS" --n-proposals "$PROPOSALS" \
     --n-steps 100 --learning-rate 3e-4 --ema-decay 0.995 --output self_trained --device "$DEVICE" "${COMMON[@]}" --quiet
 
 # evaluation: the self-trained model against an independent MD run (another seed)
