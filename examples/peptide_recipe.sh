@@ -17,7 +17,7 @@
 #                      that no basin holds most of the training MD because one run fell into it (a
 #                      tetrapeptide's single 1.5 ns run spent half its frames in alpha_L3, a basin of about 1 %:
 #                      docs/benchmarks.md section 25; with MD_RUNS=4 none was, and the trained model's ESS/N
-#                      doubled: section 28)
+#                      ESS/N rose from 0.3-0.4 % to 0.4-0.7 %: section 28)
 #   N_STARTS=40        seeded segments at 310 K: k-means centres of the hot run, each with every residue's
 #                      (phi, psi) rotated into one of 5 Ramachandran basins (a multiple of 5)
 #   SEEDED_NS=0.2      their total length (ns)
