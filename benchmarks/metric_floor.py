@@ -62,15 +62,16 @@ def main(argv=None):
     with ReducedPotential(ms.system, temperature=T, n_workers=1) as u:
         u_ref = u(ref)
         u_other = None if other is None else u(other)
-    rng = np.random.default_rng(0)
-    if args.exact_n:
+    if args.exact_n:  # its own generator: the subsets below are the same with or without it
+        exact_rng = np.random.default_rng(0)
         finite = u_ref[np.isfinite(u_ref)]
         m = args.exact_reference_n or n
-        w = [energy_w2(rng.choice(finite, args.exact_n), rng.choice(finite, m)) for _ in range(20)]
+        w = [energy_w2(exact_rng.choice(finite, args.exact_n), exact_rng.choice(finite, m)) for _ in range(20)]
         print(f"exact independent samples: {args.exact_n} draws against {m} from the reference's {len(finite)} energies "
               f"(standard deviation {finite.std():.2f} kT): E-W2 {np.mean(w):.3f} +- {np.std(w):.3f} kT (20 repeats)")
     if other is None:
         return
+    rng = np.random.default_rng(0)
     subsets = [(f"random {n} frames, draw {d}", np.sort(rng.choice(len(other), n, replace=False))) for d in range(args.draws)]
     subsets.append((f"first {n} contiguous frames", np.arange(n)))
     print(f"{args.other} against {args.reference} ({n} frames), {args.system} at {T:g} K")

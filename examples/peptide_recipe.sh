@@ -17,7 +17,7 @@
 #                      that no basin holds most of the training MD because one run fell into it (a
 #                      tetrapeptide's single 1.5 ns run spent half its frames in alpha_L3, a basin of about 1 %:
 #                      docs/benchmarks.md section 25; with MD_RUNS=4 none was, and the trained model's ESS/N
-#                      ESS/N rose from 0.3-0.4 % to 0.4-0.7 %: section 28)
+#                      rose from 0.3-0.4 % to 0.4-0.7 %: section 28)
 #   N_STARTS=40        seeded segments at 310 K: k-means centres of the hot run, each with every residue's
 #                      (phi, psi) rotated into one of 5 Ramachandran basins (a multiple of 5)
 #   SEEDED_NS=0.2      their total length (ns)
@@ -88,17 +88,12 @@ if [ "$TRAIN_MINUTES" != "0" ]; then SCHEDULE=(--time-budget-s "$((TRAIN_MINUTES
 run md --system "$SYSTEM" --temperatures 1000 --ns "$HOT_NS" --report-ps 0.2 --seed 1 --output hot "${COMMON[@]}" --quiet
 # training MD at 310 K: one run (folder md), or MD_RUNS runs of MD_NS / MD_RUNS each (md_1, md_2, ...; seeds 2, 12, ...)
 MD_TRAJ=() MD_WEIGHTS=() MD_TEMPS=()
-if [ "$MD_RUNS" = "1" ]; then
-    run md --system "$SYSTEM" --temperatures 310 --ns "$MD_NS" --report-ps 0.01 --seed 2 --output md "${COMMON[@]}" --quiet
-    MD_TRAJ=(md/310K/trajectory.dcd)
-else
-    RUN_NS=$(python -c "print($MD_NS / $MD_RUNS)")
-    for ((i = 1; i <= MD_RUNS; i++)); do
-        run md --system "$SYSTEM" --temperatures 310 --ns "$RUN_NS" --report-ps 0.01 --seed $((10 * i - 8)) --output "md_$i" "${COMMON[@]}" --quiet
-        MD_TRAJ+=("md_$i/310K/trajectory.dcd")
-    done
-fi
-for _ in "${MD_TRAJ[@]}"; do MD_WEIGHTS+=(1); MD_TEMPS+=(310); done
+RUN_NS=$(python -c "print($MD_NS / $MD_RUNS)")
+for ((i = 1; i <= MD_RUNS; i++)); do
+    DIR=md; [ "$MD_RUNS" = "1" ] || DIR=md_$i
+    run md --system "$SYSTEM" --temperatures 310 --ns "$RUN_NS" --report-ps 0.01 --seed $((10 * i - 8)) --output "$DIR" "${COMMON[@]}" --quiet
+    MD_TRAJ+=("$DIR/310K/trajectory.dcd") MD_WEIGHTS+=(1) MD_TEMPS+=(310)
+done
 run md --system "$SYSTEM" --temperatures 310 --start-from hot/1000K/trajectory.dcd --start-basins --n-starts "$N_STARTS" --ns "$SEEDED_NS" \
     --report-ps 0.01 --equilibration-ps 1 --seed 3 --output seeded "${COMMON[@]}" --quiet
 run train --trajectories "${MD_TRAJ[@]}" seeded/310K/trajectory.dcd --trajectory-weights "${MD_WEIGHTS[@]}" 2 \
