@@ -131,6 +131,8 @@ CLI_ROWS = [
     ("md-report-ps-zero", MD + ["--report-ps", "0"], ["--report-ps", "positive", "0"]),
     ("md-timestep-negative", MD + ["--timestep-fs", "-1"], ["--timestep-fs", "positive", "-1"]),
     ("md-timestep-nan", MD + ["--timestep-fs", "nan"], ["--timestep-fs", "positive", "nan"]),
+    ("md-friction-zero", MD + ["--friction-per-ps", "0"], ["--friction-per-ps", "positive", "0"]),
+    ("md-friction-nan", MD + ["--friction-per-ps", "nan"], ["--friction-per-ps", "positive", "nan"]),
     ("md-equilibration-negative", MD + ["--equilibration-ps", "-5"], ["--equilibration-ps", "negative", "-5"]),
     ("md-temperature-zero", MD + ["--temperatures", "0"], ["--temperatures", "positive", "0"]),
     ("md-temperature-nan", MD + ["--temperatures", "300", "nan"], ["--temperatures", "positive", "nan"]),

@@ -326,6 +326,26 @@ def test_rotamer_seeded_md_from_the_command_line(tmp_path, capsys):
     assert trans.sum() == 2, chi1.reshape(6, 5).round()
 
 
+def test_md_friction_from_the_command_line(tmp_path, capsys):
+    """arbg md --friction-per-ps sets the Langevin collision rate and records it; resuming the run
+    with another friction is refused (it would join two different dynamics), the frames kept."""
+    import json
+
+    from openmm_arbg.cli import main
+
+    md = ["md", "--system", "peptide:A", "--ns", "0.002", "--report-ps", "0.1", "--equilibration-ps", "0.1", "--quiet",
+          "--seed", "1", "--platform", "CPU", "--output", str(tmp_path / "f")]
+    assert main(md + ["--friction-per-ps", "5"]) == 0
+    folder = tmp_path / "f" / "310K"
+    assert json.loads((folder / "settings.json").read_text())["friction_per_ps"] == 5.0
+    frames = (folder / "trajectory.dcd").read_bytes()
+    capsys.readouterr()
+    assert main(md) == 2  # default friction 1/ps against the run's 5/ps
+    err = capsys.readouterr().err
+    assert "friction_per_ps" in err, err
+    assert (folder / "trajectory.dcd").read_bytes() == frames
+
+
 def test_trajectories_load_without_the_dcd_readers_chatter(tmp_path, capfd):
     """mdtraj's C DCD reader prints two lines to standard output on every load; the package's
     loader (every command that reads MD) drops them and returns the same frames."""

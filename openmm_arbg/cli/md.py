@@ -17,7 +17,12 @@ def add_arguments(p):
     p.add_argument("--ns", type=float, default=1.0, help="simulated time per temperature in ns (default %(default)s)")
     p.add_argument("--report-ps", type=float, default=0.2, help="ps between saved frames (default %(default)s)")
     p.add_argument("--equilibration-ps", type=float, default=10.0, help="ps of dynamics before the first saved frame (default %(default)s)")
-    add_options(p, "timestep_fs", "platform", "seed")
+    add_options(p, "timestep_fs")
+    p.add_argument("--friction-per-ps", type=float, default=1.0,
+                   help="Langevin friction (collision rate) in 1/ps: it does not change the Boltzmann distribution that the "
+                        "frames sample, only how fast they decorrelate; a higher friction decorrelates the potential "
+                        "energy faster and slows conformational changes (default %(default)s)")
+    add_options(p, "platform", "seed")
     p.add_argument("--output", default="arbg_md", help="output folder; one subfolder per temperature (default %(default)s)")
     p.add_argument("--chunk-frames", type=positive_int, default=1000,
                    help="frames per saved chunk: what an interruption can lose (default %(default)s)")
@@ -43,6 +48,9 @@ def validate(args, parser):
     for name, value in (("--ns", args.ns), ("--report-ps", args.report_ps), ("--timestep-fs", args.timestep_fs)):
         if not (math.isfinite(value) and value > 0):
             parser.error(f"{name} must be a positive number; got {value}")
+    if not (math.isfinite(args.friction_per_ps) and args.friction_per_ps > 0):
+        parser.error(f"--friction-per-ps must be a positive number (1/ps; without friction the run holds no temperature); "
+                     f"got {args.friction_per_ps}")
     if not (math.isfinite(args.equilibration_ps) and args.equilibration_ps >= 0):
         parser.error(f"--equilibration-ps must not be negative (ps); got {args.equilibration_ps}")
     if args.temperatures and not all(math.isfinite(t) and t > 0 for t in args.temperatures):
@@ -79,8 +87,9 @@ def run(args):
     for T in args.temperatures or [ms.temperature.value_in_unit(unit.kelvin)]:
         out = os.path.join(args.output, f"{T:g}K")
         traj = run_md(
-            ms, out, n_steps=n_steps, report_interval=report, temperature=T, timestep_fs=args.timestep_fs, seed=args.seed,
-            platform=args.platform, equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), progress=not args.quiet,
+            ms, out, n_steps=n_steps, report_interval=report, temperature=T, timestep_fs=args.timestep_fs,
+            friction_per_ps=args.friction_per_ps, seed=args.seed, platform=args.platform,
+            equilibration_steps=int(round(args.equilibration_ps * 1e3 / args.timestep_fs)), progress=not args.quiet,
             chunk_frames=args.chunk_frames, start_positions=starts,
         )
         print(f"{out}: {traj.n_frames} frames at {T:g} K -> {out}/trajectory.dcd (topology {out}/topology.pdb)")
