@@ -132,6 +132,24 @@ def test_evaluate_command(tmp_path, alanine, capsys):
     assert len(floor_cells) == 3 and all(float(c) > 0 for c in floor_cells)  # the halves' own metrics
     assert (out / "evaluation.md").read_text() in text
     assert (out / "ramachandran.png").stat().st_size > 1000 and (out / "energies.png").stat().st_size > 1000
+
+    # the same frames as two runs (--reference A B): the same proposals, E-W2, T-W2 and halves; TICA
+    # takes each run as its own time series
+    def rows(table):
+        return {line.split("|")[1].strip(): line.split("|")[2:4] for line in table.splitlines() if line.startswith("| ")}
+
+    half = traj.n_frames // 2
+    traj[:half].save_dcd(str(tmp_path / "a.dcd"))
+    traj[half:].save_dcd(str(tmp_path / "b.dcd"))
+    two = [*argv[:3], "--reference", str(tmp_path / "a.dcd"), str(tmp_path / "b.dcd"), *argv[5:-1], str(tmp_path / "eval2")]
+    assert main(two) == 0
+    one_run, two_runs = rows((out / "evaluation.md").read_text()), rows((tmp_path / "eval2" / "evaluation.md").read_text())
+    for row in ("ESS/N", "E-W2 (kT)", "T-W2 (rad)", "reference frames"):
+        assert one_run[row] == two_runs[row], (row, one_run[row], two_runs[row])
+    assert float(two_runs["TICA-W2"][0].split()[0]) >= 0
+    capsys.readouterr()
+    assert main([*two[:-1], str(tmp_path / "eval3"), "--lag", str(half)]) == 2  # no run longer than the lag
+    assert f"runs' longest ({half} frames) must be longer than the TICA lag" in capsys.readouterr().err
     pdb = tmp_path / "other.pdb"
     from openmm_arbg.simulation.systems import capped_peptide
 

@@ -37,6 +37,15 @@ def test_tica_w2_detects_a_missing_state():
     assert missing > 5 * same
     with pytest.raises(ValueError, match="longer than the TICA lag"):
         tica_w2(ref[:50], ref[:50], lag=100)
+    # several runs joined: one run is the plain case; runs are separate time series, so a reference
+    # whose runs each hold one state still finds the state axis, and its lengths must add up
+    assert tica_w2(ref, only_one, lag=10, max_points=3000, lengths=[len(ref)]) == (missing, 3000)
+    runs = np.concatenate([ref[state == 0][:5000], ref[state == 1][:5000]])
+    assert tica_w2(runs, only_one, lag=10, max_points=3000, lengths=[5000, 5000])[0] > 5 * same
+    with pytest.raises(ValueError, match="do not add up"):
+        tica_w2(runs, only_one, lag=10, lengths=[5000, 4000])
+    with pytest.raises(ValueError, match="no reference run is longer than the TICA lag"):
+        tica_w2(runs, only_one, lag=6000, lengths=[5000, 5000])
 
 
 def test_reference_floor_compares_the_two_halves(alanine):
@@ -56,6 +65,10 @@ def test_reference_floor_compares_the_two_halves(alanine):
     assert alike["e_w2"] == 0.0 and 0 < alike["t_w2"] and np.isfinite(alike["tica_w2"])
     assert apart["t_w2"] > 2 * alike["t_w2"]
     assert np.isnan(reference_floor(x, np.zeros(400), alanine.topology, lag=200)["tica_w2"])  # a half not longer than the lag
+    # two runs of 100 and 300 frames: the first half holds all of one and 100 frames of the other
+    runs = reference_floor(x, np.zeros(400), alanine.topology, lag=10, max_points=200, lengths=[100, 300])
+    assert runs["t_w2"] == alike["t_w2"] and np.isfinite(runs["tica_w2"])
+    assert np.isnan(reference_floor(x, np.zeros(400), alanine.topology, lag=150, lengths=[150, 250])["tica_w2"])
 
 
 def test_plots_are_written(tmp_path):

@@ -79,7 +79,17 @@ def dihedral_features(positions, topology):
     return np.concatenate([np.cos(ang), np.sin(ang)], axis=1)
 
 
-def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0):
+def _split_runs(frames, lengths):
+    """``frames`` cut into its runs of ``lengths`` frames (one run when ``lengths`` is None)."""
+    if lengths is None:
+        return [frames]
+    lengths = [int(n) for n in lengths]
+    if any(n < 0 for n in lengths) or sum(lengths) != len(frames):
+        raise ValueError(f"run lengths {lengths} do not add up to the {len(frames)} reference frames")
+    return [run for run in np.split(frames, np.cumsum(lengths)[:-1]) if len(run)]
+
+
+def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0, lengths=None):
     """TICA-W2: W2 on the first two TICA components fitted on the reference time series.
 
     Parameters
@@ -89,6 +99,10 @@ def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0
     sample_features : array_like (n_samples, n_features)
     lag : int
         TICA lag time in frames.
+    lengths : list of int, optional
+        Frames of each independent run when the reference is several runs joined in order: TICA
+        is fitted on the runs as separate time series (no lag pair spans two runs); runs not
+        longer than ``lag`` add no lag pairs but their frames are still compared.
 
     Returns
     -------
@@ -98,9 +112,12 @@ def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0
     from deeptime.decomposition import TICA
 
     ref = np.asarray(reference_features, float)
-    if len(ref) <= lag:
+    runs = [run for run in _split_runs(ref, lengths) if len(run) > lag]
+    if not runs and (lengths is None or len(lengths) == 1):
         raise ValueError(f"the reference trajectory ({len(ref)} frames) must be longer than the TICA lag ({lag})")
-    tica = TICA(lagtime=lag, dim=2).fit(ref).fetch_model()
+    if not runs:
+        raise ValueError(f"no reference run is longer than the TICA lag ({lag} frames): the longest has {max(lengths)}")
+    tica = TICA(lagtime=lag, dim=2).fit(runs if len(runs) > 1 else runs[0]).fetch_model()
     rng = np.random.default_rng(rng)
     a = _subsample(tica.transform(ref), max_points, rng)
     b = _subsample(tica.transform(np.asarray(sample_features, float)), max_points, rng)
@@ -109,7 +126,7 @@ def tica_w2(reference_features, sample_features, lag=100, max_points=5000, rng=0
     return float(np.sqrt(max(value, 0.0))), min(len(a), len(b))
 
 
-def structural_w2(reference_positions, positions, topology, lag=100, max_points=5000, seed=0):
+def structural_w2(reference_positions, positions, topology, lag=100, max_points=5000, seed=0, lengths=None):
     """T-W2 over every backbone phi and psi, and TICA-W2, of ``positions`` against reference frames.
 
     Parameters
@@ -124,6 +141,8 @@ def structural_w2(reference_positions, positions, topology, lag=100, max_points=
     max_points : int
         Points per set for exact optimal transport.
     seed : int
+    lengths : list of int, optional
+        Frames of each run when the reference is several independent runs joined (see :func:`tica_w2`).
 
     Returns
     -------
@@ -132,7 +151,7 @@ def structural_w2(reference_positions, positions, topology, lag=100, max_points=
     """
     t, t_points = _backbone_torus_w2(reference_positions, positions, topology, max_points, seed)
     k, k_points = tica_w2(dihedral_features(reference_positions, topology), dihedral_features(positions, topology), lag,
-                          max_points, seed)
+                          max_points, seed, lengths)
     return dict(t_w2=t, t_w2_points=t_points, tica_w2=k, tica_w2_points=k_points)
 
 
@@ -215,7 +234,8 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
 
 
 def evaluate(model, reference_positions, reduced_potential, n_proposals, proposal_temperature=1.0, lag=100, max_points=5000,
-             structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False, floor=True):
+             structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False, floor=True,
+             reference_lengths=None):
     """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
 
     Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and
@@ -246,6 +266,9 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
         Also compute the metrics between the reference's first and second halves
         (:func:`reference_floor`): what independent MD scores at this reference size, below which
         the reference cannot tell a model from exact samples.
+    reference_lengths : list of int, optional
+        Frames of each run when the reference is several independent runs joined in order (for
+        example several MD runs with other seeds): TICA treats them as separate time series.
 
     Returns
     -------
@@ -281,9 +304,10 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     if structural and not has_backbone:
         warnings.append("the molecule has no backbone phi and psi: T-W2 and TICA-W2 are not computed")
     elif structural:
-        out.update(structural_w2(ref, x_rs, top, lag, max_points, seed))
+        out.update(structural_w2(ref, x_rs, top, lag, max_points, seed, reference_lengths))
     if floor:
-        out["floor"] = reference_floor(ref, u_ref, top, lag, max_points, seed, structural=structural and has_backbone)
+        out["floor"] = reference_floor(ref, u_ref, top, lag, max_points, seed, structural=structural and has_backbone,
+                                       lengths=reference_lengths)
         warnings.extend(_floor_notes(out))
     out["plots"] = []
     if output_dir is not None:
@@ -306,7 +330,7 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
 
 
 def reference_floor(reference_positions, reference_reduced_potentials, topology, lag=100, max_points=5000, seed=0,
-                    structural=True):
+                    structural=True, lengths=None):
     """E-W2, T-W2 and TICA-W2 between the first and the second half of a reference trajectory.
 
     Each half is independent MD of half the reference's length (up to the correlation across
@@ -329,6 +353,10 @@ def reference_floor(reference_positions, reference_reduced_potentials, topology,
     seed : int
     structural : bool
         Compute T-W2 and TICA-W2 (the molecule needs backbone phi and psi).
+    lengths : list of int, optional
+        Frames of each run when the reference is several independent runs joined in order; the
+        halves are still the first and the second half of the frames, and a run cut by the
+        midpoint is two time series for TICA.
 
     Returns
     -------
@@ -347,8 +375,13 @@ def reference_floor(reference_positions, reference_reduced_potentials, topology,
         out["e_w2"] = energy_w2(ua[np.isfinite(ua)], ub[np.isfinite(ub)])
     if structural:
         a, b = ref[:h], ref[h:2 * h]
-        if h > lag:  # TICA needs a half longer than its lag
-            w2 = structural_w2(a, b, topology, lag, max_points, seed)
+        la = lb = None
+        if lengths is not None:
+            ends = np.cumsum([int(n) for n in lengths])
+            la = np.diff(np.concatenate([[0], np.minimum(ends, h)])).tolist()  # the runs' frames in the first half
+        longest = h if lengths is None else max(la)
+        if longest > lag:  # TICA needs a (run of the first) half longer than its lag
+            w2 = structural_w2(a, b, topology, lag, max_points, seed, la)
             out.update(t_w2=w2["t_w2"], tica_w2=w2["tica_w2"])
         else:
             out["t_w2"] = _backbone_torus_w2(a, b, topology, max_points, seed)[0]

@@ -10,7 +10,9 @@ REQUIRED = ("model", "reference")
 
 def add_arguments(p):
     add_options(p, "model", "device")
-    p.add_argument("--reference", help="reference trajectory (e.g. long MD), in time order")
+    p.add_argument("--reference", nargs="+", metavar="TRAJECTORY",
+                   help="reference trajectory (e.g. long MD), in time order; or several independent runs of the same "
+                        "molecule (for example MD with other seeds), pooled: TICA takes each run as its own time series")
     p.add_argument("--topology", help="topology file of the reference trajectory (default: topology.pdb beside it)")
     add_options(p, "target", "temperature", "proposal_temperature")
     p.add_argument("--n", type=positive_int, default=10000, help="proposals (default %(default)s)")
@@ -33,17 +35,19 @@ def run(args):
     from .common import load_model, print_warnings, target_for_model, topology_file
 
     model = load_model(args)
-    args.topology = topology_file(args.topology, args.reference)
-    ref = load_trajectories([args.reference], args.topology, stride=args.stride)  # checked bond by bond
-    if len(ref) <= args.lag:  # before sampling: TICA-W2 needs a reference longer than its lag
-        raise ValueError(f"the reference trajectory ({len(ref)} frames) must be longer than the TICA lag (--lag "
+    args.topology = topology_file(args.topology, args.reference[0])
+    # checked bond by bond
+    ref, lengths = load_trajectories(args.reference, args.topology, stride=args.stride, return_lengths=True)
+    if max(lengths) <= args.lag:  # before sampling: TICA-W2 needs a reference run longer than its lag
+        what = "trajectory" if len(lengths) == 1 else "runs' longest"
+        raise ValueError(f"the reference {what} ({max(lengths)} frames) must be longer than the TICA lag (--lag "
                          f"{args.lag}); give a smaller --lag")
     model.check_topology(mdtraj.load_topology(args.topology))
     ms, T = target_for_model(model, args)
     with ReducedPotential(ms.system, temperature=T, n_workers=args.workers) as u:
         metrics = evaluate(
             model, ref, u, args.n, proposal_temperature=args.proposal_temperature, lag=args.lag, max_points=args.max_points,
-            seed=args.seed, output_dir=args.output, progress=not args.quiet,
+            seed=args.seed, output_dir=args.output, progress=not args.quiet, reference_lengths=lengths,
         )
     text = evaluation_table(metrics)
     with atomic_write(os.path.join(args.output, "evaluation.md")) as f:
