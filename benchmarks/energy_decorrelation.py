@@ -27,6 +27,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--platform", default="CPU")
     args = p.parse_args(argv)
+    if args.ps < 20:
+        p.error(f"--ps must be at least 20 (ps): the 1 ps spacing needs 20 frames; got {args.ps:g}")
 
     import openmm
     import openmm.unit as unit
