@@ -375,7 +375,7 @@ def reference_floor(reference_positions, reference_reduced_potentials, topology,
         out["e_w2"] = energy_w2(ua[np.isfinite(ua)], ub[np.isfinite(ub)])
     if structural:
         a, b = ref[:h], ref[h:2 * h]
-        la = lb = None
+        la = None
         if lengths is not None:
             ends = np.cumsum([int(n) for n in lengths])
             la = np.diff(np.concatenate([[0], np.minimum(ends, h)])).tolist()  # the runs' frames in the first half
