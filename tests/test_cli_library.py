@@ -159,6 +159,37 @@ def test_evaluate_command(tmp_path, alanine, capsys):
     assert main([*argv[:5], "--topology", str(pdb)]) == 2  # the reference is another molecule
 
 
+def test_evaluate_saved_proposals(tmp_path, alanine, capsys):
+    """arbg evaluate --proposals: the proposals of arbg sample --output, evaluated without drawing
+    again (the same ESS as the sampling run reported); another model's, a resampled file and --n
+    beside it are refused with what to do."""
+    from openmm_arbg.pretrained import pretrained_path
+    from openmm_arbg.simulation.md import run_md
+
+    run_md(alanine, str(tmp_path / "md"), n_steps=3000, report_interval=20, equilibration_steps=500, progress=False)
+    model = pretrained_path("alanine_dipeptide_vacuum")
+    samples = str(tmp_path / "s.dcd")
+    assert main(["sample", "--model", model, "--n", "300", "--seed", "3", "--workers", "1", "--output", samples, "--quiet"]) == 0
+    capsys.readouterr()
+    argv = ["evaluate", "--model", model, "--reference", str(tmp_path / "md" / "trajectory.dcd"), "--lag", "5",
+            "--max-points", "200", "--workers", "1", "--proposals", samples, "--output", str(tmp_path / "e")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    saved = np.load(samples + ".progress/result.npz")
+    w = np.exp(saved["log_weights"] - saved["log_weights"].max())
+    ess = w.sum() ** 2 / (w ** 2).sum()
+    assert f"| proposals (energy evaluations) | 300 |" in text and f"| ESS/N | {100 * ess / 300:.2f} % |" in text, text
+    assert main([*argv, "--n", "100"]) == 2 and "leave out --n" in capsys.readouterr().err
+    other = [*argv[:2], pretrained_path("alanine_dipeptide_vacuum_self_trained"), *argv[3:]]
+    assert main(other) == 2 and "another model" in capsys.readouterr().err
+    resampled = str(tmp_path / "r.dcd")
+    assert main(["sample", "--model", model, "--n", "50", "--seed", "3", "--workers", "1", "--resample", "--output", resampled,
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*argv[:-3], resampled, "--output", str(tmp_path / "e2")]) == 2
+    assert "resampled population" in capsys.readouterr().err
+
+
 def test_python_dash_m_runs_the_command_line():
     """``python -m openmm_arbg.cli`` is the ``arbg`` command (for environments without its script)."""
     import subprocess

@@ -235,7 +235,7 @@ def energy_histogram_plot(series, path, xlabel="reduced energy (kT)"):
 
 def evaluate(model, reference_positions, reduced_potential, n_proposals, proposal_temperature=1.0, lag=100, max_points=5000,
              structural=True, seed=0, output_dir=None, reference_label="reference MD", progress=False, floor=True,
-             reference_lengths=None):
+             reference_lengths=None, result=None):
     """The ArBG paper's metrics of a model against reference frames, with warnings and plots.
 
     Draws ``n_proposals`` importance-sampling proposals, resamples them to the target, and
@@ -269,6 +269,11 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     reference_lengths : list of int, optional
         Frames of each run when the reference is several independent runs joined in order (for
         example several MD runs with other seeds): TICA treats them as separate time series.
+    result : ImportanceSamplingResult, optional
+        Proposals already drawn and weighed against this target (for example
+        :func:`~openmm_arbg.sampling.streaming.load_weighed_proposals` of an ``arbg sample
+        --output`` run): evaluated instead of drawing ``n_proposals`` new ones (``n_proposals``
+        and ``proposal_temperature`` are then not used).
 
     Returns
     -------
@@ -287,8 +292,10 @@ def evaluate(model, reference_positions, reduced_potential, n_proposals, proposa
     from .observables import backbone_dihedrals
 
     ref = as_positions_nm(reference_positions, model.n_atoms, model.graph, "reference positions")
-    result = importance_sample(model, reduced_potential, n_proposals, proposal_temperature=proposal_temperature, seed=seed,
-                               progress=progress)
+    if result is None:
+        result = importance_sample(model, reduced_potential, n_proposals, proposal_temperature=proposal_temperature, seed=seed,
+                                   progress=progress)
+    n_proposals = result.n
     picks = resample(result.log_weights, n_proposals, rng=seed)
     u_ref = reduced_potential(ref)
     x_rs, u_rs = result.positions[picks], result.reduced_potentials[picks]

@@ -267,6 +267,52 @@ def sample_to_file(model, output, n, reduced_potential=None, proposal_temperatur
     return result, written, store
 
 
+def load_weighed_proposals(output, model, reduced_potential):
+    """The proposals of a complete :func:`sample_to_file` run with importance weights
+    (``arbg sample --output OUTPUT``, without ``--resample``), checked to be this model's
+    proposals weighed against this target: an :class:`ImportanceSamplingResult` that can be
+    evaluated again (against another reference, for instance) without drawing anew.
+
+    Raises ``ValueError`` saying what does not match (another model, system or temperature; a
+    run without weights, resampled, or not complete).
+    """
+    import hashlib
+    import json
+
+    import openmm
+
+    from .importance import ImportanceSamplingResult
+
+    output = os.fspath(output)
+    folder = output + ".progress"
+    progress = os.path.join(folder, "progress.json")
+    if not (os.path.isfile(output) and os.path.isfile(progress)):
+        raise FileNotFoundError(f"{output} with its {progress} is not there: write it with arbg sample --output {output} "
+                                "(the same model, the target as --system)")
+    with open(progress) as f:
+        stored = json.load(f)
+    if not stored.get("complete"):
+        raise ValueError(f"{output}: the sampling run is not complete; run its arbg sample command again to finish it")
+    if file_sha256(output) not in {stored.get("output_sha256"), stored.get("output_sha256_pending")} - {None}:
+        raise ValueError(f"{output} is not the file its sampling run wrote (it was changed since)")
+    if not stored.get("weights") or stored.get("resample"):
+        raise ValueError(f"{output} holds " + ("a resampled population" if stored.get("resample") else "proposals without weights")
+                         + ": evaluate needs every proposal with its weight (arbg sample --output, without --resample or --no-weights)")
+    model_sha = file_sha256(model.checkpoint_path) if getattr(model, "checkpoint_path", None) else model.fingerprint()
+    system_sha = hashlib.sha256(openmm.XmlSerializer.serialize(reduced_potential.system).encode()).hexdigest()
+    for what, mine, theirs in (("model", model_sha, stored.get("model_sha256")), ("system", system_sha, stored.get("system_sha256"))):
+        if mine != theirs:
+            raise ValueError(f"{output} was drawn with another {what} than this one: give the {what} it was sampled with")
+    if abs(float(stored.get("temperature_K", float("nan"))) - float(reduced_potential.temperature)) > 1e-6:
+        raise ValueError(f"{output} was weighed at {stored.get('temperature_K')} K, not at {float(reduced_potential.temperature):g} K")
+    with np.load(os.path.join(folder, "result.npz"), allow_pickle=False) as z:
+        saved = {key: z[key] for key in z.files}
+    positions = load_trajectory(output, top=model.topology).xyz
+    if len(positions) != len(saved["log_weights"]):
+        raise ValueError(f"{output} has {len(positions)} frames for {len(saved['log_weights'])} weights")
+    return ImportanceSamplingResult(positions, saved["log_q"], saved["reduced_potentials"], saved["valid"], saved["log_weights"])
+
+
 def _completed_samples(store, model, weights):
     from .importance import ImportanceSamplingResult
 
