@@ -22,7 +22,7 @@ import numpy as np
 
 from ..utils import atomic_write, check_output_file, check_settings_file, file_sha256, load_trajectory, write_json_atomic
 
-__all__ = ["ChunkStore", "RunInterrupted", "TRAJECTORY_EXTENSIONS", "chunk_seed"]
+__all__ = ["ChunkStore", "RunInterrupted", "TRAJECTORY_EXTENSIONS", "chunk_seed", "load_weighed_proposals", "sample_to_file"]
 
 # the extensions mdtraj.Trajectory.save writes
 TRAJECTORY_EXTENSIONS = (".dcd", ".xtc", ".trr", ".h5", ".hdf5", ".nc", ".netcdf", ".ncdf", ".pdb", ".pdb.gz", ".binpos",
