@@ -10,6 +10,13 @@ reduced energy (kT) inside and outside it on both sides, and E-W2 (kT) of the re
 (``arbg evaluate``'s resampling: systematic, ``--seed``) against the reference, with every proposal
 and with the state's proposals left out on both sides. Leaving a state out is a diagnosis, not
 the paper's metric: it says how far the two sides agree where the reference has its frames.
+
+A reference that the MD's length leaves without the state can be completed by strata:
+``--state-reference FILES`` is MD started inside the state (only its frames inside the state are
+used), and ``--state-population P ...`` (%) are independent estimates of the state's population
+(umbrella sampling, metadynamics). For each P the reference is the MD's frames outside the state
+with total weight 1 - P and the state's frames with weight P, and E-W2 is the exact 1-D optimal
+transport between the resampled proposals and that weighted reference (POT's ``emd2_1d``).
 """
 
 import argparse
@@ -25,6 +32,9 @@ def main(argv=None):
     p.add_argument("--topology", required=True)
     p.add_argument("--state", required=True, help="a state expression, as in arbg free-energy --state (without a name)")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--state-reference", nargs="+", default=None, help="MD started inside the state")
+    p.add_argument("--state-population", type=float, nargs="+", default=None,
+                   help="independent estimates of the state's population (%%) that weigh --state-reference")
     args = p.parse_args(argv)
 
     import mdtraj
@@ -63,6 +73,26 @@ def main(argv=None):
     print(f"E-W2, every proposal: {energy_w2(u[picks], u_ref):.3f} kT")
     print(f"E-W2, the state left out on both sides: {energy_w2(u[out_picks], u_ref[~ref_inside]):.3f} kT "
           f"({len(out_picks)} of {len(picks)} resampled)")
+    if not args.state_reference:
+        return
+    import ot
+
+    x_in = load_trajectories(args.state_reference, args.topology)
+    with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as rp:
+        u_in = rp(x_in)
+    kept = np.asarray(state(x_in), bool)
+    u_in = u_in[kept]
+    in_picks = picks[inside[picks]]
+    print(f"MD started inside the state: {kept.sum()} of {len(kept)} frames inside; mean reduced energy {u_in.mean():.3f} kT "
+          f"(weighed proposals inside: {np.sum(w[inside] * u[inside]) / w[inside].sum():.3f})")
+    print(f"E-W2 inside the state, resampled proposals against those frames: {energy_w2(u[in_picks], u_in):.3f} kT")
+    outside_u = u_ref[~ref_inside]
+    for pct in args.state_population or ():
+        P = pct / 100.0
+        values = np.concatenate([outside_u, u_in])
+        mass = np.concatenate([np.full(len(outside_u), (1 - P) / len(outside_u)), np.full(len(u_in), P / len(u_in))])
+        value = ot.emd2_1d(u[picks], values, np.full(len(picks), 1.0 / len(picks)), mass, metric="sqeuclidean")
+        print(f"E-W2 against the reference by strata, the state at {pct:g} %: {np.sqrt(value):.3f} kT")
 
 
 if __name__ == "__main__":
