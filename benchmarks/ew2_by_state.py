@@ -53,9 +53,11 @@ def main(argv=None):
         log_w, u = z["log_weights"], z["reduced_potentials"]
     x = load_trajectory(args.proposals, top=top).xyz
     ref = load_trajectories(args.reference, args.topology)
+    x_in = load_trajectories(args.state_reference, args.topology) if args.state_reference else None
     ms = build_system(args.system)
     with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as rp:
         u_ref = rp(ref)
+        u_in = None if x_in is None else rp(x_in)
     state = StateExpression(args.state, top)
     inside, ref_inside = np.asarray(state(x), bool), np.asarray(state(ref), bool)
     w = normalized_weights(log_w)
@@ -73,13 +75,10 @@ def main(argv=None):
     print(f"E-W2, every proposal: {energy_w2(u[picks], u_ref):.3f} kT")
     print(f"E-W2, the state left out on both sides: {energy_w2(u[out_picks], u_ref[~ref_inside]):.3f} kT "
           f"({len(out_picks)} of {len(picks)} resampled)")
-    if not args.state_reference:
+    if x_in is None:
         return
     import ot
 
-    x_in = load_trajectories(args.state_reference, args.topology)
-    with ReducedPotential(ms.system, temperature=ms.temperature.value_in_unit(unit.kelvin), n_workers=1) as rp:
-        u_in = rp(x_in)
     kept = np.asarray(state(x_in), bool)
     u_in = u_in[kept]
     in_picks = picks[inside[picks]]

@@ -171,6 +171,20 @@ class ChunkStore:
             return {key: z[key] for key in z.files}
 
 
+def _sampling_fingerprints(model, reduced_potential=None):
+    """What a sampling run records of its model (and target): the model file's SHA-256 (or the
+    in-memory model's fingerprint), the System's serialized SHA-256 and the temperature (K)."""
+    out = dict(model_sha256=file_sha256(model.checkpoint_path) if getattr(model, "checkpoint_path", None) else model.fingerprint())
+    if reduced_potential is not None:
+        import hashlib
+
+        import openmm
+
+        out.update(system_sha256=hashlib.sha256(openmm.XmlSerializer.serialize(reduced_potential.system).encode()).hexdigest(),
+                   temperature_K=float(reduced_potential.temperature))
+    return out
+
+
 def sample_to_file(model, output, n, reduced_potential=None, proposal_temperature=1.0, seed=None, chunk_size=1000,
                    resample=False, progress=False, out=None):
     """Draw ``n`` proposals in chunks of ``chunk_size``, saving each chunk as it is done, and write
@@ -200,19 +214,12 @@ def sample_to_file(model, output, n, reduced_potential=None, proposal_temperatur
         raise ValueError(f"n ({n}) and chunk_size ({chunk_size}) must be positive integers")
     weights = reduced_potential is not None
     settings = dict(
-        model_sha256=file_sha256(model.checkpoint_path) if getattr(model, "checkpoint_path", None) else model.fingerprint(),
+        model_sha256=_sampling_fingerprints(model)["model_sha256"],
         n=n, chunk_size=chunk_size, proposal_temperature=float(proposal_temperature), seed=None if seed is None else int(seed),
         weights=weights, resample=bool(resample),
     )
     if weights:
-        import openmm
-
-        import hashlib
-
-        settings.update(
-            system_sha256=hashlib.sha256(openmm.XmlSerializer.serialize(reduced_potential.system).encode()).hexdigest(),
-            temperature_K=float(reduced_potential.temperature),
-        )
+        settings.update(_sampling_fingerprints(model, reduced_potential))
         check_target(reduced_potential.system, model.graph)
     store = ChunkStore(output, settings, "a sampling run", out=out)
     n_chunks = -(-n // chunk_size)
@@ -276,12 +283,7 @@ def load_weighed_proposals(output, model, reduced_potential):
     Raises ``ValueError`` saying what does not match (another model, system or temperature; a
     run without weights, resampled, or not complete).
     """
-    import hashlib
     import json
-
-    import openmm
-
-    from .importance import ImportanceSamplingResult
 
     output = os.fspath(output)
     folder = output + ".progress"
@@ -298,28 +300,32 @@ def load_weighed_proposals(output, model, reduced_potential):
     if not stored.get("weights") or stored.get("resample"):
         raise ValueError(f"{output} holds " + ("a resampled population" if stored.get("resample") else "proposals without weights")
                          + ": evaluate needs every proposal with its weight (arbg sample --output, without --resample or --no-weights)")
-    model_sha = file_sha256(model.checkpoint_path) if getattr(model, "checkpoint_path", None) else model.fingerprint()
-    system_sha = hashlib.sha256(openmm.XmlSerializer.serialize(reduced_potential.system).encode()).hexdigest()
-    for what, mine, theirs in (("model", model_sha, stored.get("model_sha256")), ("system", system_sha, stored.get("system_sha256"))):
-        if mine != theirs:
+    mine = _sampling_fingerprints(model, reduced_potential)
+    for what, key in (("model", "model_sha256"), ("system", "system_sha256")):
+        if mine[key] != stored.get(key):
             raise ValueError(f"{output} was drawn with another {what} than this one: give the {what} it was sampled with")
-    if abs(float(stored.get("temperature_K", float("nan"))) - float(reduced_potential.temperature)) > 1e-6:
-        raise ValueError(f"{output} was weighed at {stored.get('temperature_K')} K, not at {float(reduced_potential.temperature):g} K")
+    if abs(float(stored.get("temperature_K", float("nan"))) - mine["temperature_K"]) > 1e-6:
+        raise ValueError(f"{output} was weighed at {stored.get('temperature_K')} K, not at {mine['temperature_K']:g} K")
     with np.load(os.path.join(folder, "result.npz"), allow_pickle=False) as z:
         saved = {key: z[key] for key in z.files}
     positions = load_trajectory(output, top=model.topology).xyz
     if len(positions) != len(saved["log_weights"]):
         raise ValueError(f"{output} has {len(positions)} frames for {len(saved['log_weights'])} weights")
-    return ImportanceSamplingResult(positions, saved["log_q"], saved["reduced_potentials"], saved["valid"], saved["log_weights"])
+    return _weighed_result(positions, saved)
 
 
 def _completed_samples(store, model, weights):
-    from .importance import ImportanceSamplingResult
-
     saved = store.load_result()
     written = load_trajectory(store.output, top=model.topology).xyz
     result = None
     if weights:
         positions = written if "resampled_indices" not in saved else None
-        result = ImportanceSamplingResult(positions, saved["log_q"], saved["reduced_potentials"], saved["valid"], saved["log_weights"])
+        result = _weighed_result(positions, saved)
     return result, written, store
+
+
+def _weighed_result(positions, saved):
+    """An ImportanceSamplingResult of saved proposals (``result.npz``'s arrays)."""
+    from .importance import ImportanceSamplingResult
+
+    return ImportanceSamplingResult(positions, saved["log_q"], saved["reduced_potentials"], saved["valid"], saved["log_weights"])
